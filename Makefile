@@ -1,0 +1,33 @@
+# Two entry points: `make app` (the main job) and `make test` (the suite). Both create .venv
+# and install what they need on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check
+
+.PHONY: app test lint bench install clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) "torch==2.14.1" "torchvision==0.29.1"
+	$(PIP) -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+app: $(STAMP)
+	$(VENV)/bin/pneumo app
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/pytest
+
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,1 @@
+"""The clinic web app (Streamlit)."""

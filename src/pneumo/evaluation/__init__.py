@@ -1,0 +1,1 @@
+"""Metrics with bootstrap intervals, thresholds and calibration, plots and reports."""

@@ -1,0 +1,1 @@
+"""The Predictor interface and its ONNX Runtime and torch backends."""

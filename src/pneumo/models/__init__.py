@@ -1,0 +1,1 @@
+"""Backbone registry over timm, classifier, ImageNet weight resolution, checkpoint I/O."""

@@ -1,0 +1,174 @@
+"""A model on disk: ``model.safetensors`` (weights, no pickles) beside ``model.json`` (everything
+inference needs: backbone, preprocessing, classes, threshold, temperature, provenance)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pneumo import CLASS_NAMES, __version__
+from pneumo.data.transforms import DataConfig
+from pneumo.errors import ModelError
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+FORMAT = "pneumo-model/1"
+WEIGHTS_FILE = "model.safetensors"
+METADATA_FILE = "model.json"
+BUNDLED_MODEL_DIR = Path(__file__).resolve().parents[3] / "models" / "default"
+"""Where the bundled default model lives in a source checkout."""
+
+
+@dataclass
+class ModelMetadata:
+    """Everything that travels with the weights; serving builds its preprocessing from this."""
+
+    backbone: str
+    """timm model name from the registry."""
+    data_config: DataConfig
+    """Input size, mean and std."""
+    class_names: tuple[str, ...] = CLASS_NAMES
+    """Output order of the head; index 1 is PNEUMONIA."""
+    threshold: float = 0.5
+    """Decision threshold on the calibrated pneumonia probability."""
+    temperature: float = 1.0
+    """Logits are divided by this before the softmax (fitted on validation)."""
+    uncertain_band: tuple[float, float] = (0.35, 0.65)
+    """Calibrated probabilities in this band are reported as uncertain."""
+    ood: dict[str, Any] = field(default_factory=dict)
+    """Out-of-distribution check settings (feature statistics file keys, cut-off)."""
+    data_fingerprint: str = ""
+    """Hash of the training labels and file contents."""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    """Validation figures at the chosen threshold."""
+    training: dict[str, Any] = field(default_factory=dict)
+    """Resolved training config."""
+    pneumo_version: str = __version__
+    created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    format: str = FORMAT
+
+    def __post_init__(self):
+        if isinstance(self.data_config, dict):
+            self.data_config = DataConfig.from_dict(self.data_config)
+        self.class_names = tuple(self.class_names)
+        self.uncertain_band = tuple(self.uncertain_band)
+        if not 0.0 < self.threshold < 1.0:
+            raise ModelError(f"threshold must be in (0, 1), got {self.threshold}")
+        if self.temperature <= 0:
+            raise ModelError(f"temperature must be > 0, got {self.temperature}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["data_config"] = self.data_config.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelMetadata:
+        if d.get("format") != FORMAT:
+            raise ModelError(f"unsupported model format {d.get('format')!r}, expected {FORMAT!r}")
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def resolve_model_dir(path: str | Path | None = None) -> Path:
+    """``path``, else ``$PNEUMO_MODEL``, else the bundled default model."""
+    import os
+
+    chosen = Path(path or os.environ.get("PNEUMO_MODEL") or BUNDLED_MODEL_DIR)
+    if chosen.is_file():
+        chosen = chosen.parent
+    if not (chosen / METADATA_FILE).is_file() or not (chosen / WEIGHTS_FILE).is_file():
+        raise ModelError(
+            f"{chosen}: no model here (expected {METADATA_FILE} and {WEIGHTS_FILE}); "
+            "train one with `pneumo train` or pass --model DIR"
+        )
+    return chosen
+
+
+def read_metadata(model_dir: str | Path) -> ModelMetadata:
+    path = Path(model_dir) / METADATA_FILE
+    try:
+        return ModelMetadata.from_dict(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise ModelError(f"{path}: model metadata not found") from None
+    except (json.JSONDecodeError, TypeError, KeyError, ValueError) as exc:
+        raise ModelError(f"{path}: corrupt model metadata ({exc})") from None
+
+
+def save_model(
+    model_dir: str | Path,
+    model: torch.nn.Module,
+    metadata: ModelMetadata,
+    *,
+    half: bool = False,
+    extra_tensors: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write weights (fp16 with ``half``) and metadata; ``extra_tensors`` (for example the
+    out-of-distribution statistics) go into the same safetensors file under their own keys."""
+    import torch
+    from safetensors.torch import save_file
+
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    for key, value in model.state_dict().items():
+        value = value.detach().cpu()
+        if half and value.is_floating_point():
+            value = value.to(torch.float16)
+        tensors[f"model.{key}"] = value.contiguous()
+    for key, value in (extra_tensors or {}).items():
+        tensors[key] = value.detach().cpu().float().contiguous()
+    save_file(tensors, str(model_dir / WEIGHTS_FILE), metadata={"format": FORMAT})
+    (model_dir / METADATA_FILE).write_text(json.dumps(metadata.to_dict(), indent=2) + "\n")
+    return model_dir
+
+
+def load_tensors(model_dir: str | Path) -> dict[str, torch.Tensor]:
+    """All tensors of a model file; a corrupt file is a clear ModelError."""
+    from safetensors.torch import load_file
+
+    path = Path(model_dir) / WEIGHTS_FILE
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise ModelError(f"{path}: model weights not found") from None
+    except Exception as exc:
+        raise ModelError(f"{path}: corrupt model weights ({exc})") from None
+
+
+def load_model(model_dir: str | Path | None = None) -> tuple[torch.nn.Module, ModelMetadata, dict]:
+    """Rebuild the classifier from a model directory in fp32 eval mode.
+
+    Returns ``(model, metadata, extra_tensors)`` where ``extra_tensors`` holds non-weight
+    tensors such as the out-of-distribution statistics.
+    """
+
+    from pneumo.models.registry import create_model
+
+    model_dir = resolve_model_dir(model_dir)
+    meta = read_metadata(model_dir)
+    tensors = load_tensors(model_dir)
+    model = create_model(
+        meta.backbone, pretrained=False, num_classes=len(meta.class_names), drop_rate=0.0
+    )
+    state = {
+        k[len("model.") :]: v.float() if v.is_floating_point() else v
+        for k, v in tensors.items()
+        if k.startswith("model.")
+    }
+    extra = {k: v for k, v in tensors.items() if not k.startswith("model.")}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ModelError(
+            f"{model_dir}: weights do not fit backbone {meta.backbone} ({exc})"
+        ) from None
+    model.eval()
+    return model, meta, extra

@@ -1,0 +1,1 @@
+"""Patient records: SQLAlchemy tables and keyword-only repository functions."""

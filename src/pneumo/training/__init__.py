@@ -1,0 +1,1 @@
+"""Feature cache, head training, fine-tuning, early stopping and model comparison."""
