@@ -8,9 +8,9 @@ import logging
 import sys
 
 from pneumo import __version__
-from pneumo.cli import app, data, inference, training
+from pneumo.cli import app, data, evaluation, inference, training
 
-GROUPS = (data, training, inference, app)
+GROUPS = (data, training, evaluation, inference, app)
 
 
 def build_parser() -> argparse.ArgumentParser:
