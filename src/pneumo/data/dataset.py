@@ -1,0 +1,105 @@
+"""A torch Dataset over label records, and the DataLoader settings used everywhere. Images are
+decoded on demand in worker processes; nothing holds the whole data set in memory."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch.utils.data import DataLoader, Dataset, default_collate
+
+from pneumo.data.augment import AugmentConfig, TrainTransform
+from pneumo.data.decode import load_grey
+from pneumo.data.discover import ImageRecord
+from pneumo.data.transforms import DataConfig, preprocess
+from pneumo.errors import ImageDecodeError
+
+log = logging.getLogger(__name__)
+
+
+class XrayDataset(Dataset):
+    """Yields ``{"image", "label", "path", "patient"}``; an unreadable file yields
+    ``{"error", "path"}`` instead, which ``collate_skipping_errors`` drops with a warning."""
+
+    def __init__(
+        self,
+        records: list[ImageRecord],
+        config: DataConfig,
+        augment: AugmentConfig | None = None,
+    ):
+        self.records = list(records)
+        self.config = config
+        self.transform = TrainTransform(augment, config) if augment is not None else None
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict:
+        record = self.records[index]
+        try:
+            img = load_grey(record.path, draft_size=self.config.input_size[::-1])
+        except ImageDecodeError as exc:
+            return {"error": exc.reason, "path": str(record.path)}
+        array = self.transform(img) if self.transform else preprocess(img, self.config)
+        return {
+            "image": torch.from_numpy(array),
+            "label": record.label_index,
+            "path": str(record.path),
+            "patient": record.patient,
+        }
+
+
+def collate_skipping_errors(items: list[dict]) -> dict:
+    """Batch the readable items; unreadable ones go to ``batch["skipped"]`` as (path, reason).
+
+    Runs in the worker processes, so it only collects: ``XrayLoader`` reports the skipped files
+    in the main process, where logging is configured. A batch with no readable item has only
+    the ``skipped`` key.
+    """
+    good = [item for item in items if "error" not in item]
+    skipped = [(item["path"], item["error"]) for item in items if "error" in item]
+    batch = default_collate(good) if good else {}
+    batch["skipped"] = skipped
+    return batch
+
+
+class XrayLoader(DataLoader):
+    """DataLoader that logs each skipped file (path and reason) as a warning, keeps the list in
+    ``skipped``, and drops batches in which nothing was readable."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.skipped: list[tuple[str, str]] = []
+
+    def __iter__(self):
+        for batch in super().__iter__():
+            for path, reason in batch.pop("skipped", ()):
+                log.warning("skipping %s: %s", path, reason)
+                self.skipped.append((path, reason))
+            if "image" in batch:
+                yield batch
+
+
+def make_loader(
+    dataset: XrayDataset,
+    *,
+    batch_size: int = 32,
+    shuffle: bool = False,
+    workers: int = 2,
+    sampler=None,
+    seed: int = 0,
+    drop_last: bool = False,
+) -> XrayLoader:
+    """DataLoader with worker processes, error-skipping collation and a seeded order."""
+    generator = torch.Generator().manual_seed(seed)
+    return XrayLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate_skipping_errors,
+        generator=generator,
+        persistent_workers=workers > 0,
+        drop_last=drop_last,
+    )

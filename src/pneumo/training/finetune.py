@@ -1,0 +1,170 @@
+"""End-to-end fine-tuning: augmentation, class-balanced loss or sampling, AdamW with a cosine
+schedule, bf16 autocast where it is faster, a checkpoint each epoch, ``--resume``, early
+stopping on validation loss, and data-parallel training under torchrun."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pneumo.config import TrainConfig
+from pneumo.data.dataset import XrayDataset, make_loader
+from pneumo.data.discover import ImageRecord
+from pneumo.errors import PneumoError
+from pneumo.progress import progress_bar
+from pneumo.training.checkpoints import BEST, LAST, load_checkpoint, save_checkpoint
+from pneumo.training.loops import (
+    class_weights,
+    cosine_with_warmup,
+    epoch_metrics,
+    predict_loader,
+)
+from pneumo.training.runtime import DistInfo, autocast
+
+log = logging.getLogger(__name__)
+
+
+def _train_loader(cfg, dataset, labels, dist: DistInfo):
+    sampler = None
+    if cfg.class_balance == "sampler":
+        weights = class_weights(labels)[torch.tensor(labels)]
+        sampler = torch.utils.data.WeightedRandomSampler(
+            weights.double(),
+            num_samples=len(labels),
+            generator=torch.Generator().manual_seed(cfg.seed),
+        )
+    if dist.enabled:
+        sampler = torch.utils.data.distributed.DistributedSampler(
+            dataset, num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=cfg.seed
+        )
+    return make_loader(
+        dataset,
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        workers=cfg.workers,
+        sampler=sampler,
+        seed=cfg.seed,
+        drop_last=len(dataset) > cfg.batch_size * dist.world_size,
+    )
+
+
+def finetune(
+    cfg: TrainConfig,
+    model: nn.Module,
+    data_config,
+    train: list[ImageRecord],
+    val: list[ImageRecord],
+    *,
+    precision: str,
+    dist: DistInfo | None = None,
+) -> tuple[nn.Module, list[dict]]:
+    """Fine-tune ``model`` end to end; returns the best-epoch model and the per-epoch history."""
+    dist = dist or DistInfo()
+    run_dir = Path(cfg.output)
+    ckpt_dir = run_dir / "checkpoints"
+    bf16 = precision == "bf16"
+    labels = [r.label_index for r in train]
+    weights = class_weights(labels) if cfg.class_balance == "loss" else torch.ones(2)
+    criterion = nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.label_smoothing)
+
+    train_ds = XrayDataset(train, data_config, cfg.augment)
+    val_loader = make_loader(XrayDataset(val, data_config), batch_size=64, workers=cfg.workers)
+    train_loader = _train_loader(cfg, train_ds, labels, dist)
+
+    model = model.to(memory_format=torch.channels_last)
+    if dist.enabled:
+        model = nn.parallel.DistributedDataParallel(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = max(1, len(train_loader))
+    scheduler = cosine_with_warmup(
+        optimizer, cfg.epochs * steps_per_epoch, warmup_steps=min(steps_per_epoch, 100)
+    )
+
+    history: list[dict] = []
+    start_epoch, best_loss, stale = 1, math.inf, 0
+    if cfg.resume:
+        info = load_checkpoint(ckpt_dir, LAST, model, optimizer, scheduler)
+        if info is None:
+            raise PneumoError(f"--resume: no checkpoint in {ckpt_dir}")
+        history = info["history"]
+        start_epoch = info["epoch"] + 1
+        best_loss, stale = info["best_loss"], info["stale"]
+        log.info("resuming after epoch %d of %d", info["epoch"], cfg.epochs)
+
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        if stale >= cfg.patience:
+            break
+        if isinstance(train_loader.sampler, torch.utils.data.distributed.DistributedSampler):
+            train_loader.sampler.set_epoch(epoch)
+        model.train()
+        started = time.perf_counter()
+        seen, loss_sum, correct = 0, 0.0, 0
+        n_train = len(train_loader) * cfg.batch_size if train_loader.drop_last else len(train_ds)
+        with progress_bar(n_train, f"epoch {epoch}/{cfg.epochs}", enabled=dist.is_main) as advance:
+            for batch in train_loader:
+                if batch is None:
+                    continue
+                x = batch["image"].contiguous(memory_format=torch.channels_last)
+                y = batch["label"]
+                with autocast(bf16):
+                    logits = model(x)
+                loss = criterion(logits.float(), y)
+                if not torch.isfinite(loss):
+                    raise PneumoError(
+                        f"training diverged: loss is {loss.item()} at epoch {epoch}; "
+                        "lower --lr or check the data"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                seen += len(y)
+                loss_sum += loss.item() * len(y)
+                correct += int((logits.argmax(1) == y).sum())
+                advance(len(y))
+        row = {
+            "epoch": epoch,
+            "train_loss": loss_sum / max(1, seen),
+            "train_accuracy": correct / max(1, seen),
+            "lr": optimizer.param_groups[0]["lr"],
+        }
+        if dist.is_main:
+            out = predict_loader(model, val_loader, bf16=bf16)
+            val_m = epoch_metrics(out["logits"], out["labels"], weights)
+            row.update({f"val_{k}": v for k, v in val_m.items()})
+            row["seconds"] = round(time.perf_counter() - started, 1)
+            history.append(row)
+            log.info(
+                "epoch %d: train loss %.4f acc %.4f | val loss %.4f acc %.4f bal-acc %.4f auc %s",
+                epoch,
+                row["train_loss"],
+                row["train_accuracy"],
+                row["val_loss"],
+                row["val_accuracy"],
+                row["val_balanced_accuracy"],
+                row["val_roc_auc"],
+            )
+            if row["val_loss"] < best_loss:
+                best_loss, stale = row["val_loss"], 0
+                save_checkpoint(ckpt_dir, BEST, model, None, None, {"epoch": epoch})
+            else:
+                stale += 1
+            info = {"epoch": epoch, "history": history, "best_loss": best_loss, "stale": stale}
+            save_checkpoint(ckpt_dir, LAST, model, optimizer, scheduler, info)
+        if dist.enabled:
+            flag = torch.tensor([stale], dtype=torch.long)
+            torch.distributed.broadcast(flag, 0)
+            stale = int(flag)
+
+    model = getattr(model, "module", model)
+    if dist.is_main:
+        best = load_checkpoint(ckpt_dir, BEST, model)
+        if best is not None:
+            log.info("best epoch by validation loss: %d", best["epoch"])
+    model.eval()
+    return model, history

@@ -1,0 +1,149 @@
+"""One training run, frozen or fine-tuned, from config to a run directory:
+``config.json``, ``history.json``, ``checkpoints/``, ``model/`` and a validation report."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from pneumo.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+def cache_dir() -> Path:
+    """``$PNEUMO_CACHE`` or ``~/.cache/pneumo``."""
+    return Path(os.environ.get("PNEUMO_CACHE", Path.home() / ".cache" / "pneumo"))
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Train a classifier and write its run directory (config, history, checkpoints, model,
+    validation report with plots). Validation is a patient-level split of train; the official
+    test split is never used. Returns the run directory."""
+    import numpy as np
+    import torch
+
+    from pneumo.models.registry import create_model, data_config, get_spec
+    from pneumo.training.finalize import calibrate_and_select, write_json, write_model
+    from pneumo.training.runtime import choose_precision, init_distributed
+    from pneumo.training.splits import fingerprint, training_records
+
+    torch.manual_seed(cfg.seed)
+    dist = init_distributed()
+    run_dir = Path(cfg.output)
+    train_recs, val_recs = training_records(cfg)
+    spec = get_spec(cfg.backbone)
+    model = create_model(cfg.backbone, pretrained=cfg.pretrained, weights=cfg.weights)
+    dcfg = data_config(model)
+    if cfg.mode == "frozen" and cfg.precision == "auto":
+        from pneumo.training.runtime import cpu_has_bf16
+
+        precision = "bf16" if cpu_has_bf16() else "fp32"  # inference-only: bf16 is faster here
+    else:
+        precision = choose_precision(
+            cfg.precision, model, dcfg.input_size, prefer_bf16=spec.bf16_training
+        )
+    if dist.is_main:
+        write_json(
+            run_dir / "config.json",
+            {
+                **cfg.to_dict(),
+                "resolved_precision": precision,
+                "data_config": dcfg.to_dict(),
+                "n_train": len(train_recs),
+                "n_val": len(val_recs),
+                "world_size": dist.world_size,
+            },
+        )
+    log.info(
+        "%s %s: %d train / %d validation images, %s",
+        cfg.mode,
+        cfg.backbone,
+        len(train_recs),
+        len(val_recs),
+        precision,
+    )
+
+    if cfg.mode == "frozen":
+        from pneumo.training.features import cached_features, model_key
+        from pneumo.training.head import train_head
+
+        key = model_key(cfg.backbone, model, dcfg, precision)
+        kwargs = dict(
+            cache_dir=cache_dir() / "features",
+            key=key,
+            bf16=precision == "bf16",
+            workers=cfg.workers,
+        )
+        train_x, train_y, train_recs = cached_features(model, train_recs, dcfg, **kwargs)
+        val_x, val_y, val_recs = cached_features(model, val_recs, dcfg, **kwargs)
+        head = model.get_classifier()
+        history = train_head(cfg, head, train_x, train_y, val_x, val_y)
+        with torch.no_grad():
+            val_logits = head(torch.from_numpy(val_x)).numpy()
+        ood_train = train_x
+    else:
+        from pneumo.data.dataset import XrayDataset, make_loader
+        from pneumo.training.finetune import finetune
+        from pneumo.training.loops import predict_loader
+
+        model, history = finetune(
+            cfg, model, dcfg, train_recs, val_recs, precision=precision, dist=dist
+        )
+        if not dist.is_main:
+            return run_dir
+        val_out = predict_loader(
+            model, make_loader(XrayDataset(val_recs, dcfg), batch_size=64, workers=cfg.workers)
+        )
+        val_logits, val_y, val_x = val_out["logits"], val_out["labels"], val_out["features"]
+        rng = np.random.default_rng(cfg.seed)
+        sample = [
+            train_recs[i]
+            for i in sorted(rng.choice(len(train_recs), min(1200, len(train_recs)), replace=False))
+        ]
+        ood_train = predict_loader(
+            model, make_loader(XrayDataset(sample, dcfg), batch_size=64, workers=cfg.workers)
+        )["features"]
+        by_path = {str(r.path): r for r in val_recs}
+        val_recs = [by_path[p] for p in val_out["paths"]]
+
+    if not dist.is_main:
+        return run_dir
+    selection = calibrate_and_select(cfg, val_logits, val_y)
+    write_model(
+        cfg,
+        model,
+        dcfg,
+        selection=selection,
+        train_features=ood_train,
+        val_features=val_x,
+        fingerprint=fingerprint(train_recs),
+        output=run_dir / "model",
+    )
+    write_json(run_dir / "history.json", history)
+    write_json(
+        run_dir / "metrics.json",
+        {
+            "split": "validation",
+            "threshold": selection["threshold"],
+            "temperature": selection["temperature"],
+            **selection["metrics"],
+        },
+    )
+    try:
+        from pneumo.evaluation.report import write_report
+
+        write_report(
+            run_dir / "report" / "validation.json",
+            y_true=val_y,
+            p=selection["p"],
+            threshold=selection["threshold"],
+            groups=[r.patient for r in val_recs],
+            history=history,
+            model_info={"backbone": cfg.backbone, "run": str(run_dir)},
+            split="validation (patient-level, from train)",
+        )
+    except ImportError as exc:  # the report is a convenience; the model is already written
+        log.warning("validation report skipped: %s", exc)
+    return run_dir
