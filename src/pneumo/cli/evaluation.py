@@ -2,6 +2,101 @@
 
 from __future__ import annotations
 
+import argparse
+from pathlib import Path
+
+from pneumo.cli.common import add_command, add_data_arg, data_dir
+from pneumo.evaluation.evaluate import evaluate
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _json_path(text: str) -> Path:
+    path = Path(text)
+    if path.suffix.lower() != ".json":
+        raise argparse.ArgumentTypeError(f"{text}: the report file must end in .json")
+    return path
+
+
+def _summary(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from pneumo.evaluation.metrics import RATE_METRICS
+    from pneumo.evaluation.report import LABELS, format_interval, format_value
+
+    base = report["baseline_always_pneumonia"]
+    table = Table(
+        title=f"{report['split']}: {report['n']} images "
+        f"({report['n_normal']} NORMAL, {report['n_pneumonia']} PNEUMONIA), "
+        f"threshold {report['threshold']:.3f}"
+    )
+    for column in ("metric", "model", "95% interval", "always PNEUMONIA"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for key in RATE_METRICS:
+        table.add_row(
+            LABELS[key],
+            format_value(key, report[key]),
+            format_interval(key, report["ci95"][key], sep="-"),
+            format_value(key, base[key]),
+        )
+    console = Console()
+    console.print(table)
+    if report["skipped"]:
+        console.print(f"[yellow]{len(report['skipped'])} unreadable image(s) skipped[/yellow]")
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    report = evaluate(
+        model=args.model,
+        data=data_dir(args),
+        split=args.split,
+        labels=args.labels,
+        output=args.output,
+        batch_size=args.batch_size,
+        workers=args.workers,
+    )
+    _summary(report)
+    from rich.console import Console
+
+    Console().print(f"report: {args.output} and {args.output.with_suffix('.md')}")
+    return 0
+
 
 def register(sub) -> None:
     """Add this group's subcommands to the `pneumo` parser."""
+    parser = add_command(sub, "evaluate", evaluate, _run_evaluate)
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="model folder (default: $PNEUMO_MODEL or the bundled models/default)",
+    )
+    add_data_arg(parser)
+    parser.add_argument(
+        "--split",
+        choices=("test", "val", "train"),
+        default="test",
+        help="split folder to evaluate (default: test; ignored with --labels)",
+    )
+    parser.add_argument(
+        "--labels",
+        type=Path,
+        default=None,
+        help="label CSV (path,label,label_index,patient) to evaluate instead of a split folder",
+    )
+    parser.add_argument(
+        "--output",
+        type=_json_path,
+        required=True,
+        help="report JSON path; the .md report, figures and predictions CSV go beside it",
+    )
+    parser.add_argument("--batch-size", type=_positive_int, default=32, help="default: 32")
+    parser.add_argument(
+        "--workers", type=_positive_int, default=2, help="image decoding threads (default: 2)"
+    )
