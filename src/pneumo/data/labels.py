@@ -84,12 +84,13 @@ def write_labels(
     seed: int = 0,
     check: bool = True,
 ) -> LabelReport:
-    """Write one label CSV per split (train.csv, val.csv, test.csv) into the output folder.
+    """Write one label CSV per split, optionally carving val out of train by patient.
 
-    Columns: path (relative to the data root), label, label_index (NORMAL 0, PNEUMONIA 1) and
-    patient. With a validation fraction the official train split is divided by patient into
-    train.csv and val.csv, stratified by class and reproducible with the seed; no patient is in
-    both. The official 16-image val split is then written as val_official.csv. Unreadable files
+    Files: train.csv, val.csv, test.csv in the output folder, with the columns path (relative
+    to the data root), label, label_index (NORMAL 0, PNEUMONIA 1) and patient. With a
+    validation fraction the official train split is divided by patient into train.csv and
+    val.csv, stratified by class and reproducible with the seed; no patient is in both. The
+    official 16-image val split is then written as val_official.csv. Unreadable files
     are reported with their reason and left out.
     """
     if val_fraction is not None and not 0.0 < val_fraction < 1.0:
