@@ -5,15 +5,164 @@ validation with the chosen number of epochs."""
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import replace
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+COLUMNS = ("roc_auc", "balanced_accuracy", "sensitivity", "specificity", "accuracy", "f1")
+
+
+def rank(results: list[dict]) -> list[dict]:
+    """Best first: validation ROC-AUC, then balanced accuracy; failed runs last."""
+    return sorted(
+        results,
+        key=lambda r: (
+            r.get("error") is None,
+            r.get("roc_auc") or 0.0,
+            r.get("balanced_accuracy") or 0.0,
+        ),
+        reverse=True,
+    )
+
+
+def comparison_markdown(ranked: list[dict], baseline: dict | None = None) -> str:
+    """Side-by-side table of the compared backbones (validation split)."""
+    head = "| rank | backbone | mode | best epoch | " + " | ".join(COLUMNS) + " | seconds |"
+    lines = [
+        "# Backbone comparison (patient-level validation split from train)",
+        "",
+        "Ranked by ROC-AUC, then balanced accuracy. Plain accuracy is not used to rank: "
+        "always answering PNEUMONIA scores the share of pneumonia images (74% on train).",
+        "",
+        head,
+        "|" + "---|" * (len(COLUMNS) + 5),
+    ]
+    fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    for i, r in enumerate(ranked, 1):
+        if r.get("error"):
+            lines.append(
+                f"| {i} | {r['backbone']} | {r['mode']} | - | "
+                + " | ".join("-" for _ in COLUMNS)
+                + f" | - |\n\n{r['backbone']}: {r['error']}"
+            )
+            continue
+        cells = " | ".join(fmt(r.get(c)) for c in COLUMNS)
+        lines.append(
+            f"| {i} | {r['backbone']} | {r['mode']} | {r['best_epoch']} | {cells} | {r['seconds']:.0f} |"
+        )
+    if baseline:
+        cells = " | ".join(fmt(baseline.get(c)) for c in COLUMNS)
+        lines.append(f"| - | always PNEUMONIA | - | - | {cells} | - |")
+    return "\n".join(lines) + "\n"
+
 
 def compare(base, backbones: list[str], *, output: Path, retrain: bool = True) -> dict:
     """Train every backbone in ``backbones`` with the settings of ``base`` (a TrainConfig),
     rank them on validation, write ``comparison.md``/``comparison.json`` and retrain the winner
-    on the complete training data."""
-    raise NotImplementedError
+    on train + validation ("the complete data set") for its best number of epochs."""
+    import time
+
+    import numpy as np
+
+    from pneumo.errors import PneumoError
+    from pneumo.evaluation.metrics import baseline_metrics
+    from pneumo.models.registry import get_spec
+    from pneumo.training.splits import training_records
+    from pneumo.training.train import train
+
+    for name in backbones:
+        get_spec(name)  # fail fast on a typo, before hours of training
+    output = Path(output)
+    results = []
+    for name in backbones:
+        cfg = replace(base, backbone=name, output=output / name)
+        started = time.perf_counter()
+        try:
+            run_dir = train(cfg)
+        except PneumoError as exc:  # e.g. ImageNet weights not available offline
+            log.error("%s: %s", name, exc)
+            results.append({"backbone": name, "mode": cfg.mode, "error": str(exc)})
+            continue
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        history = json.loads((run_dir / "history.json").read_text())
+        best_epoch = int(min(history, key=lambda h: h["val_loss"])["epoch"])
+        results.append(
+            {
+                "backbone": name,
+                "mode": cfg.mode,
+                "run": str(run_dir),
+                "best_epoch": best_epoch,
+                "seconds": time.perf_counter() - started,
+                **{k: metrics.get(k) for k in (*COLUMNS, "threshold", "temperature")},
+            }
+        )
+    ranked = rank(results)
+    _, val = training_records(base)
+    baseline = baseline_metrics(np.asarray([r.label_index for r in val]))
+    summary = {"ranked": ranked, "baseline_always_pneumonia": baseline, "winner": None}
+    if ranked and ranked[0].get("error") is None:
+        winner = ranked[0]
+        summary["winner"] = winner["backbone"]
+        if retrain:
+            summary["final"] = str(retrain_on_all(base, winner, output))
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "comparison.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    (output / "comparison.md").write_text(comparison_markdown(ranked, baseline))
+    return summary
+
+
+def retrain_on_all(base, winner: dict, output: Path) -> Path:
+    """Retrain the winner on train + validation for its best epoch count. There is no data
+    left to select on, so the threshold and temperature chosen on validation are kept."""
+    from pneumo.data.discover import data_root_of, find_images
+    from pneumo.data.labels import write_label_file
+    from pneumo.errors import DataError
+    from pneumo.models.checkpoint import read_metadata
+    from pneumo.training.splits import training_records
+
+    train, val = training_records(base)
+    labels_dir = output / "final" / "labels"
+    everything = write_label_file(train + val, labels_dir / "train.csv")
+    # Curves need a held-out set; the official 16-image val split serves (nothing is selected
+    # on it: epochs, threshold and temperature come from the validation run).
+    try:
+        official = find_images(data_root_of(base.data), ["val"])
+    except DataError:
+        raise DataError(
+            "retraining on train + validation needs the official val split for its curves; "
+            "pass --no-retrain to keep the validation-run model"
+        ) from None
+    val_file = write_label_file(official, labels_dir / "val.csv")
+    cfg = replace(
+        base,
+        backbone=winner["backbone"],
+        output=output / "final",
+        epochs=winner["best_epoch"],
+        train_labels=everything,
+        val_labels=val_file,
+        patience=winner["best_epoch"] + 1,
+    )
+    from pneumo.training.train import train as run_train
+
+    run_dir = run_train(cfg)
+    chosen = read_metadata(Path(winner["run"]) / "model")
+    _keep_selection(run_dir / "model", threshold=chosen.threshold, temperature=chosen.temperature)
+    return run_dir
+
+
+def _keep_selection(model_dir: Path, *, threshold: float, temperature: float) -> None:
+    from pneumo.models.checkpoint import METADATA_FILE, read_metadata
+    from pneumo.training.finalize import uncertain_band
+
+    meta = read_metadata(model_dir)
+    meta.threshold, meta.temperature = threshold, temperature
+    meta.uncertain_band = uncertain_band(threshold)
+    meta.metrics = {
+        "note": "retrained on train + validation; threshold and temperature from the "
+        "validation run",
+        **meta.metrics,
+    }
+    (model_dir / METADATA_FILE).write_text(json.dumps(meta.to_dict(), indent=2) + "\n")

@@ -1,0 +1,191 @@
+"""Training runs end to end on generated data with tiny backbones."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from pneumo.errors import PneumoError
+from pneumo.models.checkpoint import load_model, read_metadata
+from pneumo.training.train import train
+
+
+@pytest.fixture(autouse=True)
+def _feature_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("PNEUMO_CACHE", str(tmp_path / "cache"))
+
+
+def _check_run(run_dir, epochs):
+    history = json.loads((run_dir / "history.json").read_text())
+    assert [h["epoch"] for h in history] == list(range(1, epochs + 1))
+    for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_roc_auc"):
+        assert key in history[0]
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["resolved_precision"] in ("fp32", "bf16")
+    meta = read_metadata(run_dir / "model")
+    assert 0 < meta.threshold < 1 and meta.temperature > 0
+    assert meta.data_fingerprint.startswith("sha256:")
+    assert meta.ood["cutoff"] > 0
+    model, meta, extra = load_model(run_dir / "model")
+    assert any(k.startswith("ood.") for k in extra)
+    return history, meta
+
+
+def test_frozen_training_writes_a_complete_run(tiny_data, tiny_config, tmp_path):
+    cfg = tiny_config(tiny_data, tmp_path / "run", mode="frozen", epochs=3)
+    run_dir = train(cfg)
+    _check_run(run_dir, 3)
+    assert (run_dir / "report" / "validation.json").is_file()
+    # The second run reads every feature from the cache.
+    cache = list((tmp_path / "cache" / "features").glob("*.safetensors"))
+    assert len(cache) == 1
+    before = cache[0].stat().st_mtime_ns
+    train(tiny_config(tiny_data, tmp_path / "run2", mode="frozen", epochs=1))
+    assert cache[0].stat().st_mtime_ns == before
+
+
+def test_finetune_resumes_after_an_interruption(tiny_data, tiny_config, tmp_path, monkeypatch):
+    cfg = tiny_config(tiny_data, tmp_path / "run", mode="finetune", epochs=2)
+    import pneumo.training.finetune as ft
+
+    real = ft.predict_loader
+    calls = {"n": 0}
+
+    def crash_in_second_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ft, "predict_loader", crash_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    last = json.loads((tmp_path / "run" / "checkpoints" / "last.json").read_text())
+    assert last["epoch"] == 1
+    monkeypatch.setattr(ft, "predict_loader", real)
+    cfg.resume = True
+    history, _ = _check_run(train(cfg), 2)
+    assert history[0] == last["history"][0]  # epoch 1 was not trained again
+
+
+def test_resume_without_a_checkpoint_is_a_clear_error(tiny_data, tiny_config, tmp_path):
+    cfg = tiny_config(tiny_data, tmp_path / "run", mode="finetune", resume=True)
+    with pytest.raises(PneumoError, match="no checkpoint"):
+        train(cfg)
+
+
+def test_nan_loss_stops_training_with_a_clear_error(tiny_data, tiny_config, tmp_path, monkeypatch):
+    monkeypatch.setattr(
+        torch.nn.CrossEntropyLoss, "forward", lambda self, x, y: x.sum() * float("nan")
+    )
+    with pytest.raises(PneumoError, match="diverged"):
+        train(tiny_config(tiny_data, tmp_path / "run", mode="finetune", epochs=1))
+
+
+def test_cli_train_and_unknown_backbone(tiny_data, tmp_path, capsys):
+    from pneumo.cli import main
+
+    code = main(
+        [
+            "train",
+            "--backbone",
+            "nope",
+            "--data",
+            str(tiny_data),
+            "--no-pretrained",
+            "--output",
+            str(tmp_path / "x"),
+        ]
+    )
+    assert code == 2
+    assert "unknown backbone" in capsys.readouterr().err
+    code = main(
+        [
+            "train",
+            "--backbone",
+            "test_resnet",
+            "--no-pretrained",
+            "--mode",
+            "frozen",
+            "--data",
+            str(tiny_data),
+            "--output",
+            str(tmp_path / "run"),
+            "--epochs",
+            "2",
+            "--workers",
+            "0",
+            "--precision",
+            "fp32",
+        ]
+    )
+    assert code == 0
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["backbone"] == "test_resnet" and config["lr"] == 0.002
+    assert config["batch_size"] == 32 and config["patience"] == 3
+
+
+def test_compare_ranks_backbones_and_retrains_the_winner(tiny_data, tiny_config, tmp_path):
+    from pneumo.training.compare import compare
+
+    base = tiny_config(tiny_data, tmp_path / "unused", mode="frozen", epochs=2)
+    summary = compare(base, ["test_efficientnet", "test_resnet"], output=tmp_path / "cmp")
+    ranked = summary["ranked"]
+    assert {r["backbone"] for r in ranked} == {"test_efficientnet", "test_resnet"}
+    assert ranked[0]["roc_auc"] >= ranked[1]["roc_auc"]
+    assert summary["baseline_always_pneumonia"]["balanced_accuracy"] == 0.5
+    report = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "test_resnet" in report and "always PNEUMONIA" in report
+    final = read_metadata(tmp_path / "cmp" / "final" / "model")
+    winner = read_metadata(tmp_path / "cmp" / ranked[0]["backbone"] / "model")
+    assert final.backbone == winner.backbone and final.threshold == winner.threshold
+
+
+@pytest.mark.slow
+def test_distributed_training_with_two_processes(tiny_data, tmp_path):
+    """torchrun with 2 CPU processes (gloo) trains one model; rank 0 writes the run."""
+    out = tmp_path / "ddp"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "pneumo",
+        "train",
+        "--backbone",
+        "test_efficientnet",
+        "--no-pretrained",
+        "--mode",
+        "finetune",
+        "--data",
+        str(tiny_data),
+        "--output",
+        str(out),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--workers",
+        "0",
+        "--precision",
+        "fp32",
+        "--val-fraction",
+        "0.25",
+    ]
+    env = {
+        **__import__("os").environ,
+        "PNEUMO_CACHE": str(tmp_path / "cache"),
+        "OMP_NUM_THREADS": "1",
+    }
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = json.loads((out / "config.json").read_text())
+    assert config["world_size"] == 2
+    _check_run(out, 2)
