@@ -1,7 +1,112 @@
-"""`pneumo` subcommands: inference."""
+"""`pneumo` subcommands: inference (predict, export, serve)."""
 
 from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from pneumo.api.server import serve
+from pneumo.cli.common import add_command
+from pneumo.inference.export import export_onnx
+from pneumo.inference.predict import merge_shards, predict_files
+
+log = logging.getLogger(__name__)
+
+
+def _model_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="model directory (default: $PNEUMO_MODEL or the bundled model)",
+    )
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from pneumo.errors import PneumoError
+
+    if args.merge:
+        if args.output is None:
+            raise PneumoError("--merge needs --output OUT (the parts are OUT.rank{i}.*)")
+        merged = merge_shards(args.output)
+        sys.stderr.write(f"merged parts into {merged}\n")
+        return 0
+    if not args.paths:
+        raise PneumoError("give image files, folders or a CSV of paths to classify")
+    summary = predict_files(
+        args.paths,
+        model=args.model,
+        backend=args.backend,
+        output=args.output,
+        batch_size=args.batch_size,
+        threads=args.threads,
+        shard=args.shard,
+        progress=not args.no_progress,
+    )
+    ok = summary.total - summary.errors
+    where = f" -> {summary.output}" if summary.output else ""
+    sys.stderr.write(f"{ok} of {summary.total} images classified{where}\n")
+    if summary.errors:
+        sys.stderr.write(f"{summary.errors} could not be read (see the error column)\n")
+    if summary.merged:
+        sys.stderr.write(f"merged all parts into {summary.merged}\n")
+    return 0 if ok > 0 or summary.total == 0 else 1
+
+
+def _export(args: argparse.Namespace) -> int:
+    path = export_onnx(args.model, args.output, opset=args.opset)
+    sys.stderr.write(f"wrote {path}\n")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    serve(
+        host=args.host, port=args.port, model=args.model, workers=args.workers, backend=args.backend
+    )
+    return 0
 
 
 def register(sub) -> None:
     """Add this group's subcommands to the `pneumo` parser."""
+    p = add_command(sub, "predict", predict_files, _predict)
+    p.add_argument("paths", nargs="*", help="image files, folders or CSV files with a path column")
+    _model_arg(p)
+    p.add_argument("--backend", choices=("onnx", "torch"), default="onnx")
+    p.add_argument(
+        "--output",
+        "-o",
+        type=Path,
+        default=None,
+        help="out.csv or out.json (default: CSV on stdout)",
+    )
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--threads", type=int, default=None, help="inference threads (default: cores)")
+    p.add_argument(
+        "--shard",
+        default=None,
+        metavar="I/N",
+        help="take every N-th input from I (default: RANK/WORLD_SIZE under torchrun)",
+    )
+    p.add_argument(
+        "--merge", action="store_true", help="only merge OUT.rank*.csv parts into --output"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = add_command(sub, "export", export_onnx, _export)
+    p.add_argument(
+        "--onnx", action="store_true", default=True, help="export to ONNX (the only format)"
+    )
+    _model_arg(p)
+    p.add_argument(
+        "--output", "-o", type=Path, default=None, help="ONNX file (default: the engine's cache)"
+    )
+    p.add_argument("--opset", type=int, default=17)
+
+    p = add_command(sub, "serve", serve, _serve)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    _model_arg(p)
+    p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    p.add_argument("--backend", choices=("onnx", "torch"), default="onnx")

@@ -1,18 +1,39 @@
-"""The Predictor interface every caller uses (CLI, API, app, evaluation), and its result type."""
+"""The Predictor interface every caller uses (CLI, API, app, evaluation), and its result type.
+
+Backends only implement ``forward`` (a preprocessed batch to logits and pooled features); the
+decoding, batching, calibration and out-of-distribution flags live here once, so every backend
+gives the same answers for the same logits.
+"""
 
 from __future__ import annotations
 
+import io
+import logging
+import os
 from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+from PIL import Image
+
+from pneumo.data.decode import is_dicom, load_grey
+from pneumo.data.transforms import preprocess
+from pneumo.errors import PneumoError
+
 if TYPE_CHECKING:
-    from pathlib import Path
-
-    import numpy as np
-    from PIL import Image
-
     from pneumo.models.checkpoint import ModelMetadata
+
+log = logging.getLogger(__name__)
+
+COLOUR_CHROMA_LIMIT = 12.0
+"""Mean chroma (distance from grey in YCbCr, 0..~180) above which an image is flagged as out of
+distribution: X-rays are grey, even when saved as RGB (JPEG noise stays below about 3)."""
+_COLOUR_MODES = ("RGB", "RGBA", "P", "CMYK", "YCbCr", "LAB", "HSV")
 
 
 @dataclass
@@ -42,22 +63,229 @@ class Prediction:
         return asdict(self)
 
 
+def default_threads() -> int:
+    """CPU cores this process may use (respects taskset and container CPU sets)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def colour_chroma(img: Image.Image) -> float:
+    """Mean distance from grey of a small copy of ``img`` (0 for grey modes)."""
+    if img.mode not in _COLOUR_MODES:
+        return 0.0
+    small = img.copy()
+    small.thumbnail((64, 64))
+    ycc = np.asarray(small.convert("RGB").convert("YCbCr"), dtype=np.float32)
+    return float(np.hypot(ycc[..., 1] - 128.0, ycc[..., 2] - 128.0).mean())
+
+
+def _source_chroma(source: str | Path | bytes) -> float:
+    """Chroma of a file without a full decode: JPEGs are decoded at 1/8 scale, grey files
+    (most X-rays) stop after the header. Never raises: the grey decode already vouched for it."""
+    try:
+        raw = source if isinstance(source, bytes) else Path(source).read_bytes()
+        if is_dicom(raw):
+            return 0.0
+        with Image.open(io.BytesIO(raw)) as img:
+            if img.mode not in _COLOUR_MODES:
+                return 0.0
+            if img.format == "JPEG":
+                img.draft("RGB", (64, 64))
+            return colour_chroma(img)
+    except Exception:  # noqa: BLE001 - a chroma failure must not hide the prediction
+        return 0.0
+
+
 class Predictor(ABC):
     """Classifies chest X-rays. Implementations are created once and are thread-safe."""
 
     metadata: ModelMetadata
+    ood_tensors: dict[str, np.ndarray]
+    """Out-of-distribution statistics (``ood.*`` keys); empty when the model has none."""
+    batch_size: int = 32
+    """Images per forward pass in ``predict_images`` and ``predict_sources``."""
+    decode_workers: int = 2
+    """Threads decoding and preprocessing files in ``predict_sources``."""
+    backend: str = "?"
+    """Short name of the backend for logs and the API (``onnx`` or ``torch``)."""
 
     @abstractmethod
     def forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Preprocessed float32 batch (N, 3, H, W) -> (logits (N, C), pooled features (N, D))."""
 
-    @abstractmethod
-    def predict_images(self, images: list[Image.Image], names: list[str]) -> list[Prediction]:
-        """Classify decoded images."""
+    # --- shared logic -------------------------------------------------------------------------
 
-    @abstractmethod
-    def predict_sources(
+    @property
+    def draft_size(self) -> tuple[int, int]:
+        """(width, height) for JPEG draft decoding: never smaller than the model input."""
+        h, w = self.metadata.data_config.input_size
+        return (w, h)
+
+    def preprocess(self, img: Image.Image) -> np.ndarray:
+        """Decoded image -> model input (3, H, W), from the model's own data config."""
+        return preprocess(img, self.metadata.data_config)
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Calibrated p(PNEUMONIA) per row: softmax(logits / temperature)[:, 1]."""
+        z = np.asarray(logits, dtype=np.float64) / self.metadata.temperature
+        z -= z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return (e[:, 1] / e.sum(axis=1)).astype(np.float64)
+
+    def ood_score(self, features: np.ndarray) -> np.ndarray | None:
+        """Feature distance from the training data, or None when the model has no statistics."""
+        if not self.ood_tensors:
+            return None
+        from pneumo.inference.ood import ood_scores
+
+        return ood_scores(features, self.ood_tensors)
+
+    def postprocess(
+        self,
+        logits: np.ndarray,
+        features: np.ndarray,
+        names: list[str],
+        chroma: list[float] | None = None,
+    ) -> list[Prediction]:
+        """Turn one forward pass into Predictions: threshold, uncertain band, OOD flags."""
+        meta = self.metadata
+        probs = self.probabilities(logits)
+        scores = self.ood_score(features)
+        cutoff = meta.ood.get("cutoff") if meta.ood else None
+        lo, hi = meta.uncertain_band
+        out = []
+        for i, name in enumerate(names):
+            p = float(probs[i])
+            positive = p >= meta.threshold
+            score = None if scores is None else float(scores[i])
+            ood = bool(score is not None and cutoff is not None and score > cutoff)
+            if chroma is not None and chroma[i] > COLOUR_CHROMA_LIMIT:
+                ood = True
+            out.append(
+                Prediction(
+                    source=name,
+                    label=meta.class_names[1 if positive else 0],
+                    probability=p,
+                    confidence=p if positive else 1.0 - p,
+                    threshold=meta.threshold,
+                    uncertain=bool(lo <= p <= hi),
+                    ood=ood,
+                    ood_score=score,
+                )
+            )
+        return out
+
+    def predict_arrays(
+        self, arrays: np.ndarray, names: list[str], chroma: list[float] | None = None
+    ) -> list[Prediction]:
+        """Classify preprocessed inputs (N, 3, H, W), ``batch_size`` at a time."""
+        out: list[Prediction] = []
+        for start in range(0, len(names), self.batch_size):
+            stop = start + self.batch_size
+            batch = np.ascontiguousarray(arrays[start:stop], dtype=np.float32)
+            logits, features = self.forward(batch)
+            out += self.postprocess(
+                logits, features, names[start:stop], None if chroma is None else chroma[start:stop]
+            )
+        return out
+
+    def predict_images(
+        self, images: list[Image.Image], names: list[str] | None = None
+    ) -> list[Prediction]:
+        """Classify decoded images (any PIL mode; colour images are flagged as OOD)."""
+        names = list(names) if names is not None else [f"image{i}" for i in range(len(images))]
+        if len(names) != len(images):
+            raise ValueError(f"{len(images)} images but {len(names)} names")
+        if not images:
+            return []
+        chroma = [colour_chroma(img) for img in images]
+        arrays = np.stack([self.preprocess(img.convert("L")) for img in images])
+        return self.predict_arrays(arrays, names, chroma)
+
+    def _load(self, source: str | Path | bytes, name: str) -> tuple[np.ndarray, float]:
+        img = load_grey(source, name=name, draft_size=self.draft_size)
+        return self.preprocess(img), _source_chroma(source)
+
+    def _predict_one(self, source: str | Path | bytes, name: str) -> list[Prediction]:
+        try:
+            arr, chroma = self._load(source, name)
+        except PneumoError as exc:
+            return [Prediction(source=name, error=str(exc))]
+        except Exception as exc:  # noqa: BLE001 - a bad file is an answer, not a crash
+            log.warning("unexpected error decoding %s", name, exc_info=True)
+            return [Prediction(source=name, error=f"{name}: {exc}")]
+        return self.predict_arrays(arr[None], [name], [chroma])
+
+    def iter_predict_sources(
         self, sources: list[str | Path | bytes], names: list[str] | None = None
+    ) -> Iterator[list[Prediction]]:
+        """Like ``predict_sources`` but yields one list per batch, in input order, so callers
+        can show progress. Decoding runs in ``decode_workers`` threads, at most two batches ahead
+        of the model (memory stays flat on folders of any size)."""
+        if names is None:
+            names = [
+                s if isinstance(s, str) else ("<bytes>" if isinstance(s, bytes) else str(s))
+                for s in sources
+            ]
+        if len(names) != len(sources):
+            raise ValueError(f"{len(sources)} sources but {len(names)} names")
+        if len(sources) == 1:  # the common API request: no thread pool to start
+            yield self._predict_one(sources[0], names[0])
+            return
+        lookahead = 2 * self.batch_size
+        with ThreadPoolExecutor(max(1, self.decode_workers), "pneumo-decode") as pool:
+            pending: deque[tuple[int, Future]] = deque()
+            next_index = 0
+
+            def fill():
+                nonlocal next_index
+                while next_index < len(sources) and len(pending) < lookahead:
+                    i = next_index
+                    pending.append((i, pool.submit(self._load, sources[i], names[i])))
+                    next_index += 1
+
+            fill()
+            while pending:
+                chunk: list[Prediction | None] = []
+                arrays, chroma, slots, good_names = [], [], [], []
+                while pending and len(chunk) < self.batch_size:
+                    i, fut = pending.popleft()
+                    try:
+                        arr, c = fut.result()
+                    except PneumoError as exc:
+                        chunk.append(Prediction(source=names[i], error=str(exc)))
+                        continue
+                    except Exception as exc:  # noqa: BLE001 - one bad file must not stop the rest
+                        log.warning("unexpected error decoding %s", names[i], exc_info=True)
+                        chunk.append(Prediction(source=names[i], error=f"{names[i]}: {exc}"))
+                        continue
+                    finally:
+                        fill()
+                    slots.append(len(chunk))
+                    chunk.append(None)
+                    arrays.append(arr)
+                    chroma.append(c)
+                    good_names.append(names[i])
+                if arrays:
+                    preds = self.predict_arrays(np.stack(arrays), good_names, chroma)
+                    for slot, pred in zip(slots, preds, strict=True):
+                        chunk[slot] = pred
+                yield chunk  # type: ignore[misc]
+
+    def predict_sources(
+        self,
+        sources: list[str | Path | bytes],
+        names: list[str] | None = None,
+        *,
+        progress: Callable[[int], None] | None = None,
     ) -> list[Prediction]:
         """Decode and classify files or bytes; a bad item gets ``error`` set, never an
-        exception that loses the others."""
+        exception that loses the others. ``progress(n)`` is called after each batch of n."""
+        out: list[Prediction] = []
+        for chunk in self.iter_predict_sources(sources, names):
+            out += chunk
+            if progress is not None:
+                progress(len(chunk))
+        return out

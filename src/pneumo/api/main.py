@@ -1,0 +1,137 @@
+"""The FastAPI application: ``create_app(settings)`` loads the model once in the lifespan and
+mounts one router per resource. Run it with ``pneumo serve``."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from pneumo import __version__
+from pneumo.api.routers import meta, predict
+from pneumo.api.settings import ApiSettings
+from pneumo.errors import PneumoError
+
+log = logging.getLogger(__name__)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class BodySizeLimit:
+    """Pure ASGI middleware: 413 when Content-Length, or the bytes actually streamed, exceed the
+    cap, before the multipart parser buffers anything big."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            return await self._reject(send)
+        seen = 0
+        too_large = False
+        replaced = False
+
+        async def limited_receive():
+            nonlocal seen, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    too_large = True
+                    raise BodyTooLarge
+            return message
+
+        async def guarded_send(message):
+            # FastAPI turns any error while parsing a form into a 400: answer 413 instead
+            nonlocal replaced
+            if too_large:
+                if message["type"] == "http.response.start" and not replaced:
+                    replaced = True
+                    await self._reject(send)
+                return
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except BodyTooLarge:
+            if not replaced:
+                replaced = True
+                await self._reject(send)
+
+    async def _reject(self, send):
+        mib = self.max_bytes / (1024 * 1024)
+        response = JSONResponse(
+            {"detail": f"request body too large (limit {mib:g} MiB, PNEUMO_MAX_UPLOAD_MB)"},
+            status_code=413,
+        )
+        await response({"type": "http"}, None, send)
+
+
+def create_app(settings: ApiSettings | None = None, predictor=None) -> FastAPI:
+    """The API app. ``predictor`` (already loaded) skips loading, for tests and embedding."""
+    settings = settings or ApiSettings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        from fastapi.concurrency import run_in_threadpool
+
+        from pneumo.inference.batching import BatchingPredictor
+        from pneumo.inference.engine import load_predictor
+
+        inner = predictor
+        if inner is None:
+            inner = await run_in_threadpool(
+                load_predictor,
+                settings.model_dir,
+                backend=settings.backend,
+                threads=settings.threads,
+            )
+        batcher = BatchingPredictor(inner)
+        app.state.predictor = batcher
+        log.info("serving %s on %s", inner.metadata.backbone, inner.backend)
+        try:
+            yield
+        finally:
+            batcher.close()
+            if app.state.predictor is batcher:
+                app.state.predictor = None
+
+    app = FastAPI(
+        title="pneumo",
+        version=__version__,
+        summary="Pneumonia detection on pediatric chest X-rays (research use only).",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.predictor = None
+    app.include_router(meta.router)
+    app.include_router(predict.router)
+
+    @app.exception_handler(PneumoError)
+    async def pneumo_error(_: Request, exc: PneumoError):
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError):
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()
+        )
+        return JSONResponse({"detail": f"invalid request: {problems}"}, status_code=422)
+
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for uvicorn (``--factory``): settings from the environment."""
+    return create_app(ApiSettings.from_env())

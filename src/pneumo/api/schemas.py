@@ -1,0 +1,56 @@
+"""Response bodies of the REST API (kept apart from the engine's own types)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class PredictionOut(BaseModel):
+    """The result for one uploaded file; ``error`` set means it could not be classified."""
+
+    filename: str = Field(description="Name of the uploaded file.")
+    label: str | None = Field(None, description="NORMAL or PNEUMONIA.")
+    probability: float | None = Field(None, description="Calibrated probability of PNEUMONIA.")
+    confidence: float | None = Field(None, description="Probability of the predicted class.")
+    threshold: float | None = Field(None, description="Decision threshold used.")
+    uncertain: bool = Field(False, description="Probability in the model's uncertain band.")
+    ood: bool = Field(False, description="Does not look like a chest X-ray of the training data.")
+    ood_score: float | None = Field(None, description="Feature distance from the training data.")
+    error: str | None = Field(None, description="Why this file could not be classified.")
+
+
+class PredictResponse(BaseModel):
+    """Results in upload order; one bad file never fails the others."""
+
+    model: str = Field(description="Backbone of the model that answered.")
+    results: list[PredictionOut]
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx answer: a plain-words ``detail``."""
+
+    detail: str
+
+
+class HealthResponse(BaseModel):
+    status: str = Field(description="'ok' when the model is loaded.")
+    model_loaded: bool
+    version: str = Field(description="pneumo version.")
+
+
+class ModelInfo(BaseModel):
+    """What the served model is and how it decides."""
+
+    backbone: str
+    class_names: list[str]
+    input_size: list[int]
+    threshold: float
+    temperature: float
+    uncertain_band: list[float]
+    ood_cutoff: float | None
+    data_fingerprint: str
+    metrics: dict
+    created: str
+    model_version: str = Field(description="pneumo version that trained the model.")
+    server_version: str = Field(description="pneumo version serving it.")
+    backend: str

@@ -1,0 +1,158 @@
+"""Export a model directory to ONNX (outputs ``logits`` and ``features``, dynamic batch axis),
+and the per-machine cache of exported files the default engine runs from."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from pneumo.errors import ModelError
+from pneumo.models.checkpoint import WEIGHTS_FILE, resolve_model_dir
+
+log = logging.getLogger(__name__)
+
+INPUT_NAME = "input"
+OUTPUT_NAMES = ("logits", "features")
+EXPORT_VERSION = "1"
+"""Bumped when the exported graph changes, so stale cache entries are not reused."""
+
+
+def cache_dir() -> Path:
+    """``$PNEUMO_CACHE/onnx`` or ``~/.cache/pneumo/onnx``."""
+    base = os.environ.get("PNEUMO_CACHE") or Path.home() / ".cache" / "pneumo"
+    return Path(base) / "onnx"
+
+
+def weights_digest(model_dir: str | Path) -> str:
+    """sha256 of ``model.safetensors``: the cache key (weights fix the graph and the numbers)."""
+    h = hashlib.sha256()
+    with open(Path(model_dir) / WEIGHTS_FILE, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def cached_onnx_path(model_dir: str | Path, precision: str = "fp32") -> Path:
+    """Where the exported (and optionally quantised) ONNX of ``model_dir`` is cached."""
+    suffix = "" if precision == "fp32" else f".{precision}"
+    return cache_dir() / f"{weights_digest(model_dir)}.v{EXPORT_VERSION}{suffix}.onnx"
+
+
+def _atomic_target(output: Path):
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=output.name + ".", suffix=".tmp", dir=output.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def export_onnx(
+    model_dir: str | Path | None = None, output: str | Path | None = None, *, opset: int = 17
+) -> Path:
+    """Export a model to ONNX for ONNX Runtime: outputs `logits` and `features`, any batch size.
+
+    MODEL_DIR defaults to $PNEUMO_MODEL or the bundled model; the file goes to OUTPUT or to the
+    per-machine cache ($PNEUMO_CACHE/onnx or ~/.cache/pneumo/onnx, keyed by the weights' sha256)
+    that `pneumo predict` and `pneumo serve` run from. Weights stored in fp16 are exported in
+    fp32. The model metadata (model.json) is embedded in the ONNX file's metadata.
+    """
+    import torch
+
+    from pneumo.models.checkpoint import load_model
+
+    model_dir = resolve_model_dir(model_dir)
+    output = Path(output) if output is not None else cached_onnx_path(model_dir)
+    model, meta, _ = load_model(model_dir)
+    h, w = meta.data_config.input_size
+
+    class WithFeatures(torch.nn.Module):
+        """Both heads of one pass: the classifier logits and the pooled pre-logit features."""
+
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            fmap = self.net.forward_features(x)
+            return self.net.forward_head(fmap), self.net.forward_head(fmap, pre_logits=True)
+
+    wrapped = WithFeatures(model).eval()
+    tmp = _atomic_target(output)
+    try:
+        import warnings
+
+        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+            torch.onnx.export(
+                wrapped,
+                (torch.zeros(1, 3, h, w),),
+                str(tmp),
+                input_names=[INPUT_NAME],
+                output_names=list(OUTPUT_NAMES),
+                dynamic_axes={n: {0: "batch"} for n in (INPUT_NAME, *OUTPUT_NAMES)},
+                opset_version=opset,
+                do_constant_folding=True,
+                dynamo=False,  # the dynamo exporter needs onnxscript; this one is dependency-free
+            )
+        import onnx
+
+        proto = onnx.load(str(tmp))
+        proto.metadata_props.add(key="pneumo_model", value=json.dumps(meta.to_dict()))
+        onnx.save(proto, str(tmp))
+        os.replace(tmp, output)
+    except Exception as exc:
+        tmp.unlink(missing_ok=True)
+        raise ModelError(f"{model_dir}: ONNX export failed ({exc})") from exc
+    log.info("exported %s (%s) to %s", model_dir, meta.backbone, output)
+    return output
+
+
+def quantize_int8(fp32_path: str | Path, output: str | Path) -> Path:
+    """Dynamic int8 quantisation of an exported model (weights int8, activations at run time)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    output = Path(output)
+    tmp = _atomic_target(output)
+    try:
+        quantize_dynamic(str(fp32_path), str(tmp), weight_type=QuantType.QInt8)
+        os.replace(tmp, output)
+    except Exception as exc:
+        tmp.unlink(missing_ok=True)
+        raise ModelError(f"{fp32_path}: int8 quantisation failed ({exc})") from exc
+    return output
+
+
+def ensure_onnx(model_dir: str | Path | None = None, precision: str = "fp32") -> Path:
+    """The cached ONNX file for ``model_dir`` at ``precision``, exporting it on first use."""
+    model_dir = resolve_model_dir(model_dir)
+    fp32 = cached_onnx_path(model_dir, "fp32")
+    if not fp32.is_file():
+        log.info("first use of this model on this machine: exporting to ONNX (once)")
+        export_onnx(model_dir, fp32)
+    if precision == "fp32":
+        return fp32
+    if precision == "int8":
+        int8 = cached_onnx_path(model_dir, "int8")
+        if not int8.is_file():
+            quantize_int8(fp32, int8)
+        return int8
+    raise ModelError(
+        f"precision {precision!r} is not available for ONNX (use fp32 or int8; "
+        "bf16 runs on the torch backend)"
+    )
+
+
+def embedded_metadata(onnx_path: str | Path):
+    """The ModelMetadata embedded by ``export_onnx`` (None for foreign ONNX files)."""
+    import onnx
+
+    proto = onnx.load(str(onnx_path), load_external_data=False)
+    for prop in proto.metadata_props:
+        if prop.key == "pneumo_model":
+            from pneumo.models.checkpoint import ModelMetadata
+
+            return ModelMetadata.from_dict(json.loads(prop.value))
+    return None

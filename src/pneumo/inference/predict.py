@@ -1,0 +1,315 @@
+"""Batch prediction over files, folders and CSV lists, with CSV/JSON output and sharding over
+processes (``torchrun`` or ``--shard i/n``): each process takes every n-th input, writes
+``OUT.rank{i}.csv``, and rank 0 merges the parts into ``OUT`` once all are there."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pneumo.data.decode import DICOM_SUFFIXES, IMAGE_SUFFIXES
+from pneumo.errors import PneumoError
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ("path", "class", "probability", "confidence", "uncertain", "ood", "ood_score", "error")
+"""Output columns, in order, for CSV and JSON alike."""
+INPUT_SUFFIXES = IMAGE_SUFFIXES + DICOM_SUFFIXES
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's part of the inputs: every ``world``-th item starting at ``rank``."""
+
+    rank: int = 0
+    """Index of this process, 0 <= rank < world."""
+    world: int = 1
+    """Number of processes sharing the inputs."""
+
+    def __post_init__(self):
+        if self.world < 1 or not 0 <= self.rank < self.world:
+            raise PneumoError(f"invalid shard {self.rank}/{self.world}: need 0 <= i < n")
+
+    @classmethod
+    def parse(cls, text: str | None) -> Shard:
+        """``"i/n"``; else ``RANK``/``WORLD_SIZE`` from the environment (torchrun); else 0/1."""
+        if text:
+            try:
+                rank, world = (int(x) for x in text.split("/"))
+            except ValueError:
+                raise PneumoError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
+            return cls(rank, world)
+        if "WORLD_SIZE" in os.environ:
+            return cls(int(os.environ.get("RANK", "0")), int(os.environ["WORLD_SIZE"]))
+        return cls()
+
+
+@dataclass
+class PredictSummary:
+    """What ``predict_files`` did."""
+
+    total: int
+    """Inputs this process handled."""
+    errors: int
+    """Inputs that could not be classified (their rows carry the reason)."""
+    output: Path | None
+    """The file written (this rank's part when sharded), None for stdout."""
+    merged: Path | None = None
+    """The merged output, when this process merged the shards."""
+
+
+def _read_csv_list(path: Path) -> list[str]:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            fields = [c.strip().lower() for c in reader.fieldnames or []]
+            if "path" not in fields:
+                raise PneumoError(
+                    f"{path}: a CSV of inputs needs a 'path' column (found: {', '.join(fields) or 'no header'})"
+                )
+            key = (reader.fieldnames or [])[fields.index("path")]
+            rows = [row[key].strip() for row in reader if row.get(key) and row[key].strip()]
+    except UnicodeDecodeError:
+        raise PneumoError(f"{path}: not a UTF-8 text CSV") from None
+    # relative paths in a list are relative to the list, so lists can travel with their images
+    return [p if Path(p).is_absolute() else str(path.parent / p) for p in rows]
+
+
+def collect_inputs(paths: list[str | Path]) -> list[str]:
+    """Expand files, folders (recursively: JPEG, PNG, DICOM) and CSV lists with a ``path``
+    column into one ordered list. Missing files stay in the list so they get an error row."""
+    out: list[str] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(
+                str(p)
+                for p in path.rglob("*")
+                if p.is_file() and p.suffix.lower() in INPUT_SUFFIXES
+            )
+            if not found:
+                log.warning("%s: no images found (looked for %s)", path, ", ".join(INPUT_SUFFIXES))
+            out += found
+        elif path.suffix.lower() == ".csv" and path.is_file():
+            out += _read_csv_list(path)
+        else:
+            out.append(str(path))
+    return out
+
+
+def _rows(preds) -> list[dict]:
+    return [
+        {
+            "path": p.source,
+            "class": p.label,
+            "probability": None if p.probability is None else round(p.probability, 6),
+            "confidence": None if p.confidence is None else round(p.confidence, 6),
+            "uncertain": p.uncertain if p.error is None else None,
+            "ood": p.ood if p.error is None else None,
+            "ood_score": None if p.ood_score is None else round(p.ood_score, 4),
+            "error": p.error,
+        }
+        for p in preds
+    ]
+
+
+def _format(path: Path | None) -> str:
+    if path is None or path.suffix.lower() == ".csv":
+        return "csv"
+    if path.suffix.lower() == ".json":
+        return "json"
+    raise PneumoError(f"{path}: output must end in .csv or .json")
+
+
+def write_rows(rows: list[dict], output: Path | None) -> None:
+    """Write rows as CSV or JSON (by suffix) atomically; ``None`` writes CSV to stdout."""
+    fmt = _format(output)
+    buf = io.StringIO()
+    if fmt == "json":
+        json.dump(rows, buf, indent=1)
+        buf.write("\n")
+    else:
+        writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    if output is None:
+        sys.stdout.write(buf.getvalue())
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(output.name + f".{os.getpid()}.tmp")
+    tmp.write_text(buf.getvalue(), encoding="utf-8")
+    os.replace(tmp, output)  # readers (the merging rank) never see half a file
+
+
+def read_rows(path: Path) -> list[dict]:
+    """Rows written by ``write_rows`` (CSV values stay strings)."""
+    if _format(path) == "json":
+        return json.loads(path.read_text(encoding="utf-8"))
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def shard_path(output: Path, rank: int) -> Path:
+    """``out.csv`` -> ``out.rank{rank}.csv``."""
+    return output.with_name(f"{output.stem}.rank{rank}{output.suffix}")
+
+
+def _done_path(output: Path, rank: int) -> Path:
+    return output.with_name(f"{output.stem}.rank{rank}.done.json")
+
+
+def _inputs_digest(inputs: list[str]) -> str:
+    return hashlib.sha256("\n".join(inputs).encode()).hexdigest()
+
+
+def merge_shards(
+    output: str | Path, world: int | None = None, *, digest: str | None = None
+) -> Path:
+    """Merge ``OUT.rank{i}.*`` parts into ``OUT``, restoring the original input order.
+
+    ``world`` defaults to the number of parts found. Parts from a run over different inputs
+    (their ``.done.json`` markers disagree) are refused rather than mixed.
+    """
+    output = Path(output)
+    if world is None:
+        markers = sorted(output.parent.glob(f"{output.stem}.rank*.done.json"))
+        if not markers:
+            raise PneumoError(f"no parts of {output} found ({shard_path(output, 0).name} ...)")
+        world = int(json.loads(markers[0].read_text()).get("world", len(markers)))
+    parts, digests = [], set()
+    for rank in range(world):
+        done = _done_path(output, rank)
+        if not done.is_file():
+            raise PneumoError(f"{output}: part {rank} of {world} is missing ({done.name})")
+        marker = json.loads(done.read_text())
+        if marker.get("world") != world:
+            raise PneumoError(f"{done}: written for {marker.get('world')} shards, not {world}")
+        digests.add(marker.get("inputs"))
+        parts.append(read_rows(shard_path(output, rank)))
+    if len(digests) != 1 or (digest is not None and digests != {digest}):
+        raise PneumoError(f"{output}: the parts come from runs over different inputs")
+    rows = []
+    for k in range(max(len(p) for p in parts)):  # shard r holds inputs r, r+n, r+2n, ...
+        rows += [p[k] for p in parts if k < len(p)]
+    write_rows(rows, output)
+    return output
+
+
+def _fresh(marker: Path, digest: str, since: float) -> bool:
+    try:
+        return json.loads(marker.read_text()).get("inputs") == digest and (
+            marker.stat().st_mtime >= since
+        )
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def _wait_and_merge(
+    output: Path, world: int, digest: str, timeout: float, since: float
+) -> Path | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        # parts left over from an earlier run over the same inputs are older than this run
+        if all(_fresh(_done_path(output, r), digest, since) for r in range(world)):
+            return merge_shards(output, world, digest=digest)
+        time.sleep(0.2)
+    log.warning(
+        "not every shard finished within %.0f s: merge later with "
+        "`pneumo predict --merge --output %s`",
+        timeout,
+        output,
+    )
+    return None
+
+
+def predict_files(
+    paths: list[str | Path],
+    *,
+    model: str | Path | None = None,
+    backend: str = "onnx",
+    output: str | Path | None = None,
+    batch_size: int = 32,
+    threads: int | None = None,
+    shard: str | None = None,
+    merge_timeout: float = 3600.0,
+    progress: bool = True,
+) -> PredictSummary:
+    """Classify chest X-rays: files, folders (recursive; JPEG, PNG, DICOM) or CSV lists with a
+    `path` column. Writes path, class, probability, confidence, uncertain, ood, ood_score and
+    error per input, as CSV or JSON (by the --output suffix; CSV on stdout without --output).
+    A file that cannot be read gets its reason in the error column; the others go on.
+
+    Scale-out: under torchrun (RANK/WORLD_SIZE) or with --shard i/n each process takes every
+    n-th input and writes OUT.rank{i}.csv; rank 0 merges the parts into OUT when all are done
+    (or run `pneumo predict --merge --output OUT` later).
+    """
+    from pneumo.inference.engine import load_predictor
+
+    sh = Shard.parse(shard)
+    output = Path(output) if output is not None else None
+    if output is not None:
+        _format(output)
+    if sh.world > 1 and output is None:
+        raise PneumoError("sharded prediction needs --output (each process writes its part)")
+    started = time.time() - 60.0  # allow for clock skew between the processes' file writes
+    if sh.world > 1:
+        _done_path(output, sh.rank).unlink(missing_ok=True)
+    inputs = collect_inputs(paths)
+    if not inputs:
+        raise PneumoError("no inputs: give image files, folders or a CSV with a 'path' column")
+    mine = inputs[sh.rank :: sh.world]
+    if threads is None and sh.world > 1:
+        from pneumo.inference.base import default_threads
+
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", sh.world))
+        threads = max(1, default_threads() // local)
+    predictor = load_predictor(model, backend=backend, threads=threads, batch_size=batch_size)
+    preds = []
+    if progress and mine:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        columns = (
+            TextColumn("[bold]predict"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task("predict", total=len(mine))
+            for chunk in predictor.iter_predict_sources(mine):
+                preds += chunk
+                bar.advance(task, len(chunk))
+    else:
+        for chunk in predictor.iter_predict_sources(mine):
+            preds += chunk
+    errors = sum(p.error is not None for p in preds)
+    rows = _rows(preds)
+    summary = PredictSummary(total=len(preds), errors=errors, output=output)
+    if sh.world == 1:
+        write_rows(rows, output)
+        return summary
+    part = shard_path(output, sh.rank)
+    write_rows(rows, part)
+    summary.output = part
+    digest = _inputs_digest(inputs)
+    marker = {"rank": sh.rank, "world": sh.world, "inputs": digest, "rows": len(rows)}
+    _done_path(output, sh.rank).write_text(json.dumps(marker))
+    if sh.rank == 0:
+        summary.merged = _wait_and_merge(output, sh.world, digest, merge_timeout, started)
+    return summary
