@@ -29,12 +29,21 @@ def data_dir(args: argparse.Namespace) -> Path:
     return args.data if getattr(args, "data", None) else default_data_dir()
 
 
+def summary(doc: str) -> str | None:
+    """First sentence of a docstring's first paragraph, for the command list."""
+    first = " ".join(doc.split("\n\n")[0].split())
+    if not first:
+        return None
+    end = first.find(". ")
+    return (first[: end + 1] if end >= 0 else first).replace("``", "`")
+
+
 def add_command(sub, name: str, func, handler, **kwargs) -> argparse.ArgumentParser:
     """Add a subcommand whose help text is the docstring of the library function it calls."""
     doc = inspect.getdoc(func) or ""
     parser = sub.add_parser(
         name,
-        help=doc.splitlines()[0] if doc else None,
+        help=summary(doc),
         description=doc,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         **kwargs,

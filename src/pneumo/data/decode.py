@@ -87,7 +87,7 @@ def _decode_dicom(data: bytes, label: str, max_pixels: int) -> Image.Image:
     return Image.fromarray(grey, mode="L")
 
 
-def _to_grey(img: Image.Image) -> Image.Image:
+def to_grey(img: Image.Image) -> Image.Image:
     """Any PIL mode to 8-bit grey; colour X-rays are grey pictures saved as RGB."""
     if img.mode == "L":
         return img
@@ -136,7 +136,7 @@ def load_grey(
         img.load()  # truncated files fail here (Pillow's default), never padded with grey
     except Exception as exc:
         raise ImageDecodeError(label, f"corrupt or truncated image ({exc})") from None
-    return _to_grey(img)
+    return to_grey(img)
 
 
 def load_image(source: Source, **kwargs) -> Image.Image:

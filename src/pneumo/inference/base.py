@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from pneumo.data.decode import is_dicom, load_grey
+from pneumo.data.decode import is_dicom, load_grey, to_grey
 from pneumo.data.transforms import preprocess
 from pneumo.errors import PneumoError
 
@@ -201,7 +201,7 @@ class Predictor(ABC):
         if not images:
             return []
         chroma = [colour_chroma(img) for img in images]
-        arrays = np.stack([self.preprocess(img.convert("L")) for img in images])
+        arrays = np.stack([self.preprocess(to_grey(img)) for img in images])
         return self.predict_arrays(arrays, names, chroma)
 
     def _load(self, source: str | Path | bytes, name: str) -> tuple[np.ndarray, float]:

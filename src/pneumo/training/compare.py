@@ -60,9 +60,13 @@ def comparison_markdown(ranked: list[dict], baseline: dict | None = None) -> str
 
 
 def compare(base, backbones: list[str], *, output: Path, retrain: bool = True) -> dict:
-    """Train every backbone in ``backbones`` with the settings of ``base`` (a TrainConfig),
-    rank them on validation, write ``comparison.md``/``comparison.json`` and retrain the winner
-    on train + validation ("the complete data set") for its best number of epochs."""
+    """Train several backbones with the same settings and rank them on validation.
+
+    Each backbone in ``backbones`` is trained with the settings of ``base`` (a TrainConfig) and
+    ranked on the patient-level validation split by ROC-AUC, then balanced accuracy; the
+    comparison is written to ``comparison.md`` and ``comparison.json`` and the winner is
+    retrained on train + validation ("the complete data set") for its best number of epochs.
+    """
     import time
 
     import numpy as np

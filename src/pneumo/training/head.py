@@ -50,7 +50,7 @@ def train_head(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            loss_sum += float(loss) * len(idx)
+            loss_sum += loss.item() * len(idx)
             correct += int((logits.argmax(1) == y[idx]).sum())
         head.eval()
         with torch.no_grad():

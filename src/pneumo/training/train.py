@@ -18,9 +18,12 @@ def cache_dir() -> Path:
 
 
 def train(cfg: TrainConfig) -> Path:
-    """Train a classifier and write its run directory (config, history, checkpoints, model,
-    validation report with plots). Validation is a patient-level split of train; the official
-    test split is never used. Returns the run directory."""
+    """Train a classifier (frozen features + head, or fine-tuned) and write its run directory.
+
+    The run directory holds config.json, history.json, checkpoints/ (for --resume), model/
+    (weights, metadata, calibration, threshold) and a validation report with plots.
+    Validation is a patient-level split of train; the official test split is never used.
+    """
     import numpy as np
     import torch
 
@@ -131,19 +134,16 @@ def train(cfg: TrainConfig) -> Path:
             **selection["metrics"],
         },
     )
-    try:
-        from pneumo.evaluation.report import write_report
+    from pneumo.evaluation.report import write_report
 
-        write_report(
-            run_dir / "report" / "validation.json",
-            y_true=val_y,
-            p=selection["p"],
-            threshold=selection["threshold"],
-            groups=[r.patient for r in val_recs],
-            history=history,
-            model_info={"backbone": cfg.backbone, "run": str(run_dir)},
-            split="validation (patient-level, from train)",
-        )
-    except ImportError as exc:  # the report is a convenience; the model is already written
-        log.warning("validation report skipped: %s", exc)
+    write_report(
+        run_dir / "report" / "validation.json",
+        y_true=val_y,
+        p=selection["p"],
+        threshold=selection["threshold"],
+        groups=[r.patient for r in val_recs],
+        history=history,
+        model_info={"backbone": cfg.backbone, "run": str(run_dir)},
+        split="validation (patient-level, from train)",
+    )
     return run_dir
