@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: app test lint bench install clean
+.PHONY: app test lint bench install clean bundled-model
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -31,3 +31,10 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+# Reproduce the bundled model (long: about an hour on 2 cores); selection on validation only.
+PNEUMO_DATA ?= ../shared/data/chest_xray
+bundled-model: $(STAMP)
+	$(VENV)/bin/pneumo train --mode finetune --backbone tf_efficientnet_lite0 --epochs 8 \
+		--data $(PNEUMO_DATA) --output runs/lite0-bundled
+	$(VENV)/bin/pneumo bundle runs/lite0-bundled --dest models/default

@@ -2,6 +2,55 @@
 
 from __future__ import annotations
 
+import argparse
+import sys
+
+from pneumo.cli.common import add_command
+
 
 def register(sub) -> None:
     """Add this group's subcommands to the `pneumo` parser."""
+    from pneumo.app.launch import run_app
+
+    p = add_command(sub, "app", run_app, _app)
+    p.add_argument("--port", type=int, default=8501, help="port on localhost (default 8501)")
+    p.add_argument("--model", default=None, help="model directory (default: bundled model)")
+    p.add_argument("--db", default=None, help="SQLite file or SQLAlchemy URL for the records")
+    p.add_argument("--backend", choices=("onnx", "torch"), default="onnx")
+    p.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=20.0,
+        help="largest image accepted, uploaded or fetched (default 20)",
+    )
+    p.add_argument(
+        "--hash-password",
+        action="store_true",
+        help="read a password from the terminal, print its hash for "
+        "PNEUMO_APP_PASSWORD_HASH and exit",
+    )
+
+
+def _app(args: argparse.Namespace) -> int:
+    if args.hash_password:
+        import getpass
+
+        from pneumo.app.auth import hash_password
+
+        password = getpass.getpass("Password: ") if sys.stdin.isatty() else sys.stdin.readline()
+        password = password.rstrip("\n")
+        if not password:
+            from pneumo.errors import PneumoError
+
+            raise PneumoError("empty password")
+        sys.stdout.write(hash_password(password) + "\n")
+        return 0
+    from pneumo.app.launch import run_app
+
+    return run_app(
+        port=args.port,
+        model=args.model,
+        db=args.db,
+        backend=args.backend,
+        max_upload_mb=args.max_upload_mb,
+    )

@@ -1,0 +1,86 @@
+"""The optional password gate. The app stores no passwords, only one salted scrypt hash, set
+in ``$PNEUMO_APP_PASSWORD_HASH`` or as ``password_hash`` in ``.streamlit/secrets.toml``.
+
+Hash format (one line, ``$``-separated, base64 without padding for salt and key)::
+
+    scrypt$<n>$<r>$<p>$<salt>$<key>
+
+Make one with ``pneumo app --hash-password`` (reads the password from the terminal).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+
+from pneumo.errors import PneumoError
+
+ENV_VAR = "PNEUMO_APP_PASSWORD_HASH"
+SECRET_KEY = "password_hash"
+SCHEME = "scrypt"
+KEY_BYTES = 32
+
+
+class AuthConfigError(PneumoError):
+    """The configured password hash is malformed."""
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+
+
+def hash_password(password: str, *, n: int = 2**14, r: int = 8, p: int = 1) -> str:
+    """A salted scrypt hash of ``password`` in the documented one-line format."""
+    if not password:
+        raise ValueError("the password must not be empty")
+    salt = secrets.token_bytes(16)
+    key = hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, dklen=KEY_BYTES)
+    return f"{SCHEME}${n}${r}${p}${_b64(salt)}${_b64(key)}"
+
+
+def verify_password(password: str, encoded: str) -> bool:
+    """Whether ``password`` matches ``encoded``; compared in constant time."""
+    try:
+        scheme, n, r, p, salt, key = encoded.strip().split("$")
+        if scheme != SCHEME:
+            raise ValueError(f"unknown scheme {scheme!r}")
+        n_i, r_i, p_i = int(n), int(r), int(p)
+        salt_b, key_b = _unb64(salt), _unb64(key)
+        if n_i < 2**10 or n_i & (n_i - 1) or not 1 <= r_i <= 64 or not 1 <= p_i <= 16:
+            raise ValueError("scrypt parameters out of range")
+    except (ValueError, TypeError) as exc:
+        raise AuthConfigError(
+            f"{ENV_VAR} (or the '{SECRET_KEY}' secret) is not a valid hash: {exc}; expected "
+            "scrypt$<n>$<r>$<p>$<salt>$<key>, made with `pneumo app --hash-password`"
+        ) from None
+    candidate = hashlib.scrypt(
+        password.encode(),
+        salt=salt_b,
+        n=n_i,
+        r=r_i,
+        p=p_i,
+        dklen=len(key_b),
+        maxmem=256 * 1024 * 1024,
+    )
+    return hmac.compare_digest(candidate, key_b)
+
+
+def configured_hash(secrets_mapping=None) -> str | None:
+    """The password hash from the environment, else from Streamlit secrets; None when the app
+    runs without a password."""
+    value = os.environ.get(ENV_VAR, "").strip()
+    if value:
+        return value
+    if secrets_mapping is not None:
+        try:
+            value = str(secrets_mapping.get(SECRET_KEY, "") or "").strip()
+        except Exception:  # no secrets.toml: Streamlit raises rather than returning empty
+            value = ""
+    return value or None

@@ -1,0 +1,226 @@
+"""Fetch an image from a URL without opening a door into the clinic network (SSRF).
+
+Only http(s); every hop's host is resolved and *all* its addresses must be public (no loopback,
+private, link-local, shared, reserved or multicast address); the connection then goes to the
+address that was checked, so a DNS answer that changes between check and connect (rebinding)
+cannot slip through. Redirects are followed by hand, at most ``max_redirects``, each re-checked.
+The body is streamed with a size cap and an overall deadline; the content type must be an image.
+"""
+
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import logging
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit
+
+from pneumo.errors import PneumoError
+
+log = logging.getLogger(__name__)
+
+ALLOWED_TYPES = ("image/", "application/dicom")
+"""Content types accepted (prefixes); anything else is refused before the body is read."""
+
+
+class FetchError(PneumoError):
+    """The URL was refused or could not be fetched; the message says why in plain words."""
+
+
+@dataclass(frozen=True)
+class FetchPolicy:
+    """Limits for fetching an image URL."""
+
+    timeout_s: float = 10.0
+    """Deadline for the whole fetch, redirects included (seconds)."""
+    max_bytes: int = 20 * 1024 * 1024
+    """Largest body accepted; larger downloads are cut off and refused."""
+    max_redirects: int = 3
+    """Redirects followed at most."""
+    allow_loopback: bool = False
+    """TEST ONLY: let 127.0.0.1 / ::1 through so tests can use a local server. Private,
+    link-local and other non-public addresses stay refused."""
+
+    def __post_init__(self):
+        if self.timeout_s <= 0:
+            raise ValueError("timeout_s must be > 0")
+        if self.max_bytes <= 0:
+            raise ValueError("max_bytes must be > 0")
+        if not 0 <= self.max_redirects <= 10:
+            raise ValueError("max_redirects must be in 0..10")
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A downloaded body with where it finally came from."""
+
+    url: str
+    data: bytes
+    content_type: str
+    name: str
+    """A file name for the records: the last path segment, or the host."""
+
+
+def check_address(ip: str, policy: FetchPolicy) -> None:
+    """Refuse any address that is not plainly public."""
+    addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    if addr.is_loopback and policy.allow_loopback:
+        return
+    if not addr.is_global or addr.is_multicast or addr.is_reserved or addr.is_unspecified:
+        kind = (
+            "loopback"
+            if addr.is_loopback
+            else "link-local"
+            if addr.is_link_local
+            else "multicast"
+            if addr.is_multicast
+            else "private"
+            if addr.is_private
+            else "reserved or non-public"
+        )
+        raise FetchError(f"refused: {addr} is a {kind} address; only public hosts can be fetched")
+
+
+def resolve(host: str, port: int, policy: FetchPolicy) -> str:
+    """Resolve ``host`` and check every address it has; returns the one to connect to."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise FetchError(f"cannot resolve host {host!r} ({exc})") from None
+    addresses = list(dict.fromkeys(info[4][0] for info in infos))
+    if not addresses:
+        raise FetchError(f"cannot resolve host {host!r}")
+    for ip in addresses:
+        check_address(ip, policy)
+    return addresses[0]
+
+
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    """Connects to the checked address while keeping the URL's host in the Host header."""
+
+    def __init__(self, host, port, ip, timeout):
+        super().__init__(host, port, timeout=timeout)
+        self._ip = ip
+
+    def connect(self):
+        self.sock = socket.create_connection((self._ip, self.port), self.timeout)
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """TLS to the checked address; the certificate is verified against the URL's host name."""
+
+    def __init__(self, host, port, ip, timeout):
+        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
+        self._ip = ip
+
+    def connect(self):
+        sock = socket.create_connection((self._ip, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+
+
+def _split(url: str) -> tuple[str, str, int, str]:
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        shown = scheme + "://" if scheme else "a URL without http:// or https://"
+        raise FetchError(f"refused: only http:// and https:// URLs can be fetched, not {shown}")
+    if parts.username or parts.password:
+        raise FetchError("refused: URLs with a user name or password are not fetched")
+    host = parts.hostname
+    if not host:
+        raise FetchError("refused: the URL has no host")
+    try:
+        port = parts.port or (443 if scheme == "https" else 80)
+    except ValueError:
+        raise FetchError("refused: the URL has an invalid port") from None
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    return scheme, host, port, path
+
+
+def _name_from(url: str) -> str:
+    parts = urlsplit(url)
+    last = parts.path.rstrip("/").rsplit("/", 1)[-1]
+    return last or parts.hostname or "download"
+
+
+def fetch_image(url: str, policy: FetchPolicy | None = None) -> Fetched:
+    """Download an image from ``url`` under ``policy``; raises FetchError with the reason."""
+    policy = policy or FetchPolicy()
+    deadline = time.monotonic() + policy.timeout_s
+    current = url.strip()
+    for hop in range(policy.max_redirects + 1):
+        scheme, host, port, path = _split(current)
+        ip = resolve(host, port, policy)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise FetchError(f"timed out after {policy.timeout_s:g} s")
+        cls = _PinnedHTTPSConnection if scheme == "https" else _PinnedHTTPConnection
+        conn = cls(host, port, ip, timeout=remaining)
+        try:
+            try:
+                conn.request("GET", path, headers={"User-Agent": "pneumo", "Accept": "image/*"})
+                resp = conn.getresponse()
+            except TimeoutError:
+                raise FetchError(f"timed out after {policy.timeout_s:g} s") from None
+            except ssl.SSLError as exc:
+                raise FetchError(f"TLS error talking to {host} ({exc.reason})") from None
+            except OSError as exc:
+                raise FetchError(f"cannot connect to {host} ({exc.strerror or exc})") from None
+            except http.client.HTTPException as exc:
+                raise FetchError(f"bad HTTP response from {host} ({exc})") from None
+            if resp.status in (301, 302, 303, 307, 308):
+                location = resp.getheader("Location")
+                if not location:
+                    raise FetchError(f"redirect without a Location from {host}")
+                current = urljoin(current, location)
+                log.debug("redirect %d -> hop %d", resp.status, hop + 1)
+                continue
+            if resp.status != 200:
+                raise FetchError(f"the server answered HTTP {resp.status} {resp.reason}")
+            content_type = (resp.getheader("Content-Type") or "").split(";")[0].strip().lower()
+            if not content_type.startswith(ALLOWED_TYPES):
+                raise FetchError(
+                    f"not an image: the server says the content type is "
+                    f"{content_type or 'missing'} (expected image/* or application/dicom)"
+                )
+            length = resp.getheader("Content-Length")
+            if length and length.isdigit() and int(length) > policy.max_bytes:
+                raise FetchError(_too_large(int(length), policy))
+            data = _read_capped(resp, policy, deadline)
+            return Fetched(current, data, content_type, _name_from(current))
+        finally:
+            conn.close()
+    raise FetchError(f"too many redirects (more than {policy.max_redirects})")
+
+
+def _too_large(size: int, policy: FetchPolicy) -> str:
+    return f"too large: over the {policy.max_bytes / 1e6:.1f} MB limit ({size / 1e6:.1f} MB)"
+
+
+def _read_capped(resp, policy: FetchPolicy, deadline: float) -> bytes:
+    chunks, total = [], 0
+    while True:
+        if time.monotonic() > deadline:
+            raise FetchError(f"timed out after {policy.timeout_s:g} s")
+        try:
+            chunk = resp.read(64 * 1024)
+        except TimeoutError:
+            raise FetchError(f"timed out after {policy.timeout_s:g} s") from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise FetchError(f"download interrupted ({exc})") from None
+        if not chunk:
+            break
+        total += len(chunk)
+        if total > policy.max_bytes:
+            raise FetchError(f"too large: over the {policy.max_bytes / 1e6:.1f} MB limit")
+        chunks.append(chunk)
+    if not total:
+        raise FetchError("the server sent an empty body")
+    return b"".join(chunks)

@@ -1,0 +1,325 @@
+"""The Streamlit page: layout only. Logic lives in ``logic``, exports in ``report``, the
+password gate in ``auth``; the model and the database are opened once per process.
+
+Run with ``pneumo app`` (which sets the environment this page reads)."""
+
+from __future__ import annotations
+
+import uuid
+
+import streamlit as st
+
+from pneumo.app import auth, logic, report
+from pneumo.errors import PneumoError
+
+TITLE = "Pneumonia screening on pediatric chest X-rays"
+UPLOAD_TYPES = ["jpg", "jpeg", "png", "dcm", "dicom"]
+
+
+@st.cache_resource(show_spinner="Loading the model (once per server)...")
+def get_predictor(model_dir: str | None, backend: str):
+    from pneumo.inference.engine import load_predictor
+
+    return load_predictor(model_dir, backend=backend)
+
+
+@st.cache_resource(show_spinner="Loading the heatmap model...")
+def get_cam(model_dir: str | None, backend: str):
+    from pneumo.inference.cam import GradCam
+
+    if backend == "onnx":
+        import torch
+
+        # torch only draws heatmaps in this process: one small image per pass gains little
+        # from more threads, and on a busy CPU torch's spinning threads cost seconds
+        # (measured: 2.4 s with 2 threads vs 0.04 s with 1 for one 224x224 Lite0 pass).
+        torch.set_num_threads(1)
+    cam = GradCam.from_dir(model_dir)
+    cam.warm_up()
+    return cam
+
+
+@st.cache_resource(show_spinner="Opening the patient database...")
+def get_db(db: str | None):
+    from pneumo.storage.db import open_database
+
+    return open_database(db)
+
+
+def init_state() -> None:
+    ss = st.session_state
+    ss.setdefault("session_id", uuid.uuid4().hex)
+    ss.setdefault("generation", 0)
+    ss.setdefault("submissions", [])
+    ss.setdefault("user", "")
+    ss.setdefault("authenticated", False)
+
+
+def new_session() -> None:
+    """Forget this browser session's results; new widget keys empty the uploader and fields."""
+    ss = st.session_state
+    ss.generation += 1
+    ss.submissions = []
+    ss.session_id = uuid.uuid4().hex
+
+
+def _secrets():
+    try:
+        return st.secrets
+    except Exception:  # noqa: BLE001 - no secrets.toml is the normal case
+        return None
+
+
+def password_gate(factory) -> None:
+    """Ask for the password before anything else when a hash is configured."""
+    from pneumo.storage import repository as repo
+
+    encoded = auth.configured_hash(_secrets())
+    ss = st.session_state
+    if encoded is None or ss.authenticated:
+        return
+    st.title(TITLE)
+    with st.form("login"):
+        user = st.text_input("User")
+        password = st.text_input("Password", type="password")
+        submitted = st.form_submit_button("Sign in")
+    if submitted:
+        try:
+            ok = auth.verify_password(password, encoded)
+        except auth.AuthConfigError as exc:
+            st.error(str(exc))
+            st.stop()
+        with factory() as s:
+            repo.add_audit(
+                s,
+                action="login" if ok else "login_failed",
+                session_id=ss.session_id,
+                user=user.strip()[:120],
+            )
+            s.commit()
+        if ok:
+            ss.authenticated = True
+            ss.user = user.strip()[:120]
+            st.rerun()
+        st.error("Wrong password.")
+    st.stop()
+
+
+def show_result(r: logic.ImageResult, heatmaps: bool) -> None:
+    p = r.prediction
+    with st.container(border=True):
+        if r.error or p is None:
+            st.error(r.error or f"{r.name}: not classified")
+            return
+        cols = st.columns([1, 1, 1.3] if heatmaps else [1, 1.3])
+        if r.thumbnail:
+            cols[0].image(r.thumbnail, caption=r.name, width="stretch")
+        if heatmaps:
+            if r.heatmap:
+                cols[1].image(
+                    r.heatmap, caption="Grad-CAM: regions behind the result", width="stretch"
+                )
+            else:
+                cols[1].caption(r.heatmap_note or "No heatmap for this image.")
+        info = cols[-1]
+        if p.ood:
+            info.subheader(f"{r.name}: not diagnosed")
+            info.warning(
+                "This does not look like a chest X-ray (out of distribution): no diagnosis "
+                f"is given. Distance score {p.ood_score:.2f}."
+                if p.ood_score is not None
+                else "This does not look like a chest X-ray (out of distribution): no diagnosis "
+                "is given."
+            )
+            return
+        info.subheader(f"{r.name}: {logic.display_label(p.label)}")
+        info.markdown(
+            f"**Confidence:** {p.confidence:.1%}  \n"
+            f"**Normal:** {1 - p.probability:.1%} · **Pneumonia:** {p.probability:.1%}  \n"
+            f"**Calibrated probability of pneumonia:** {p.probability:.3f}  \n"
+            f"**Operating threshold:** {p.threshold:.3f}"
+        )
+        if p.uncertain:
+            info.warning(
+                "Uncertain: the probability lies close to the threshold. "
+                "Review this image with particular care."
+            )
+        if r.store_error:
+            info.error(r.store_error)
+        elif r.record_id is not None:
+            info.caption(f"Saved as record {r.record_id}.")
+
+
+def classify_tab(settings: logic.AppSettings, predictor, factory, heatmaps: bool) -> None:
+    ss = st.session_state
+    gen = ss.generation
+    name = st.text_input("Patient name", key=f"patient_name_{gen}", max_chars=120)
+    patient_id = st.text_input(
+        "Patient ID",
+        key=f"patient_id_{gen}",
+        max_chars=64,
+        help="Optional: the clinic's patient number.",
+    )
+    uploads = st.file_uploader(
+        "Chest X-ray images (JPEG, PNG or DICOM)",
+        type=UPLOAD_TYPES,
+        accept_multiple_files=True,
+        key=f"uploads_{gen}",
+    )
+    url = st.text_input(
+        "Image URL", key=f"url_{gen}", help="http(s) only; private and local addresses are refused."
+    )
+    left, right = st.columns([1, 1])
+    classify = left.button("Classify", type="primary", width="stretch")
+    right.button("New session", on_click=new_session, width="stretch")
+
+    if classify:
+        from pneumo.storage.repository import PatientInputError, clean_patient
+
+        try:
+            clean_patient(name, patient_id)
+        except PatientInputError as exc:
+            st.error(str(exc))
+        else:
+            items = logic.read_uploads(uploads or [], settings)
+            url_item = logic.read_url(url, settings)
+            if url_item is not None:
+                items.append(url_item)
+            if not items:
+                st.error("Add at least one image: upload files or enter an image URL.")
+            else:
+                with st.spinner(f"Classifying {len(items)} image(s)..."):
+                    cam = get_cam(settings.model_dir, settings.backend) if heatmaps else None
+                    sub = logic.classify_and_store(
+                        items=items,
+                        patient_name=name,
+                        patient_id=patient_id,
+                        predictor=predictor,
+                        session_factory=factory,
+                        session_id=ss.session_id,
+                        user=ss.user,
+                        cam=cam,
+                        settings=settings,
+                    )
+                ss.submissions.append(sub)
+
+    for sub in reversed(ss.submissions):
+        ok = sum(r.prediction is not None for r in sub.results)
+        st.markdown(
+            f"#### Results for {sub.patient_name}"
+            + (f" (ID {sub.patient_id})" if sub.patient_id else "")
+        )
+        st.caption(
+            f"{ok} of {len(sub.results)} image(s) classified in {sub.seconds:.2f} s "
+            f"with {sub.model_version}."
+        )
+        for r in sub.results:
+            show_result(r, heatmaps)
+    if ss.submissions:
+        export_buttons(factory, heatmaps)
+
+
+def export_buttons(factory, heatmaps: bool) -> None:
+    """CSV and PDF of this session's results, built only when asked for (and audited then)."""
+    ss = st.session_state
+    submissions = list(ss.submissions)
+    results = [r for sub in submissions for r in sub.results]
+    session_id, user = ss.session_id, ss.user
+
+    def build(kind: str):
+        def make() -> bytes:
+            logic.audit_export(
+                session_factory=factory,
+                results=results,
+                session_id=session_id,
+                user=user,
+                kind=kind,
+            )
+            if kind == "csv":
+                return report.results_csv(submissions)
+            return report.results_pdf(submissions, heatmaps=heatmaps)
+
+        return make
+
+    left, right = st.columns(2)
+    left.download_button(
+        "Download CSV",
+        build("csv"),
+        file_name="pneumo-results.csv",
+        mime="text/csv",
+        on_click="ignore",
+    )
+    right.download_button(
+        "Download PDF report",
+        build("pdf"),
+        file_name="pneumo-report.pdf",
+        mime="application/pdf",
+        on_click="ignore",
+    )
+
+
+def history_tab(factory, protected: bool) -> None:
+    if not protected:
+        st.caption(
+            "No password is configured: anyone who can open this page can read the "
+            "history. Set PNEUMO_APP_PASSWORD_HASH (see docs/app.md)."
+        )
+    query = st.text_input("Find patient (name or ID)", key="history_query")
+    if st.button("Show history") and query.strip():
+        found = logic.patient_history(
+            session_factory=factory,
+            query=query,
+            session_id=st.session_state.session_id,
+            user=st.session_state.user,
+        )
+        if not found:
+            st.info("No patient matches.")
+        for h in found:
+            st.markdown(
+                f"**{h.name}**"
+                + (f" (ID {h.patient_id})" if h.patient_id else "")
+                + f": {len(h.rows)} record(s)"
+            )
+            st.dataframe(h.rows, hide_index=True)
+
+
+def main() -> None:
+    st.set_page_config(page_title="pneumo", layout="wide")
+    init_state()
+    try:
+        settings = logic.AppSettings.from_env()
+        factory = get_db(settings.db)
+    except PneumoError as exc:
+        st.error(f"Cannot start: {exc}")
+        st.stop()
+    password_gate(factory)
+
+    st.title(TITLE)
+    st.warning(report.DISCLAIMER)
+    try:
+        predictor = get_predictor(settings.model_dir, settings.backend)
+    except PneumoError as exc:
+        st.error(f"Cannot load the model: {exc}")
+        st.stop()
+    meta = predictor.metadata
+    with st.sidebar:
+        heatmaps = st.toggle("Show heatmaps", value=True, key="heatmaps")
+        if heatmaps:
+            get_cam(settings.model_dir, settings.backend)  # load now, not on the first click
+        st.markdown(
+            f"**Model:** {meta.backbone}  \n**Input:** {meta.data_config.input_size[1]}x"
+            f"{meta.data_config.input_size[0]}  \n**Threshold:** {meta.threshold:.3f}  \n"
+            f"**Uncertain band:** {meta.uncertain_band[0]:.2f} to {meta.uncertain_band[1]:.2f}"
+        )
+        if st.session_state.user:
+            st.caption(f"Signed in as {st.session_state.user}")
+    protected = auth.configured_hash(_secrets()) is not None
+    tab_classify, tab_history = st.tabs(["Classify", "Patient history"])
+    with tab_classify:
+        classify_tab(settings, predictor, factory, heatmaps)
+    with tab_history:
+        history_tab(factory, protected)
+    st.caption(report.ATTRIBUTION)
+
+
+main()

@@ -1,0 +1,164 @@
+"""Keyword-only functions over the tables; each takes the session it works in and leaves the
+commit to the caller, so one transaction can hold exactly one unit of work."""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import TYPE_CHECKING
+
+from sqlalchemy import or_, select
+
+from pneumo.errors import PneumoError
+from pneumo.storage.tables import NAME_MAX, PATIENT_ID_MAX, AuditEvent, Patient, Record
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+ACTIONS = ("classify", "view_history", "export", "login", "login_failed")
+"""What the audit trail records."""
+
+
+class PatientInputError(PneumoError):
+    """The patient name or ID is missing, too long or unprintable."""
+
+
+def _clean(text: str | None) -> str:
+    text = unicodedata.normalize("NFC", text or "")
+    text = "".join(ch for ch in text if unicodedata.category(ch)[0] != "C")  # no control chars
+    return " ".join(text.split())
+
+
+def clean_patient(name: str | None, patient_id: str | None = None) -> tuple[str, str]:
+    """Trimmed, whitespace-collapsed ``(name, patient_id)``; raises PatientInputError for an
+    empty name or either value over its length limit."""
+    name, code = _clean(name), _clean(patient_id)
+    if not name:
+        raise PatientInputError("Patient name is required.")
+    if len(name) > NAME_MAX:
+        raise PatientInputError(
+            f"Patient name is too long ({len(name)} characters, max {NAME_MAX})."
+        )
+    if len(code) > PATIENT_ID_MAX:
+        raise PatientInputError(
+            f"Patient ID is too long ({len(code)} characters, max {PATIENT_ID_MAX})."
+        )
+    return name, code
+
+
+def name_key(name: str) -> str:
+    return _clean(name).casefold()
+
+
+def get_or_create_patient(session: Session, *, name: str, patient_code: str = "") -> Patient:
+    """The patient with this (case-insensitive) name and ID, created when new."""
+    name, patient_code = clean_patient(name, patient_code)
+    key = name_key(name)
+    patient = session.scalars(
+        select(Patient).where(Patient.name_key == key, Patient.patient_code == patient_code)
+    ).first()
+    if patient is None:
+        patient = Patient(name=name, name_key=key, patient_code=patient_code)
+        session.add(patient)
+        session.flush()
+    return patient
+
+
+def add_record(
+    session: Session,
+    *,
+    patient: Patient,
+    file_name: str,
+    sha256: str,
+    prediction: str,
+    probability: float,
+    threshold: float,
+    model_version: str,
+    session_id: str,
+    uncertain: bool = False,
+    ood: bool = False,
+    user: str = "",
+) -> Record:
+    """Store one classified image."""
+    record = Record(
+        patient=patient,
+        file_name=file_name[:255],
+        sha256=sha256,
+        prediction=prediction,
+        probability=float(probability),
+        threshold=float(threshold),
+        uncertain=bool(uncertain),
+        ood=bool(ood),
+        model_version=model_version[:200],
+        session_id=session_id,
+        user=user,
+    )
+    session.add(record)
+    session.flush()
+    return record
+
+
+def add_audit(
+    session: Session,
+    *,
+    action: str,
+    session_id: str,
+    user: str = "",
+    patient: Patient | None = None,
+    detail: str = "",
+) -> AuditEvent:
+    """Record who did what to which patient's records; never put names into ``detail``."""
+    if action not in ACTIONS:
+        raise ValueError(f"unknown audit action {action!r}; one of {ACTIONS}")
+    event = AuditEvent(
+        action=action,
+        session_id=session_id,
+        user=user,
+        patient_id=patient.id if patient is not None else None,
+        detail=detail,
+    )
+    session.add(event)
+    session.flush()
+    return event
+
+
+def find_patients(session: Session, *, query: str, limit: int = 50) -> list[Patient]:
+    """Patients whose name contains ``query`` (case-insensitive) or whose ID equals it."""
+    text = _clean(query)
+    if not text:
+        return []
+    escaped = name_key(text).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    stmt = (
+        select(Patient)
+        .where(
+            or_(Patient.name_key.like(f"%{escaped}%", escape="\\"), Patient.patient_code == text)
+        )
+        .order_by(Patient.name_key, Patient.patient_code)
+        .limit(limit)
+    )
+    return list(session.scalars(stmt))
+
+
+def patient_records(session: Session, *, patient_id: int) -> list[Record]:
+    """All records of one patient, newest first."""
+    stmt = (
+        select(Record)
+        .where(Record.patient_id == patient_id)
+        .order_by(Record.created.desc(), Record.id.desc())
+    )
+    return list(session.scalars(stmt))
+
+
+def session_records(session: Session, *, session_id: str) -> list[Record]:
+    """Records made in one app session, in the order they were stored."""
+    stmt = select(Record).where(Record.session_id == session_id).order_by(Record.id)
+    return list(session.scalars(stmt))
+
+
+def audit_events(
+    session: Session, *, patient_id: int | None = None, limit: int = 200
+) -> list[AuditEvent]:
+    """Audit events, newest first, optionally for one patient."""
+    stmt = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
+    if patient_id is not None:
+        stmt = stmt.where(AuditEvent.patient_id == patient_id)
+    return list(session.scalars(stmt))

@@ -1,0 +1,80 @@
+"""Database tables: patients, their classified images (records) and an audit trail.
+
+Tables are separate from the API schemas; only ``repository`` functions touch them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAME_MAX = 120
+"""Longest patient name accepted (characters, after trimming)."""
+PATIENT_ID_MAX = 64
+"""Longest patient ID accepted."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Patient(Base):
+    """One patient: the name as typed (trimmed) and an optional clinic patient ID."""
+
+    __tablename__ = "patients"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_MAX), nullable=False)
+    name_key: Mapped[str] = mapped_column(String(NAME_MAX), nullable=False)
+    """Case- and space-folded name, for look-ups."""
+    patient_code: Mapped[str] = mapped_column(String(PATIENT_ID_MAX), nullable=False, default="")
+    """The clinic's patient ID; empty when none was given."""
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    records: Mapped[list[Record]] = relationship(back_populates="patient")
+
+    __table_args__ = (Index("ix_patients_identity", "name_key", "patient_code", unique=True),)
+
+
+class Record(Base):
+    """One classified image."""
+
+    __tablename__ = "records"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), nullable=False, index=True)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    file_name: Mapped[str] = mapped_column(String(255), nullable=False)
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    prediction: Mapped[str] = mapped_column(String(32), nullable=False)
+    """Class name (NORMAL or PNEUMONIA) as the model decided it."""
+    probability: Mapped[float] = mapped_column(Float, nullable=False)
+    """Calibrated probability of PNEUMONIA."""
+    threshold: Mapped[float] = mapped_column(Float, nullable=False)
+    uncertain: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    ood: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    """Flagged as not looking like a chest X-ray: not a diagnosis."""
+    model_version: Mapped[str] = mapped_column(String(200), nullable=False)
+    session_id: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    user: Mapped[str] = mapped_column(String(120), nullable=False, default="")
+
+    patient: Mapped[Patient] = relationship(back_populates="records")
+
+
+class AuditEvent(Base):
+    """Who (session, user) did what (classify, view history, export) to which patient, when."""
+
+    __tablename__ = "audit"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    action: Mapped[str] = mapped_column(String(32), nullable=False)
+    session_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    user: Mapped[str] = mapped_column(String(120), nullable=False, default="")
+    patient_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id"), nullable=True)
+    detail: Mapped[str] = mapped_column(Text, nullable=False, default="")

@@ -1,0 +1,36 @@
+"""Fixtures for the app tests: a tiny model on disk and a temp database (inputs: app_helpers)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A randomly initialised test backbone saved in the real model format."""
+    from pneumo.data.transforms import DataConfig
+    from pneumo.models.checkpoint import ModelMetadata, save_model
+    from pneumo.models.registry import create_model
+
+    path = tmp_path_factory.mktemp("model")
+    model = create_model("test_efficientnet", pretrained=False)
+    meta = ModelMetadata(
+        backbone="test_efficientnet",
+        data_config=DataConfig((64, 64), (0.5,) * 3, (0.5,) * 3),
+        # A wide band so the tests see the "uncertain" note on a random model.
+        uncertain_band=(0.01, 0.99),
+    )
+    return save_model(path, model, meta)
+
+
+@pytest.fixture
+def app_env(monkeypatch, tmp_path, tiny_model) -> Path:
+    """Point the page at the tiny model and a fresh SQLite file; returns the database path."""
+    db = tmp_path / "app.db"
+    monkeypatch.setenv("PNEUMO_MODEL", str(tiny_model))
+    monkeypatch.setenv("PNEUMO_DB", str(db))
+    monkeypatch.delenv("PNEUMO_APP_PASSWORD_HASH", raising=False)
+    monkeypatch.delenv("PNEUMO_MAX_UPLOAD_MB", raising=False)
+    return db

@@ -1,0 +1,183 @@
+"""The page's logic without the page: storage failures, URL input, exports, settings, logs."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
+
+import pytest
+from app_helpers import xray_bytes
+from sqlalchemy import text
+
+from pneumo.app import logic, report
+from pneumo.app.fetch import FetchPolicy
+from pneumo.errors import PneumoError
+from pneumo.storage import repository as repo
+from pneumo.storage.db import open_database
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_model):
+    from pneumo.inference.engine import load_predictor
+
+    return load_predictor(tiny_model)
+
+
+@pytest.fixture(scope="module")
+def cam(tiny_model):
+    from pneumo.inference.cam import GradCam
+
+    return GradCam.from_dir(tiny_model)
+
+
+@pytest.fixture
+def factory(tmp_path):
+    return open_database(tmp_path / "logic.db")
+
+
+def _items(*names):
+    return [logic.InputItem(n, xray_bytes(i)) for i, n in enumerate(names)]
+
+
+def test_a_failing_row_never_drops_the_others(predictor, factory):
+    with factory() as s:  # a real database error for exactly one row
+        s.execute(
+            text(
+                "CREATE TRIGGER poison BEFORE INSERT ON records "
+                "WHEN NEW.file_name = 'poison.png' BEGIN SELECT RAISE(ABORT, 'boom'); END"
+            )
+        )
+        s.commit()
+    sub = logic.classify_and_store(
+        items=_items("a.png", "poison.png", "c.png"),
+        patient_name="Ada",
+        predictor=predictor,
+        session_factory=factory,
+        session_id="s1",
+    )
+    assert [r.record_id is not None for r in sub.results] == [True, False, True]
+    assert sub.results[1].store_error == "not saved: database error"
+    assert sub.results[1].prediction is not None  # still shown to the user
+    with factory() as s:
+        assert [r.file_name for r in repo.session_records(s, session_id="s1")] == ["a.png", "c.png"]
+        (event,) = repo.audit_events(s)
+        assert event.detail == "2 stored, 0 failed"
+
+
+def test_image_from_a_url_is_classified_and_stored(predictor, factory):
+    body = xray_bytes(7)
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/films/chest.png"
+        item = logic.read_url(url, logic.AppSettings(), policy=FetchPolicy(allow_loopback=True))
+        refused = logic.read_url(url, logic.AppSettings())  # the app's own policy: refused
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert item.name == "chest.png" and item.data == body
+    assert refused.data is None and "loopback" in refused.error
+    sub = logic.classify_and_store(
+        items=[item],
+        patient_name="Ada",
+        predictor=predictor,
+        session_factory=factory,
+        session_id="s2",
+    )
+    assert sub.results[0].record_id is not None
+    import hashlib
+
+    assert sub.results[0].sha256 == hashlib.sha256(body).hexdigest()
+
+
+def test_upload_limits_are_per_file():
+    settings = logic.AppSettings(max_upload_mb=0.001, max_files=2)
+    ups = [
+        SimpleNamespace(name=f"f{i}.png", size=len(d), getvalue=lambda d=d: d)
+        for i, d in enumerate([b"x" * 100, b"y" * 5000, b"z" * 10])
+    ]
+    items = logic.read_uploads(ups, settings)
+    assert items[0].data == b"x" * 100
+    assert items[1].error.startswith("f1.png: file too large")
+    assert "more than 2 files" in items[2].error
+
+
+def test_settings_are_checked(monkeypatch):
+    with pytest.raises(ValueError, match="backend"):
+        logic.AppSettings(backend="tensorflow")
+    with pytest.raises(ValueError, match="max_upload_mb"):
+        logic.AppSettings(max_upload_mb=0)
+    monkeypatch.setenv("PNEUMO_MAX_UPLOAD_MB", "lots")
+    with pytest.raises(PneumoError, match="bad app setting"):
+        logic.AppSettings.from_env()
+
+
+def test_patient_name_is_never_logged(predictor, factory, cam, caplog):
+    caplog.set_level(logging.DEBUG)
+    logic.classify_and_store(
+        items=_items("a.png") + [logic.InputItem("b.png", b"junk")],
+        patient_name="Zebedee Quixotic",
+        patient_id="ID-991",
+        predictor=predictor,
+        session_factory=factory,
+        session_id="s3",
+        cam=cam,
+    )
+    logic.patient_history(session_factory=factory, query="Zebedee", session_id="s3")
+    assert caplog.records  # something was logged...
+    assert "Zebedee" not in caplog.text and "ID-991" not in caplog.text  # ...but not who
+
+
+@pytest.fixture
+def submission(predictor, factory, cam):
+    items = _items("=cmd.png", "b.png") + [logic.InputItem("bad.jpeg", b"not an image")]
+    return logic.classify_and_store(
+        items=items,
+        patient_name="Zoë Łukasiewicz 王",
+        patient_id="7",
+        predictor=predictor,
+        session_factory=factory,
+        session_id="s4",
+        cam=cam,
+    )
+
+
+def test_csv_export(submission):
+    rows = list(csv.DictReader(io.StringIO(report.results_csv([submission]).decode("utf-8-sig"))))
+    assert [r["file"] for r in rows] == ["'=cmd.png", "b.png", "bad.jpeg"]  # formula defused
+    assert rows[0]["patient_name"] == "Zoë Łukasiewicz 王" and rows[0]["patient_id"] == "7"
+    p = submission.results[1].prediction
+    assert float(rows[1]["p_pneumonia"]) == pytest.approx(p.probability, abs=1e-4)
+    assert float(rows[1]["p_normal"]) == pytest.approx(1 - p.probability, abs=1e-4)
+    assert rows[1]["result"] in ("Normal", "Pneumonia") and len(rows[1]["sha256"]) == 64
+    assert rows[2]["result"] == "error" and "not an image" in rows[2]["error"]
+    assert rows[1]["record_id"] and not rows[2]["record_id"]
+
+
+def test_pdf_export_has_images_and_heatmaps(submission):
+    with_maps = report.results_pdf([submission], heatmaps=True)
+    without = report.results_pdf([submission], heatmaps=False)
+    assert with_maps.startswith(b"%PDF") and without.startswith(b"%PDF")
+    assert with_maps.count(b"/Subtype /Image") == 4  # two X-rays, two heatmaps
+    assert without.count(b"/Subtype /Image") == 2
+    from pypdf import PdfReader
+
+    text_content = "".join(p.extract_text() for p in PdfReader(io.BytesIO(with_maps)).pages)
+    assert "Łukasiewicz" in text_content and "Research use only" in text_content
+    assert "bad.jpeg" in text_content and "Kermany" in text_content
