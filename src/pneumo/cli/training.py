@@ -120,6 +120,13 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bundle(args: argparse.Namespace) -> int:
+    from pneumo.training.bundle import bundle_model
+
+    bundle_model(args.run, args.dest)
+    return 0
+
+
 def register(sub) -> None:
     """Add this group's subcommands to the `pneumo` parser."""
     from pneumo.training.train import train
@@ -147,3 +154,11 @@ def register(sub) -> None:
         "--no-retrain", action="store_true", help="skip retraining the winner on train + validation"
     )
     _add_train_options(p)
+
+    from pneumo.training.bundle import bundle_model
+
+    p = add_command(sub, "bundle", bundle_model, _bundle)
+    p.add_argument("run", type=Path, help="run directory written by `pneumo train`")
+    p.add_argument(
+        "--dest", type=Path, default=Path("models/default"), help="where to write the model"
+    )

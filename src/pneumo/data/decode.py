@@ -121,6 +121,8 @@ def load_grey(
         img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise ImageDecodeError(label, "not an image (unknown or unsupported format)") from None
+    except Image.DecompressionBombError:
+        raise ImageDecodeError(label, f"image too large (over {max_pixels:,} pixels)") from None
     except Exception as exc:
         raise ImageDecodeError(label, f"cannot open image ({exc})") from None
     width, height = img.size
@@ -203,6 +205,8 @@ def probe_image(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> ImageInfo:
             fmt, (width, height), mode = img.format or "?", img.size, img.mode
     except UnidentifiedImageError:
         raise ImageDecodeError(label, "not an image (unknown or unsupported format)") from None
+    except Image.DecompressionBombError:
+        raise ImageDecodeError(label, f"image too large (over {max_pixels:,} pixels)") from None
     except Exception as exc:
         raise ImageDecodeError(label, f"cannot open image ({exc})") from None
     if width * height > max_pixels:
