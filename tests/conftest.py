@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+
+from synthetic import write_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -37,36 +37,22 @@ def originals_dir() -> Path:
     return root
 
 
-def make_xray(seed: int, label: int, size: int = 64) -> Image.Image:
-    """A synthetic grey 'X-ray': PNEUMONIA images get a bright blob, so tiny models can learn."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size] / size
-    img = 90 + 60 * np.exp(-((xx - 0.5) ** 2) / 0.05) + rng.normal(0, 12, (size, size))
-    if label == 1:
-        cx, cy = rng.uniform(0.25, 0.75, 2)
-        img += 80 * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 0.02)
-    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), mode="L")
-
-
-def write_dataset(root: Path, counts: dict[str, tuple[int, int]], size: int = 64) -> Path:
-    """Write ``{split: (n_normal, n_pneumonia)}`` images with Kermany-style patient names."""
-    seed = 0
-    for split, (n_normal, n_pneu) in counts.items():
-        for label, name, n in ((0, "NORMAL", n_normal), (1, "PNEUMONIA", n_pneu)):
-            folder = root / split / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                seed += 1
-                if label == 0:
-                    fname = f"IM-{seed:04d}-0001.jpeg"
-                else:
-                    kind = "bacteria" if i % 2 else "virus"
-                    fname = f"person{seed}_{kind}_{i}.jpeg"
-                make_xray(seed, label, size).convert("RGB").save(folder / fname, quality=90)
-    return root
+@pytest.fixture(scope="session", autouse=True)
+def onnx_cache(tmp_path_factory) -> Path:
+    """Exported ONNX files and feature caches go to a temporary folder, never the home folder."""
+    path = tmp_path_factory.mktemp("pneumo-cache")
+    old = os.environ.get("PNEUMO_CACHE")
+    os.environ["PNEUMO_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("PNEUMO_CACHE", None)
+    else:
+        os.environ["PNEUMO_CACHE"] = old
 
 
 @pytest.fixture
 def tiny_data(tmp_path) -> Path:
     """A small generated data set: train 24/24, val 4/4, test 6/6 images of 64x64."""
-    return write_dataset(tmp_path / "chest_xray", {"train": (24, 24), "val": (4, 4), "test": (6, 6)})
+    return write_dataset(
+        tmp_path / "chest_xray", {"train": (24, 24), "val": (4, 4), "test": (6, 6)}
+    )

@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
-from pathlib import Path
 
 import pytest
 
-_spec = importlib.util.spec_from_file_location(
-    "inference_fixtures", Path(__file__).parents[1] / "inference" / "conftest.py"
-)
-_fixtures = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_fixtures)
+from synthetic import build_tiny_model, make_xray
 
 API_KEY = "test-key-0123456789"
-
-
-onnx_cache = _fixtures.onnx_cache  # autouse: the ONNX cache lives in a temporary folder
 
 
 @pytest.fixture(scope="session")
 def api_predictor(tmp_path_factory, onnx_cache):
     from pneumo.inference.engine import load_predictor
 
-    model = _fixtures.build_tiny_model(tmp_path_factory.mktemp("model") / "tiny")
+    model = build_tiny_model(tmp_path_factory.mktemp("model") / "tiny")
     return load_predictor(model)
 
 
@@ -56,7 +47,7 @@ def make_client(api_predictor):
 
 def jpeg_bytes(seed: int = 0, label: int = 0, size: int = 96) -> bytes:
     buf = io.BytesIO()
-    _fixtures.make_xray(seed, label, size).save(buf, format="JPEG")
+    make_xray(seed, label, size).save(buf, format="JPEG")
     return buf.getvalue()
 
 

@@ -50,6 +50,18 @@ def is_dicom(data: bytes) -> bool:
     return len(data) >= 132 and data[128:132] == b"DICM"
 
 
+def open_image(fp, label: str, max_pixels: int) -> Image.Image:
+    """``Image.open`` (header only) with each failure turned into an ImageDecodeError."""
+    try:
+        return Image.open(fp)
+    except UnidentifiedImageError:
+        raise ImageDecodeError(label, "not an image (unknown or unsupported format)") from None
+    except Image.DecompressionBombError:
+        raise ImageDecodeError(label, f"image too large (over {max_pixels:,} pixels)") from None
+    except Exception as exc:
+        raise ImageDecodeError(label, f"cannot open image ({exc})") from None
+
+
 def _to_uint8(array: np.ndarray) -> np.ndarray:
     """Stretch any numeric grey array to 0..255 over its own range (X-rays rarely use 16 bits)."""
     array = array.astype(np.float32)
@@ -117,14 +129,7 @@ def load_grey(
     data = _read_bytes(source, label)
     if is_dicom(data):
         return _decode_dicom(data, label, max_pixels)
-    try:
-        img = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError:
-        raise ImageDecodeError(label, "not an image (unknown or unsupported format)") from None
-    except Image.DecompressionBombError:
-        raise ImageDecodeError(label, f"image too large (over {max_pixels:,} pixels)") from None
-    except Exception as exc:
-        raise ImageDecodeError(label, f"cannot open image ({exc})") from None
+    img = open_image(io.BytesIO(data), label, max_pixels)
     width, height = img.size
     if width * height > max_pixels:
         raise ImageDecodeError(
@@ -200,15 +205,8 @@ def probe_image(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> ImageInfo:
         raise ImageDecodeError(label, f"cannot read file ({exc.strerror})") from None
     if is_dicom(head):
         return _probe_dicom(path, label)
-    try:
-        with Image.open(path) as img:
-            fmt, (width, height), mode = img.format or "?", img.size, img.mode
-    except UnidentifiedImageError:
-        raise ImageDecodeError(label, "not an image (unknown or unsupported format)") from None
-    except Image.DecompressionBombError:
-        raise ImageDecodeError(label, f"image too large (over {max_pixels:,} pixels)") from None
-    except Exception as exc:
-        raise ImageDecodeError(label, f"cannot open image ({exc})") from None
+    with open_image(path, label, max_pixels) as img:
+        fmt, (width, height), mode = img.format or "?", img.size, img.mode
     if width * height > max_pixels:
         raise ImageDecodeError(
             label, f"image too large ({width}x{height} pixels, limit {max_pixels:,})"
