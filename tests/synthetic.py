@@ -65,7 +65,7 @@ def build_tiny_model(root: Path, *, seed: int = 0, with_ood: bool = True) -> Pat
         )
         with torch.no_grad():
             feats = model.forward_head(model.forward_features(x), pre_logits=True).numpy()
-        tensors, settings = fit_ood(feats[:30], feats[30:], components=8)
+        tensors, settings = fit_ood(feats[:30], feats[30:], k=3)
         meta.ood = settings
         extra = {k: torch.from_numpy(v) for k, v in tensors.items()}
     return save_model(root, model, meta, extra_tensors=extra)

@@ -14,7 +14,10 @@ def tiny_model(tmp_path_factory) -> Path:
     from pneumo.models.checkpoint import ModelMetadata, save_model
     from pneumo.models.registry import create_model
 
+    import torch
+
     path = tmp_path_factory.mktemp("model")
+    torch.manual_seed(0)  # the same weights in every run: heatmaps and answers are repeatable
     model = create_model("test_efficientnet", pretrained=False)
     meta = ModelMetadata(
         backbone="test_efficientnet",

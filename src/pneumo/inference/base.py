@@ -140,7 +140,7 @@ class Predictor(ABC):
             return None
         from pneumo.inference.ood import ood_scores
 
-        return ood_scores(features, self.ood_tensors)
+        return ood_scores(features, self.ood_tensors, k=int(self.metadata.ood.get("k", 10)))
 
     def postprocess(
         self,

@@ -124,7 +124,7 @@ def save_model(
             value = value.to(torch.float16)
         tensors[f"model.{key}"] = value.contiguous()
     for key, value in (extra_tensors or {}).items():
-        tensors[key] = value.detach().cpu().float().contiguous()
+        tensors[key] = value.detach().cpu().contiguous()  # kept in their own dtype
     save_file(tensors, str(model_dir / WEIGHTS_FILE), metadata={"format": FORMAT})
     (model_dir / METADATA_FILE).write_text(json.dumps(metadata.to_dict(), indent=2) + "\n")
     return model_dir

@@ -17,6 +17,21 @@ def cache_dir() -> Path:
     return Path(os.environ.get("PNEUMO_CACHE", Path.home() / ".cache" / "pneumo"))
 
 
+def ood_reference_features(model, records, data_config, cfg: TrainConfig):
+    """Pooled features of a seeded sample of up to 1200 training images, for the OOD check."""
+    import numpy as np
+
+    from pneumo.data.dataset import XrayDataset, make_loader
+    from pneumo.training.loops import predict_loader
+
+    rng = np.random.default_rng(cfg.seed)
+    picked = sorted(rng.choice(len(records), min(1200, len(records)), replace=False))
+    loader = make_loader(
+        XrayDataset([records[i] for i in picked], data_config), batch_size=64, workers=cfg.workers
+    )
+    return predict_loader(model, loader)["features"]
+
+
 def train(cfg: TrainConfig) -> Path:
     """Train a classifier (frozen features + head, or fine-tuned) and write its run directory.
 
@@ -24,7 +39,6 @@ def train(cfg: TrainConfig) -> Path:
     (weights, metadata, calibration, threshold) and a validation report with plots.
     Validation is a patient-level split of train; the official test split is never used.
     """
-    import numpy as np
     import torch
 
     from pneumo.models.registry import create_model, data_config, get_spec
@@ -100,14 +114,7 @@ def train(cfg: TrainConfig) -> Path:
             model, make_loader(XrayDataset(val_recs, dcfg), batch_size=64, workers=cfg.workers)
         )
         val_logits, val_y, val_x = val_out["logits"], val_out["labels"], val_out["features"]
-        rng = np.random.default_rng(cfg.seed)
-        sample = [
-            train_recs[i]
-            for i in sorted(rng.choice(len(train_recs), min(1200, len(train_recs)), replace=False))
-        ]
-        ood_train = predict_loader(
-            model, make_loader(XrayDataset(sample, dcfg), batch_size=64, workers=cfg.workers)
-        )["features"]
+        ood_train = ood_reference_features(model, train_recs, dcfg, cfg)
         by_path = {str(r.path): r for r in val_recs}
         val_recs = [by_path[p] for p in val_out["paths"]]
 
