@@ -36,6 +36,10 @@ Training data fingerprint: `{fingerprint}`.
   validation; threshold {threshold:.3f} on the calibrated probability (middle of the
   balanced-accuracy plateau, see `pneumo.evaluation.thresholds`); "uncertain" band
   {band[0]:.2f}-{band[1]:.2f}.
+- Out-of-distribution check: cosine distance to the {ood_k}-th nearest of {ood_n} stored training
+  features, cut-off {ood_cutoff:.3f} (validation 99.5% quantile x {ood_margin}); colour images
+  are flagged too. On scikit-image's sample pictures it flags photos, documents and microscopy
+  (16 of 19); it is a safeguard, not a guarantee.
 
 ## Validation figures (patient-level split of train; n = {n})
 
@@ -52,6 +56,12 @@ outside this project.
 {command}
 ```
 """
+
+
+REPRODUCE = """make bundled-model   # runs the two commands below (about an hour on 2 CPU cores)
+pneumo train --mode finetune --backbone tf_efficientnet_lite0 --epochs 8 \\
+    --data ../shared/data/chest_xray --output runs/lite0-bundled
+pneumo bundle runs/lite0-bundled --dest models/default"""
 
 
 def bundle_model(run_dir: Path, dest: Path, *, command: str = "") -> Path:
@@ -98,6 +108,10 @@ def bundle_model(run_dir: Path, dest: Path, *, command: str = "") -> Path:
         label_smoothing=t["label_smoothing"],
         class_balance=t["class_balance"],
         precision=config.get("resolved_precision"),
+        ood_k=meta.ood.get("k"),
+        ood_n=meta.ood.get("reference_size"),
+        ood_cutoff=meta.ood.get("cutoff", 0.0),
+        ood_margin=meta.ood.get("margin"),
         augment=t["augment"],
         val_fraction=t["val_fraction"],
         seed=t["seed"],
@@ -106,7 +120,7 @@ def bundle_model(run_dir: Path, dest: Path, *, command: str = "") -> Path:
         band=meta.uncertain_band,
         n=m.get("n"),
         table=table,
-        command=command or f"pneumo bundle {run_dir} --dest {dest}",
+        command=command or REPRODUCE,
     )
     (dest / "MODEL_CARD.md").write_text(card)
     return dest
