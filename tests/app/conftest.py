@@ -10,11 +10,11 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """A randomly initialised test backbone saved in the real model format."""
+    import torch
+
     from pneumo.data.transforms import DataConfig
     from pneumo.models.checkpoint import ModelMetadata, save_model
     from pneumo.models.registry import create_model
-
-    import torch
 
     path = tmp_path_factory.mktemp("model")
     torch.manual_seed(0)  # the same weights in every run: heatmaps and answers are repeatable
