@@ -32,7 +32,7 @@ bench: $(STAMP)
 clean:
 	rm -rf $(VENV) runs .pytest_cache
 
-# Reproduce the bundled model (long: about an hour on 2 cores); selection on validation only.
+# Reproduce the bundled model (about an hour on 2 cores); selection on validation only.
 PNEUMO_DATA ?= ../shared/data/chest_xray
 bundled-model: $(STAMP)
 	$(VENV)/bin/pneumo train --mode finetune --backbone tf_efficientnet_lite0 --epochs 8 \

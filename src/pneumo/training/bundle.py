@@ -30,7 +30,7 @@ Training data fingerprint: `{fingerprint}`.
 - Mode `{mode}`, {epochs} epochs max (best epoch by validation loss: {best_epoch}), batch
   {batch_size}, AdamW lr {lr} with cosine schedule, weight decay {weight_decay}, label
   smoothing {label_smoothing}, class balance `{class_balance}`, precision {precision}.
-- Augmentation (against the known train-to-test shift): {augment}.
+- Augmentation: {augment}.
 - Validation: {val_fraction:.0%} of the training patients (patient-level, stratified, seed
   {seed}); the official test split was never used. Temperature {temperature:.3f} fitted on
   validation; threshold {threshold:.3f} on the calibrated probability (middle of the
@@ -112,7 +112,9 @@ def bundle_model(run_dir: Path, dest: Path, *, command: str = "") -> Path:
         ood_n=meta.ood.get("reference_size"),
         ood_cutoff=meta.ood.get("cutoff", 0.0),
         ood_margin=meta.ood.get("margin"),
-        augment=t["augment"],
+        augment=t["augment"]
+        if t["mode"] == "finetune"
+        else "none (frozen features are computed once, unaugmented)",
         val_fraction=t["val_fraction"],
         seed=t["seed"],
         temperature=meta.temperature,

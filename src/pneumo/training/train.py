@@ -54,9 +54,9 @@ def train(cfg: TrainConfig) -> Path:
     model = create_model(cfg.backbone, pretrained=cfg.pretrained, weights=cfg.weights)
     dcfg = data_config(model)
     if cfg.mode == "frozen" and cfg.precision == "auto":
-        from pneumo.training.runtime import cpu_has_bf16
-
-        precision = "bf16" if cpu_has_bf16() else "fp32"  # inference-only: bf16 is faster here
+        # The head must see the features serving computes (fp32): a head trained on bf16
+        # features lost 2 points of validation sensitivity when served in fp32.
+        precision = "fp32"
     else:
         precision = choose_precision(
             cfg.precision, model, dcfg.input_size, prefer_bf16=spec.bf16_training
