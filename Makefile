@@ -4,12 +4,18 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
+# The torch builds this workplace's machines install from local disk, by architecture.
+ifeq ($(shell uname -m),aarch64)
+TORCH ?= "torch==2.9.1" "torchvision==0.24.1"
+else
+TORCH ?= "torch==2.14.1" "torchvision==0.29.1"
+endif
 
 .PHONY: app test lint bench install clean bundled-model
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) "torch==2.14.1" "torchvision==0.29.1"
+	$(PIP) $(TORCH)
 	$(PIP) -e ".[dev]"
 	touch $(STAMP)
 
