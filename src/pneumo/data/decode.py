@@ -28,7 +28,9 @@ def _name(source: Source, name: str | None) -> str:
     return "<bytes>" if isinstance(source, bytes) else str(source)
 
 
-def _read_bytes(source: Source, label: str) -> bytes:
+def read_bytes(source: Source, label: str) -> bytes:
+    """The bytes of a path (or the bytes given), with missing, unreadable and empty files as
+    ImageDecodeError."""
     if isinstance(source, bytes):
         data = source
     else:
@@ -48,6 +50,16 @@ def _read_bytes(source: Source, label: str) -> bytes:
 def is_dicom(data: bytes) -> bool:
     """DICOM Part 10 files carry 'DICM' after a 128-byte preamble."""
     return len(data) >= 132 and data[128:132] == b"DICM"
+
+
+def check_size(width: int, height: int, label: str, max_pixels: int) -> None:
+    """Refuse absurd dimensions before any pixel is decoded (bombs) and thumbnails."""
+    if width * height > max_pixels:
+        raise ImageDecodeError(
+            label, f"image too large ({width}x{height} pixels, limit {max_pixels:,})"
+        )
+    if min(width, height) < MIN_SIDE:
+        raise ImageDecodeError(label, f"image too small ({width}x{height} pixels)")
 
 
 def open_image(fp, label: str, max_pixels: int) -> Image.Image:
@@ -79,9 +91,7 @@ def _decode_dicom(data: bytes, label: str, max_pixels: int) -> Image.Image:
         raise ImageDecodeError(label, "DICOM support needs pydicom: pip install pydicom") from exc
     try:
         ds = pydicom.dcmread(io.BytesIO(data))
-        rows, cols = int(ds.Rows), int(ds.Columns)
-        if rows * cols > max_pixels:
-            raise ImageDecodeError(label, f"image too large ({cols}x{rows} pixels)")
+        check_size(int(ds.Columns), int(ds.Rows), label, max_pixels)
         pixels = ds.pixel_array
     except ImageDecodeError:
         raise
@@ -126,17 +136,11 @@ def load_grey(
     Raises ImageDecodeError naming the file and the reason.
     """
     label = _name(source, name)
-    data = _read_bytes(source, label)
+    data = read_bytes(source, label)
     if is_dicom(data):
         return _decode_dicom(data, label, max_pixels)
     img = open_image(io.BytesIO(data), label, max_pixels)
-    width, height = img.size
-    if width * height > max_pixels:
-        raise ImageDecodeError(
-            label, f"image too large ({width}x{height} pixels, limit {max_pixels:,})"
-        )
-    if min(width, height) < MIN_SIDE:
-        raise ImageDecodeError(label, f"image too small ({width}x{height} pixels)")
+    check_size(*img.size, label, max_pixels)
     if draft_size is not None and img.format == "JPEG":
         img.draft("L", draft_size)
     try:
@@ -207,12 +211,7 @@ def probe_image(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> ImageInfo:
         return _probe_dicom(path, label)
     with open_image(path, label, max_pixels) as img:
         fmt, (width, height), mode = img.format or "?", img.size, img.mode
-    if width * height > max_pixels:
-        raise ImageDecodeError(
-            label, f"image too large ({width}x{height} pixels, limit {max_pixels:,})"
-        )
-    if min(width, height) < MIN_SIDE:
-        raise ImageDecodeError(label, f"image too small ({width}x{height} pixels)")
+    check_size(width, height, label, max_pixels)
     _check_complete(fmt, tail, label)
     return ImageInfo(fmt, width, height, mode)
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from pneumo.data.decode import is_dicom, load_grey, to_grey
+from pneumo.data.decode import is_dicom, load_grey, read_bytes, to_grey
 from pneumo.data.transforms import preprocess
 from pneumo.errors import PneumoError
 
@@ -81,11 +81,10 @@ def colour_chroma(img: Image.Image) -> float:
     return float(np.hypot(ycc[..., 1] - 128.0, ycc[..., 2] - 128.0).mean())
 
 
-def _source_chroma(source: str | Path | bytes) -> float:
-    """Chroma of a file without a full decode: JPEGs are decoded at 1/8 scale, grey files
-    (most X-rays) stop after the header. Never raises: the grey decode already vouched for it."""
+def _source_chroma(raw: bytes) -> float:
+    """Chroma of an encoded image without a full decode: JPEGs are decoded at 1/8 scale, grey
+    files (most X-rays) stop after the header. Never raises: the grey decode vouched for it."""
     try:
-        raw = source if isinstance(source, bytes) else Path(source).read_bytes()
         if is_dicom(raw):
             return 0.0
         with Image.open(io.BytesIO(raw)) as img:
@@ -205,8 +204,9 @@ class Predictor(ABC):
         return self.predict_arrays(arrays, names, chroma)
 
     def _load(self, source: str | Path | bytes, name: str) -> tuple[np.ndarray, float]:
-        img = load_grey(source, name=name, draft_size=self.draft_size)
-        return self.preprocess(img), _source_chroma(source)
+        raw = read_bytes(source, name)  # read once: decoded to grey, then checked for colour
+        img = load_grey(raw, name=name, draft_size=self.draft_size)
+        return self.preprocess(img), _source_chroma(raw)
 
     def _predict_one(self, source: str | Path | bytes, name: str) -> list[Prediction]:
         try:
