@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from pneumo.data.augment import AugmentConfig
 
 MODES = ("frozen", "finetune")
+
+
+def cache_dir() -> Path:
+    """Per-machine cache (feature caches, exported ONNX): ``$PNEUMO_CACHE`` or
+    ``~/.cache/pneumo``."""
+    return Path(os.environ.get("PNEUMO_CACHE") or Path.home() / ".cache" / "pneumo")
+
+
 PRECISIONS = ("auto", "fp32", "bf16")
 
 

@@ -21,12 +21,6 @@ EXPORT_VERSION = "1"
 """Bumped when the exported graph changes, so stale cache entries are not reused."""
 
 
-def cache_dir() -> Path:
-    """``$PNEUMO_CACHE/onnx`` or ``~/.cache/pneumo/onnx``."""
-    base = os.environ.get("PNEUMO_CACHE") or Path.home() / ".cache" / "pneumo"
-    return Path(base) / "onnx"
-
-
 def weights_digest(model_dir: str | Path) -> str:
     """sha256 of ``model.safetensors``: the cache key (weights fix the graph and the numbers)."""
     h = hashlib.sha256()
@@ -39,7 +33,9 @@ def weights_digest(model_dir: str | Path) -> str:
 def cached_onnx_path(model_dir: str | Path, precision: str = "fp32") -> Path:
     """Where the exported (and optionally quantised) ONNX of ``model_dir`` is cached."""
     suffix = "" if precision == "fp32" else f".{precision}"
-    return cache_dir() / f"{weights_digest(model_dir)}.v{EXPORT_VERSION}{suffix}.onnx"
+    from pneumo.config import cache_dir
+
+    return cache_dir() / "onnx" / f"{weights_digest(model_dir)}.v{EXPORT_VERSION}{suffix}.onnx"
 
 
 def _atomic_target(output: Path):

@@ -4,17 +4,11 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
-from pneumo.config import TrainConfig
+from pneumo.config import TrainConfig, cache_dir
 
 log = logging.getLogger(__name__)
-
-
-def cache_dir() -> Path:
-    """``$PNEUMO_CACHE`` or ``~/.cache/pneumo``."""
-    return Path(os.environ.get("PNEUMO_CACHE", Path.home() / ".cache" / "pneumo"))
 
 
 def ood_reference_features(model, records, data_config, cfg: TrainConfig):
