@@ -7,8 +7,16 @@ from contextlib import contextmanager
 
 
 @contextmanager
-def progress_bar(total: int, description: str, *, unit: str = "img", enabled: bool = True) -> Iterator:
-    """Yield ``advance(n)``; shows count, rate in ``unit``/s and time remaining."""
+def progress_bar(
+    total: int,
+    description: str,
+    *,
+    unit: str = "img",
+    enabled: bool = True,
+    transient: bool = False,
+) -> Iterator:
+    """Yield ``advance(n)``; shows count, rate in ``unit``/s and time remaining (``transient``:
+    the bar disappears when done)."""
     if not enabled:
         yield lambda n=1: None
         return
@@ -38,6 +46,6 @@ def progress_bar(total: int, description: str, *, unit: str = "img", enabled: bo
         TextColumn("eta"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
+    with Progress(*columns, console=Console(stderr=True), transient=transient) as progress:
         task = progress.add_task(description, total=total)
         yield lambda n=1: progress.advance(task, n)

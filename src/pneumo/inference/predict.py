@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pneumo.data.decode import DICOM_SUFFIXES, IMAGE_SUFFIXES
 from pneumo.errors import PneumoError
+from pneumo.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -274,30 +275,12 @@ def predict_files(
         threads = max(1, default_threads() // local)
     predictor = load_predictor(model, backend=backend, threads=threads, batch_size=batch_size)
     preds = []
-    if progress and mine:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
-
-        columns = (
-            TextColumn("[bold]predict"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-        )
-        with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-            task = bar.add_task("predict", total=len(mine))
-            for chunk in predictor.iter_predict_sources(mine):
-                preds += chunk
-                bar.advance(task, len(chunk))
-    else:
+    with progress_bar(
+        len(mine), "predict", enabled=progress and bool(mine), transient=True
+    ) as advance:
         for chunk in predictor.iter_predict_sources(mine):
             preds += chunk
+            advance(len(chunk))
     errors = sum(p.error is not None for p in preds)
     rows = _rows(preds)
     summary = PredictSummary(total=len(preds), errors=errors, output=output)
