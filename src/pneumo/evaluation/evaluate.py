@@ -5,47 +5,20 @@ from __future__ import annotations
 
 import json
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pneumo import CLASS_NAMES
-from pneumo.errors import DataError, ImageDecodeError, ModelError, PneumoError
+from pneumo.errors import DataError, ModelError, PneumoError
 
 if TYPE_CHECKING:
-    import torch
-
     from pneumo.data.discover import ImageRecord
-    from pneumo.data.transforms import DataConfig
 
 log = logging.getLogger(__name__)
 
 HISTORY_FILE = "history.json"
-
-
-def batch_logits(model: torch.nn.Module, batch: np.ndarray) -> np.ndarray:
-    """Preprocessed float32 batch (N, 3, H, W) -> logits (N, C): the one step an ONNX engine
-    would replace."""
-    import torch
-
-    x = torch.from_numpy(batch).contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode():
-        return model(x).float().numpy()
-
-
-def _load(record: ImageRecord, config: DataConfig) -> tuple[np.ndarray | None, str | None]:
-    """Decode and preprocess one image; an unreadable file gives (None, reason)."""
-    from pneumo.data.decode import load_image
-    from pneumo.data.transforms import preprocess
-
-    h, w = config.input_size
-    try:
-        img = load_image(record.path, name=record.relpath, draft_size=(w, h))
-    except ImageDecodeError as exc:
-        return None, exc.reason
-    return preprocess(img, config), None
 
 
 def find_history(model_dir: Path) -> list[dict] | None:
@@ -110,9 +83,9 @@ def evaluate(
     images are skipped with a warning and listed in the report; per-image probabilities go to
     a CSV beside it.
     """
-    from pneumo.evaluation.calibration import calibrated_probabilities
     from pneumo.evaluation.report import write_report
-    from pneumo.models.checkpoint import load_model, resolve_model_dir
+    from pneumo.inference.engine import load_predictor
+    from pneumo.models.checkpoint import resolve_model_dir
     from pneumo.progress import progress_bar
 
     if batch_size < 1:
@@ -124,45 +97,34 @@ def evaluate(
         raise PneumoError(f"{output}: the report file must end in .json")
     model_dir = resolve_model_dir(model)
     records = _records(Path(data), split, labels)
-    net, meta, _ = load_model(model_dir)
-    if not {"NORMAL", "PNEUMONIA"} <= set(meta.class_names):
-        raise ModelError(f"{model_dir}: classes {meta.class_names} lack NORMAL or PNEUMONIA")
-    pneumonia_column = meta.class_names.index("PNEUMONIA")
-
-    import torch
-
-    net = net.to(memory_format=torch.channels_last)
+    # The torch backend of the serving engine: the same decoding, preprocessing and calibration
+    # as `predict`, `serve` and the app, without an ONNX export for a one-off evaluation.
+    predictor = load_predictor(model_dir, backend="torch", batch_size=batch_size)
+    predictor.decode_workers = workers
+    meta = predictor.metadata
+    if tuple(meta.class_names) != CLASS_NAMES:
+        raise ModelError(f"{model_dir}: classes {meta.class_names}, expected {CLASS_NAMES}")
     config = meta.data_config
-    batches = [records[i : i + batch_size] for i in range(0, len(records), batch_size)]
-    kept: list[ImageRecord] = []
-    logits: list[np.ndarray] = []
-    skipped: list[dict] = []
     log.info("evaluating %s on %d images (%s)", model_dir, len(records), split)
-    with (
-        ThreadPoolExecutor(max_workers=workers) as pool,
-        progress_bar(len(records), f"evaluate {labels.stem if labels else split}") as advance,
-    ):
-        # Decode the next batch in the pool while the model runs on this one.
-        pending = [pool.submit(_load, r, config) for r in batches[0]]
-        for i, batch in enumerate(batches):
-            results = [f.result() for f in pending]
-            if i + 1 < len(batches):
-                pending = [pool.submit(_load, r, config) for r in batches[i + 1]]
-            arrays = []
-            for record, (array, reason) in zip(batch, results, strict=True):
-                if array is None:
-                    log.warning("skipped %s: %s", record.path, reason)
-                    skipped.append({"path": record.relpath, "reason": reason})
-                else:
-                    kept.append(record)
-                    arrays.append(array)
-            if arrays:
-                logits.append(batch_logits(net, np.stack(arrays)))
-            advance(len(batch))
+    with progress_bar(len(records), f"evaluate {labels.stem if labels else split}") as advance:
+        preds = predictor.predict_sources(
+            [r.path for r in records], [r.relpath for r in records], progress=advance
+        )
+    kept: list[ImageRecord] = []
+    probabilities: list[float] = []
+    skipped: list[dict] = []
+    for record, pred in zip(records, preds, strict=True):
+        if pred.error is not None:
+            reason = pred.error.removeprefix(f"{record.relpath}: ")
+            log.warning("skipped %s: %s", record.path, reason)
+            skipped.append({"path": record.relpath, "reason": reason})
+        else:
+            kept.append(record)
+            probabilities.append(pred.probability)
     if not kept:
         raise DataError(f"none of the {len(records)} images could be read; see the warnings")
 
-    p = calibrated_probabilities(np.concatenate(logits), meta.temperature)[:, pneumonia_column]
+    p = np.asarray(probabilities)
     y = np.array([int(r.label == "PNEUMONIA") for r in kept])
     h, w = config.input_size
     model_info = {
