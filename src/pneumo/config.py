@@ -18,6 +18,8 @@ def cache_dir() -> Path:
 
 
 PRECISIONS = ("auto", "fp32", "bf16")
+HEAD_INITS = ("probe", "zero", "random")
+THRESHOLD_METHODS = ("bayes", "sensitivity", "balanced_accuracy")
 
 
 @dataclass
@@ -64,8 +66,29 @@ class TrainConfig:
     """auto: bf16 autocast where this CPU runs it faster (measured at start), else fp32."""
     workers: int = 2
     """DataLoader worker processes."""
-    threshold_method: str = "balanced_accuracy"
-    """How the operating threshold is chosen on validation: balanced_accuracy or sensitivity."""
+    head_init: str = "probe"
+    """Fine-tuning's starting head: probe (a linear probe fitted on the frozen features first,
+    LP-FT), zero, or random (timm's init, whose large first logits damage pretrained features)."""
+    freeze_stages: int = 0
+    """Fine-tuning keeps the stem and this many early feature stages at ImageNet's weights."""
+    freeze_bn: bool = True
+    """Fine-tuning keeps batch-norm in eval mode, with running statistics re-estimated on
+    training films first: the network then trains as it is served, and the linear probe's head
+    sees from step one the features it was fitted on (batch statistics moved them far)."""
+    ema_decay: float = 0.998
+    """Fine-tuning ships an EMA of the weights with this decay (0 turns it off)."""
+    wise_alpha: float = 1.0
+    """WiSE-FT: ship (1 - alpha) * start + alpha * fine-tuned weights (1 = fine-tuned only)."""
+    select_epoch: str = "last"
+    """Which fine-tuning epoch ships: last (with EMA, the principled choice) or best (lowest
+    validation loss; validation carved from train is near-separable, so this is mostly noise)."""
+    threshold_method: str = "bayes"
+    """bayes: p = 0.5 on the class-balanced posterior, moved by Bayes' rule to --prevalence;
+    sensitivity: the highest threshold reaching --target-sensitivity on validation;
+    balanced_accuracy: the middle of validation's best balanced-accuracy plateau (unstable)."""
+    prevalence: float | None = None
+    """Expected share of pneumonia where the model is deployed (bayes threshold); None means
+    balanced errors (p = 0.5)."""
     target_sensitivity: float = 0.95
     """Sensitivity to reach when threshold_method is sensitivity."""
     resume: bool = False
@@ -89,8 +112,22 @@ class TrainConfig:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.class_balance not in ("loss", "sampler", "none"):
             raise ValueError("class_balance must be loss, sampler or none")
-        if self.threshold_method not in ("balanced_accuracy", "sensitivity"):
-            raise ValueError("threshold_method must be balanced_accuracy or sensitivity")
+        if self.threshold_method not in THRESHOLD_METHODS:
+            raise ValueError(f"threshold_method must be one of {THRESHOLD_METHODS}")
+        if self.head_init not in HEAD_INITS:
+            raise ValueError(f"head_init must be one of {HEAD_INITS}, got {self.head_init!r}")
+        if self.select_epoch not in ("last", "best"):
+            raise ValueError("select_epoch must be last or best")
+        if not (self.ema_decay == 0 or 0 < self.ema_decay < 1):
+            raise ValueError(f"ema_decay must be 0 (off) or in (0, 1), got {self.ema_decay}")
+        if not 0 <= self.wise_alpha <= 1:
+            raise ValueError(f"wise_alpha must be in [0, 1], got {self.wise_alpha}")
+        if self.freeze_stages < 0:
+            raise ValueError(f"freeze_stages must be >= 0, got {self.freeze_stages}")
+        if self.prevalence is not None and not 0 < self.prevalence < 1:
+            raise ValueError(f"prevalence must be in (0, 1), got {self.prevalence}")
+        if not 0 < self.target_sensitivity <= 1:
+            raise ValueError("target_sensitivity must be in (0, 1]")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.patience < 1:
             raise ValueError("epochs, batch_size, patience must be >= 1 and lr > 0")
         if not 0 < self.val_fraction < 1:

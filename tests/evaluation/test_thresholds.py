@@ -81,3 +81,16 @@ def test_one_class_validation_is_a_clear_error():
         choose_threshold([1, 1, 1], [0.2, 0.6, 0.9])
     with pytest.raises(ValueError, match="unknown method"):
         choose_threshold([0, 1], [0.2, 0.6], method="youden")
+
+
+def test_bayes_threshold_balances_errors_and_follows_prevalence():
+    from pneumo.evaluation.thresholds import bayes_threshold
+
+    assert bayes_threshold() == pytest.approx(0.5)
+    # At 74% pneumonia, fewer errors overall come from calling pneumonia from p = 0.26 up.
+    assert bayes_threshold(0.5, 0.74) == pytest.approx(0.26)
+    # A model trained without balancing already carries the training prevalence.
+    assert bayes_threshold(0.74, None) == pytest.approx(0.74)
+    assert bayes_threshold(0.74, 0.74) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="prevalence"):
+        bayes_threshold(0.5, 1.0)

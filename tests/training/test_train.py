@@ -11,6 +11,7 @@ import torch
 
 from pneumo.errors import PneumoError
 from pneumo.models.checkpoint import load_model, read_metadata
+from pneumo.models.registry import create_model
 from pneumo.training.train import train
 
 
@@ -189,3 +190,56 @@ def test_distributed_training_with_two_processes(tiny_data, tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config["world_size"] == 2
     _check_run(out, 2)
+
+
+@pytest.mark.parametrize("head_init", ["probe", "zero"])
+def test_finetune_starts_from_a_sound_head(tiny_data, tiny_config, tmp_path, head_init):
+    from safetensors.torch import load_file
+
+    cfg = tiny_config(tiny_data, tmp_path / "run", mode="finetune", epochs=1, head_init=head_init)
+    run_dir = train(cfg)
+    start = load_file(str(run_dir / "checkpoints" / "start.safetensors"))
+    head = start["classifier.weight"]
+    info = json.loads((run_dir / "head_init.json").read_text())
+    assert info["head_init"] == head_init
+    if head_init == "zero":
+        assert torch.count_nonzero(head) == 0
+    else:
+        # The probe fitted the head on the frozen features before fine-tuning began.
+        assert info["probe_history"] and torch.count_nonzero(head) > 0
+        torch.manual_seed(0)
+        random_head = create_model("test_efficientnet", pretrained=False).get_classifier()
+        assert not torch.allclose(head, random_head.weight)
+    # The EMA is saved with the checkpoint, so --resume continues the same average.
+    last = load_file(str(run_dir / "checkpoints" / "last.safetensors"))
+    assert any(k.startswith("ema.") for k in last)
+    # A class-balanced model's threshold is p = 0.5 by the Bayes rule, not a validation fit.
+    assert read_metadata(run_dir / "model").threshold == pytest.approx(0.5)
+
+
+def test_prevalence_moves_the_threshold_by_bayes_rule(tiny_data, tiny_config, tmp_path):
+    cfg = tiny_config(tiny_data, tmp_path / "run", mode="frozen", epochs=1, prevalence=0.8)
+    meta = read_metadata(train(cfg) / "model")
+    assert meta.threshold == pytest.approx(0.2)
+
+
+def test_variants_table_and_export(tiny_data, tiny_config, tmp_path):
+    from pneumo.training.variants import compare_variants, export_variant
+
+    cfg = tiny_config(tiny_data, tmp_path / "run", mode="finetune", epochs=1)
+    run_dir = train(cfg)
+    rows = compare_variants(run_dir, alphas=(0.5,))
+    names = [r["variant"] for r in rows]
+    assert names[:3] == [
+        "start (ImageNet backbone + linear probe)",
+        "last epoch",
+        "EMA of weights",
+    ]
+    assert "WiSE-FT alpha 0.5 (start -> EMA)" in names
+    assert all(0 <= r["val_roc_auc"] <= 1 and r["canary_n"] == 8 for r in rows)
+    assert "| EMA of weights |" in (run_dir / "variants.md").read_text()
+    export_variant(run_dir, "WiSE-FT alpha 0.5 (start -> EMA)", tmp_path / "wise", alphas=(0.5,))
+    model, meta, _ = load_model(tmp_path / "wise")
+    assert meta.backbone == "test_efficientnet"
+    with pytest.raises(KeyError, match="unknown variant"):
+        export_variant(run_dir, "nope", tmp_path / "x")

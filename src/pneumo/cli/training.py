@@ -10,7 +10,7 @@ from pneumo.cli.common import add_command, add_data_arg, data_dir
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
-    from pneumo.config import TrainConfig
+    from pneumo.config import HEAD_INITS, THRESHOLD_METHODS, TrainConfig
 
     add_data_arg(p)
     d = TrainConfig()
@@ -44,18 +44,18 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--weights", type=Path, help="ImageNet weights file (.safetensors)")
     p.add_argument(
-        "--epochs", type=int, default=None, help="maximum epochs (default 3 frozen, 8 finetune)"
+        "--epochs", type=int, default=None, help="maximum epochs (default 3 frozen, 6 finetune)"
     )
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument(
         "--lr",
         type=float,
         default=None,
-        help="peak learning rate (default 0.002 frozen, 0.0005 finetune)",
+        help="peak learning rate (default 0.002 frozen, 0.0001 finetune)",
     )
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument(
-        "--label-smoothing", type=float, default=None, help="default 0 frozen, 0.1 finetune"
+        "--label-smoothing", type=float, default=None, help="cross-entropy label smoothing"
     )
     p.add_argument("--class-balance", choices=["loss", "sampler", "none"], default=d.class_balance)
     p.add_argument("--patience", type=int, default=d.patience)
@@ -63,9 +63,52 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=d.precision)
     p.add_argument("--workers", type=int, default=d.workers)
     p.add_argument(
+        "--head-init",
+        choices=HEAD_INITS,
+        default=d.head_init,
+        help="fine-tuning's starting head: a linear probe on frozen features (LP-FT), zero, random",
+    )
+    p.add_argument(
+        "--freeze-stages",
+        type=int,
+        default=d.freeze_stages,
+        help="keep the stem and this many early stages at ImageNet weights (faster epochs)",
+    )
+    p.add_argument(
+        "--train-bn",
+        dest="freeze_bn",
+        action="store_false",
+        help="fine-tune with batch statistics instead of frozen batch-norm statistics",
+    )
+    p.add_argument(
+        "--ema-decay",
+        type=float,
+        default=d.ema_decay,
+        help="ship an EMA of the fine-tuned weights with this decay (0: off)",
+    )
+    p.add_argument(
+        "--wise-alpha",
+        type=float,
+        default=d.wise_alpha,
+        help="WiSE-FT: share of fine-tuned weights mixed with the starting ones (1: none)",
+    )
+    p.add_argument(
+        "--select-epoch",
+        choices=["last", "best"],
+        default=d.select_epoch,
+        help="ship the last epoch (default) or the one with the lowest validation loss",
+    )
+    p.add_argument(
         "--threshold-method",
-        choices=["balanced_accuracy", "sensitivity"],
+        choices=THRESHOLD_METHODS,
         default=d.threshold_method,
+        help="bayes: p = 0.5 on the balanced posterior, moved to --prevalence by Bayes' rule",
+    )
+    p.add_argument(
+        "--prevalence",
+        type=float,
+        default=None,
+        help="expected share of pneumonia where deployed (moves the bayes threshold)",
     )
     p.add_argument("--target-sensitivity", type=float, default=d.target_sensitivity)
     p.add_argument(
@@ -84,11 +127,8 @@ def config_from_args(args: argparse.Namespace, backbone: str):
     values.update(
         backbone=backbone,
         data=data_dir(args),
-        epochs=args.epochs or (8 if finetune else 3),
-        lr=args.lr or (5e-4 if finetune else 0.002),
-        label_smoothing=args.label_smoothing
-        if args.label_smoothing is not None
-        else (0.1 if finetune else 0.0),
+        epochs=args.epochs or (6 if finetune else 3),
+        lr=args.lr or (1e-4 if finetune else 0.002),
         augment=AugmentConfig.none() if args.no_augment else AugmentConfig(),
         output=args.output or Path("runs") / f"{backbone}-{args.mode}",
     )
@@ -127,6 +167,47 @@ def _bundle(args: argparse.Namespace) -> int:
     return 0
 
 
+def _adapt(args: argparse.Namespace) -> int:
+    import json
+
+    from rich.console import Console
+
+    from pneumo.training.adapt import adapt
+
+    result = adapt(
+        model=args.model,
+        images=args.images,
+        output=args.output,
+        target_sensitivity=args.target_sensitivity,
+        workers=args.workers,
+    )
+    console = Console(stderr=True)
+    console.print(
+        f"{result.mode} adaptation on {result.n_films} films: refit {', '.join(result.refit)}; "
+        f"threshold {result.threshold:.3f}, temperature {result.temperature:.3f}"
+    )
+    console.print(json.dumps(result.figures, indent=1, default=float))
+    console.print(f"adapted model written to [bold]{args.output}[/bold]; serve it with --model")
+    return 0
+
+
+def _variants(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from pneumo.training.variants import compare_variants, export_variant, variants_markdown
+
+    alphas = tuple(float(a) for a in args.alphas.split(",") if a.strip())
+    if args.export:
+        export_variant(args.run, args.export, args.output or args.run / "model", alphas)
+        Console(stderr=True).print(
+            f"{args.export!r} written to {args.output or args.run / 'model'}"
+        )
+        return 0
+    rows = compare_variants(args.run, soup_runs=args.soup, alphas=alphas)
+    Console().print(variants_markdown(rows))
+    return 0
+
+
 def register(sub) -> None:
     """Add this group's subcommands to the `pneumo` parser."""
     from pneumo.training.train import train
@@ -162,3 +243,38 @@ def register(sub) -> None:
     p.add_argument(
         "--dest", type=Path, default=Path("models/default"), help="where to write the model"
     )
+
+    from pneumo.training.adapt import adapt
+
+    p = add_command(sub, "adapt", adapt, _adapt)
+    p.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="base model folder (default: $PNEUMO_MODEL or the bundled models/default)",
+    )
+    p.add_argument(
+        "--images",
+        type=Path,
+        required=True,
+        help="the site's films: a flat folder (unlabeled) or NORMAL/ and PNEUMONIA/ subfolders",
+    )
+    p.add_argument("--output", type=Path, required=True, help="folder for the adapted model")
+    p.add_argument(
+        "--target-sensitivity",
+        type=float,
+        default=0.95,
+        help="labeled films: sensitivity the threshold must keep on new films (default 0.95)",
+    )
+    p.add_argument("--workers", type=int, default=2, help="image decoding processes")
+
+    from pneumo.training.variants import compare_variants
+
+    p = add_command(sub, "variants", compare_variants, _variants)
+    p.add_argument("run", type=Path, help="fine-tuning run directory")
+    p.add_argument(
+        "--soup", type=Path, nargs="*", default=[], help="other runs from the same start to soup"
+    )
+    p.add_argument("--alphas", default="0.5,0.75", help="WiSE-FT mixes to compare")
+    p.add_argument("--export", help="write this variant (by its name in the table) as a model")
+    p.add_argument("--output", type=Path, help="where --export writes (default RUN/model)")

@@ -27,28 +27,35 @@ def _check_logits(logits, labels=None) -> tuple[np.ndarray, np.ndarray | None]:
     return z, y.astype(np.int64)
 
 
-def negative_log_likelihood(logits, labels, temperature: float = 1.0) -> float:
-    """Mean cross-entropy of ``softmax(logits / temperature)`` against ``labels``."""
+def negative_log_likelihood(
+    logits, labels, temperature: float = 1.0, *, balanced: bool = False
+) -> float:
+    """Mean cross-entropy of ``softmax(logits / temperature)`` against ``labels``; with
+    ``balanced`` each class weighs the same in the mean, whatever its count."""
     from scipy.special import log_softmax
 
     z, y = _check_logits(logits, labels)
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     logp = log_softmax(z / temperature, axis=1)
-    return float(-logp[np.arange(y.size), y].mean())
+    nll = -logp[np.arange(y.size), y]
+    if not balanced:
+        return float(nll.mean())
+    return float(np.mean([nll[y == c].mean() for c in np.unique(y)]))
 
 
-def fit_temperature(logits, labels) -> float:
+def fit_temperature(logits, labels, *, balanced: bool = False) -> float:
     """The temperature T > 0 that minimises the NLL of ``softmax(logits / T)`` on ``labels``.
 
     Searched over log T (bounded to [0.05, 20]) because NLL is smooth and unimodal there;
-    over-confident models get T > 1, under-confident ones T < 1.
+    over-confident models get T > 1, under-confident ones T < 1. A model trained
+    class-balanced is fitted with ``balanced`` NLL, so its p stays the posterior at 50%.
     """
     from scipy.optimize import minimize_scalar
 
     z, y = _check_logits(logits, labels)
     result = minimize_scalar(
-        lambda log_t: negative_log_likelihood(z, y, float(np.exp(log_t))),
+        lambda log_t: negative_log_likelihood(z, y, float(np.exp(log_t)), balanced=balanced),
         bounds=(np.log(MIN_TEMPERATURE), np.log(MAX_TEMPERATURE)),
         method="bounded",
         options={"xatol": 1e-4},

@@ -27,11 +27,16 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
     return tensors, scalars
 
 
-def save_checkpoint(folder: Path, name: str, model, optimizer, scheduler, info: dict) -> None:
-    """Write ``name.safetensors`` and ``name.json`` atomically (a crash mid-write keeps the old)."""
+def save_checkpoint(
+    folder: Path, name: str, model, optimizer, scheduler, info: dict, *, ema=None
+) -> None:
+    """Write ``name.safetensors`` and ``name.json`` atomically (a crash mid-write keeps the old).
+    ``ema`` (an AveragedModel) is saved beside the model so a resumed run keeps its average."""
     folder.mkdir(parents=True, exist_ok=True)
     model = getattr(model, "module", model)
     tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    if ema is not None:
+        tensors.update({f"ema.{k}": v.detach().contiguous() for k, v in ema.state_dict().items()})
     extra = {}
     if optimizer is not None:
         opt_tensors, scalars = _optimizer_tensors(optimizer)
@@ -51,7 +56,9 @@ def save_checkpoint(folder: Path, name: str, model, optimizer, scheduler, info: 
     tmp_json.replace(folder / f"{name}.json")
 
 
-def load_checkpoint(folder: Path, name: str, model, optimizer=None, scheduler=None) -> dict | None:
+def load_checkpoint(
+    folder: Path, name: str, model, optimizer=None, scheduler=None, *, ema=None
+) -> dict | None:
     """Restore a checkpoint into the given objects; returns its info, or None when absent."""
     path = folder / f"{name}.safetensors"
     if not path.is_file() or not (folder / f"{name}.json").is_file():
@@ -60,6 +67,11 @@ def load_checkpoint(folder: Path, name: str, model, optimizer=None, scheduler=No
     info = json.loads((folder / f"{name}.json").read_text())
     model = getattr(model, "module", model)
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    if ema is not None:
+        saved = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
+        if not saved:
+            raise ValueError(f"{path} holds no weight average; resume with the same settings")
+        ema.load_state_dict(saved)
     if optimizer is not None and "optimizer_scalars" in info:
         state: dict = {}
         for key, value in tensors.items():

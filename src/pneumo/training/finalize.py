@@ -18,20 +18,29 @@ from pneumo.models.checkpoint import ModelMetadata, save_model
 log = logging.getLogger(__name__)
 
 
-def calibrate_and_select(cfg: TrainConfig, logits: np.ndarray, labels: np.ndarray) -> dict:
-    """Temperature (NLL on validation), then the threshold on the calibrated probabilities,
-    then the validation figures at that threshold."""
+def calibrate_and_select(
+    cfg: TrainConfig, logits: np.ndarray, labels: np.ndarray, train_labels: np.ndarray
+) -> dict:
+    """Temperature (NLL on validation), then the threshold by ``cfg.threshold_method``, then the
+    validation figures at that threshold."""
     from pneumo.evaluation.calibration import calibrated_probabilities, fit_temperature
     from pneumo.evaluation.metrics import compute_metrics
-    from pneumo.evaluation.thresholds import choose_threshold
+    from pneumo.evaluation.thresholds import bayes_threshold, choose_threshold
 
-    temperature = float(fit_temperature(logits, labels))
+    balanced = cfg.class_balance != "none"
+    temperature = float(fit_temperature(logits, labels, balanced=balanced))
     p = calibrated_probabilities(logits, temperature)[:, 1]
-    threshold = float(
-        choose_threshold(
-            labels, p, method=cfg.threshold_method, target_sensitivity=cfg.target_sensitivity
+    if cfg.threshold_method == "bayes":
+        # A class-balanced model's p is the posterior at 50% prevalence; without balancing it is
+        # the posterior at the training prevalence.
+        trained_at = 0.5 if balanced else float(np.mean(train_labels))
+        threshold = bayes_threshold(trained_at, cfg.prevalence)
+    else:
+        threshold = float(
+            choose_threshold(
+                labels, p, method=cfg.threshold_method, target_sensitivity=cfg.target_sensitivity
+            )
         )
-    )
     metrics = compute_metrics(labels, p, threshold)
     return {"temperature": temperature, "threshold": threshold, "metrics": metrics, "p": p}
 

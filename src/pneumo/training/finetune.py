@@ -1,6 +1,8 @@
 """End-to-end fine-tuning: augmentation, class-balanced loss or sampling, AdamW with a cosine
-schedule, bf16 autocast where it is faster, a checkpoint each epoch, ``--resume``, early
-stopping on validation loss, and data-parallel training under torchrun."""
+schedule, an EMA of the weights, optionally frozen early stages, bf16 autocast where it is
+faster, a checkpoint each epoch, ``--resume``, early stopping on validation loss, and
+data-parallel training under torchrun. The shipped weights are then optionally interpolated with
+the starting ones (WiSE-FT) and get batch-norm statistics re-estimated on clean training films."""
 
 from __future__ import annotations
 
@@ -17,9 +19,17 @@ from pneumo.data.dataset import XrayDataset, make_loader
 from pneumo.data.discover import ImageRecord
 from pneumo.errors import PneumoError
 from pneumo.progress import progress_bar
+from pneumo.training.averaging import (
+    ema_model,
+    freeze_early_stages,
+    interpolate,
+    keep_frozen_eval,
+    recompute_batchnorm,
+)
 from pneumo.training.checkpoints import BEST, LAST, load_checkpoint, save_checkpoint
 from pneumo.training.loops import (
     class_weights,
+    clean_batches,
     cosine_with_warmup,
     epoch_metrics,
     predict_loader,
@@ -77,9 +87,15 @@ def finetune(
     train_loader = _train_loader(cfg, train_ds, labels, dist)
 
     model = model.to(memory_format=torch.channels_last)
+    start_state = _start_state(model, ckpt_dir, resume=cfg.resume, write=dist.is_main)
+    frozen = freeze_early_stages(model, cfg.freeze_stages)
+    if frozen:
+        log.info("%d parameter tensors frozen (stem + %d stages)", len(frozen), cfg.freeze_stages)
+    ema = ema_model(model, cfg.ema_decay) if cfg.ema_decay else None
     if dist.enabled:
         model = nn.parallel.DistributedDataParallel(model)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = max(1, len(train_loader))
     scheduler = cosine_with_warmup(
         optimizer, cfg.epochs * steps_per_epoch, warmup_steps=min(steps_per_epoch, 100)
@@ -88,7 +104,7 @@ def finetune(
     history: list[dict] = []
     start_epoch, best_loss, stale = 1, math.inf, 0
     if cfg.resume:
-        info = load_checkpoint(ckpt_dir, LAST, model, optimizer, scheduler)
+        info = load_checkpoint(ckpt_dir, LAST, model, optimizer, scheduler, ema=ema)
         if info is None:
             raise PneumoError(f"--resume: no checkpoint in {ckpt_dir}")
         history = info["history"]
@@ -102,6 +118,7 @@ def finetune(
         if isinstance(train_loader.sampler, torch.utils.data.distributed.DistributedSampler):
             train_loader.sampler.set_epoch(epoch)
         model.train()
+        keep_frozen_eval(getattr(model, "module", model), all_norms=cfg.freeze_bn)
         started = time.perf_counter()
         seen, loss_sum, correct = 0, 0.0, 0
         n_train = len(train_loader) * cfg.batch_size if train_loader.drop_last else len(train_ds)
@@ -123,6 +140,8 @@ def finetune(
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
+                if ema is not None:
+                    ema.update_parameters(getattr(model, "module", model))
                 seen += len(y)
                 loss_sum += loss.item() * len(y)
                 correct += int((logits.argmax(1) == y).sum())
@@ -134,7 +153,8 @@ def finetune(
             "lr": optimizer.param_groups[0]["lr"],
         }
         if dist.is_main:
-            out = predict_loader(model, val_loader, bf16=bf16)
+            shipped = _with_live_buffers(ema, model)
+            out = predict_loader(shipped, val_loader, bf16=bf16)
             val_m = epoch_metrics(out["logits"], out["labels"], weights)
             row.update({f"val_{k}": v for k, v in val_m.items()})
             row["seconds"] = round(time.perf_counter() - started, 1)
@@ -151,20 +171,52 @@ def finetune(
             )
             if row["val_loss"] < best_loss:
                 best_loss, stale = row["val_loss"], 0
-                save_checkpoint(ckpt_dir, BEST, model, None, None, {"epoch": epoch})
+                save_checkpoint(ckpt_dir, BEST, shipped, None, None, {"epoch": epoch})
             else:
                 stale += 1
             info = {"epoch": epoch, "history": history, "best_loss": best_loss, "stale": stale}
-            save_checkpoint(ckpt_dir, LAST, model, optimizer, scheduler, info)
+            save_checkpoint(ckpt_dir, LAST, model, optimizer, scheduler, info, ema=ema)
         if dist.enabled:
             flag = torch.tensor([stale], dtype=torch.long)
             torch.distributed.broadcast(flag, 0)
             stale = int(flag)
 
-    model = getattr(model, "module", model)
-    if dist.is_main:
+    model = _with_live_buffers(ema, model)
+    if dist.is_main and cfg.select_epoch == "best":
         best = load_checkpoint(ckpt_dir, BEST, model)
         if best is not None:
             log.info("best epoch by validation loss: %d", best["epoch"])
+    if cfg.wise_alpha < 1:
+        model.load_state_dict(interpolate(start_state, model.state_dict(), cfg.wise_alpha))
+        log.info("WiSE-FT: %.2f of the fine-tuned weights, the rest from the start", cfg.wise_alpha)
+    if dist.is_main:
+        recompute_batchnorm(model, clean_batches(train, data_config, cfg))
     model.eval()
     return model, history
+
+
+def _start_state(model: nn.Module, ckpt_dir: Path, *, resume: bool, write: bool) -> dict:
+    """The weights fine-tuning started from (backbone + initial head), kept on disk for WiSE-FT
+    so that a resumed run interpolates towards the true start."""
+    from safetensors.torch import load_file, save_file
+
+    path = ckpt_dir / "start.safetensors"
+    if resume and path.is_file():
+        return load_file(str(path))
+    state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    if write:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        save_file(state, str(path))
+    return state
+
+
+def _with_live_buffers(ema, model: nn.Module) -> nn.Module:
+    """The network that ships: the EMA's weights with the live model's BN statistics (the
+    average keeps no statistics of its own), or the live model when EMA is off."""
+    live = getattr(model, "module", model)
+    if ema is None:
+        return live
+    with torch.no_grad():
+        for averaged, current in zip(ema.module.buffers(), live.buffers(), strict=True):
+            averaged.copy_(current)
+    return ema.module

@@ -80,3 +80,17 @@ def epoch_metrics(logits: np.ndarray, labels: np.ndarray, weights: torch.Tensor)
         "balanced_accuracy": float(balanced_accuracy_score(labels, pred)),
         "roc_auc": float(roc_auc_score(labels, p)) if len(set(labels.tolist())) == 2 else None,
     }
+
+
+def clean_batches(records: list, data_config, cfg, limit: int = 1024):
+    """Image batches of a seeded sample of up to ``limit`` training films, without augmentation,
+    for batch-norm re-estimation."""
+    import random
+
+    from pneumo.data.dataset import XrayDataset, make_loader
+
+    picked = random.Random(cfg.seed).sample(records, min(limit, len(records)))
+    loader = make_loader(
+        XrayDataset(picked, data_config), batch_size=cfg.batch_size, workers=cfg.workers
+    )
+    return (batch["image"] for batch in loader if batch is not None)

@@ -36,9 +36,9 @@ def train(cfg: TrainConfig) -> Path:
     import torch
 
     from pneumo.models.registry import create_model, data_config, get_spec
-    from pneumo.training.finalize import calibrate_and_select, write_json, write_model
+    from pneumo.training.finalize import write_json
     from pneumo.training.runtime import choose_precision, init_distributed
-    from pneumo.training.splits import fingerprint, training_records
+    from pneumo.training.splits import training_records
 
     torch.manual_seed(cfg.seed)
     dist = init_distributed()
@@ -95,26 +95,64 @@ def train(cfg: TrainConfig) -> Path:
             val_logits = head(torch.from_numpy(val_x)).numpy()
         ood_train = train_x
     else:
-        from pneumo.data.dataset import XrayDataset, make_loader
         from pneumo.training.finetune import finetune
-        from pneumo.training.loops import predict_loader
+        from pneumo.training.probe import init_head
 
+        # A resumed run restores its weights from the checkpoint; under torchrun rank 0 fits
+        # the head and DistributedDataParallel hands its weights and statistics to the others.
+        if not cfg.resume and dist.is_main:
+            head_info = init_head(cfg, model, dcfg, train_recs, val_recs)
+            write_json(run_dir / "head_init.json", head_info)
         model, history = finetune(
             cfg, model, dcfg, train_recs, val_recs, precision=precision, dist=dist
         )
         if not dist.is_main:
             return run_dir
-        val_out = predict_loader(
-            model, make_loader(XrayDataset(val_recs, dcfg), batch_size=64, workers=cfg.workers)
-        )
-        val_logits, val_y, val_x = val_out["logits"], val_out["labels"], val_out["features"]
+        val_logits, val_y, val_x, val_recs = validation_pass(model, val_recs, dcfg, cfg)
         ood_train = ood_reference_features(model, train_recs, dcfg, cfg)
-        by_path = {str(r.path): r for r in val_recs}
-        val_recs = [by_path[p] for p in val_out["paths"]]
 
     if not dist.is_main:
         return run_dir
-    selection = calibrate_and_select(cfg, val_logits, val_y)
+    write_outputs(
+        cfg, model, dcfg, train_recs, val_recs, history, (val_logits, val_y, val_x), ood_train
+    )
+    return run_dir
+
+
+def validation_pass(model, val_recs, dcfg, cfg: TrainConfig):
+    """Logits, labels and features of the validation films, and the records that were read."""
+    from pneumo.data.dataset import XrayDataset, make_loader
+    from pneumo.training.loops import predict_loader
+
+    val_out = predict_loader(
+        model, make_loader(XrayDataset(val_recs, dcfg), batch_size=64, workers=cfg.workers)
+    )
+    by_path = {str(r.path): r for r in val_recs}
+    kept = [by_path[p] for p in val_out["paths"]]
+    return val_out["logits"], val_out["labels"], val_out["features"], kept
+
+
+def write_outputs(
+    cfg: TrainConfig,
+    model,
+    dcfg,
+    train_recs,
+    val_recs,
+    history: list[dict],
+    validation: tuple,
+    ood_train,
+    *,
+    output=None,
+) -> dict:
+    """Calibrate, choose the threshold, and write the model, history, metrics and validation
+    report of a run (``output`` overrides where the model goes)."""
+    from pneumo.training.finalize import calibrate_and_select, write_json, write_model
+    from pneumo.training.splits import fingerprint
+
+    run_dir = Path(cfg.output)
+    val_logits, val_y, val_x = validation
+    train_y = [r.label_index for r in train_recs]
+    selection = calibrate_and_select(cfg, val_logits, val_y, train_y)
     write_model(
         cfg,
         model,
@@ -123,7 +161,7 @@ def train(cfg: TrainConfig) -> Path:
         train_features=ood_train,
         val_features=val_x,
         fingerprint=fingerprint(train_recs),
-        output=run_dir / "model",
+        output=output or run_dir / "model",
     )
     write_json(run_dir / "history.json", history)
     write_json(
@@ -147,4 +185,4 @@ def train(cfg: TrainConfig) -> Path:
         model_info={"backbone": cfg.backbone, "run": str(run_dir)},
         split="validation (patient-level, from train)",
     )
-    return run_dir
+    return selection

@@ -1,0 +1,145 @@
+"""Weight averaging that holds up under distribution shift, and what it needs afterwards.
+
+- EMA of weights during fine-tuning (a cheap cousin of SWA: Izmailov et al. 2018).
+- WiSE-FT (Wortsman et al. 2022): interpolate the starting weights (ImageNet backbone + linear
+  probe head) and the fine-tuned ones; the mix keeps more of the general features.
+- Greedy soups (Wortsman et al. 2022): average fine-tunes that share one start.
+- Batch-norm statistics re-estimated afterwards: an average of weights is a new network whose
+  activations no longer match any run's running statistics.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+def ema_model(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
+    """An exponential moving average of ``model``'s weights with timm-style warm-up: the decay
+    ramps as (1 + n) / (10 + n) up to ``decay``, so the initial weights fade out quickly
+    instead of lingering in the average for most of a short run."""
+    if not 0 < decay < 1:
+        raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
+
+    def average(avg: torch.Tensor, current: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        d = min(decay, (1 + float(n)) / (10 + float(n)))
+        return avg * d + current * (1 - d)
+
+    # Buffers (BN statistics) follow the live model; they are re-estimated at the end anyway.
+    return torch.optim.swa_utils.AveragedModel(model, avg_fn=average, use_buffers=False)
+
+
+def interpolate(start: dict, end: dict, alpha: float) -> dict:
+    """WiSE-FT: ``(1 - alpha) * start + alpha * end`` for floating tensors (alpha 1 = ``end``);
+    integer buffers (BN batch counters) come from ``end``."""
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if start.keys() != end.keys():
+        raise ValueError("the two state dicts have different keys (not the same architecture)")
+    return {
+        k: torch.lerp(start[k].float(), end[k].float(), alpha).to(end[k].dtype)
+        if end[k].is_floating_point()
+        else end[k].clone()
+        for k in end
+    }
+
+
+def average_states(states: list[dict]) -> dict:
+    """The uniform average of several state dicts of one architecture (a model soup)."""
+    if not states:
+        raise ValueError("nothing to average")
+    first = states[0]
+    if any(s.keys() != first.keys() for s in states):
+        raise ValueError("the state dicts have different keys (not the same architecture)")
+    return {
+        k: (sum(s[k].float() for s in states) / len(states)).to(first[k].dtype)
+        if first[k].is_floating_point()
+        else first[k].clone()
+        for k in first
+    }
+
+
+def greedy_soup(
+    states: list[dict], score: Callable[[dict], float]
+) -> tuple[dict, list[int], list[float]]:
+    """Wortsman et al.'s greedy soup: sort ingredients by ``score`` (higher is better), then add
+    each one to the soup only if the averaged soup does not score lower. Returns the soup, the
+    indices kept and each ingredient's own score."""
+    scores = [score(s) for s in states]
+    order = sorted(range(len(states)), key=lambda i: -scores[i])
+    kept = [order[0]]
+    best = scores[order[0]]
+    for i in order[1:]:
+        candidate = average_states([states[j] for j in [*kept, i]])
+        value = score(candidate)
+        if value >= best:
+            kept.append(i)
+            best = value
+    return average_states([states[j] for j in kept]), kept, scores
+
+
+@torch.no_grad()
+def recompute_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:
+    """Re-estimate every BatchNorm's running mean and variance as a cumulative average over
+    ``batches`` (images without augmentation); returns the number of images seen. Weights are
+    untouched; a model without BatchNorm is left as it is."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return 0
+    was_training = model.training
+    momenta = {m: m.momentum for m in norms}
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average over all batches
+    model.train()
+    seen = 0
+    for x in batches:
+        model(x.contiguous(memory_format=torch.channels_last))
+        seen += len(x)
+    for m, momentum in momenta.items():
+        m.momentum = momentum
+    model.train(was_training)
+    log.info("batch-norm statistics re-estimated on %d images", seen)
+    return seen
+
+
+def freeze_early_stages(model: nn.Module, stages: int) -> list[str]:
+    """Freeze the stem and the first ``stages`` feature stages (timm's ``feature_info``): their
+    weights keep ImageNet's values and their BatchNorms stay in eval mode. Fewer gradients make
+    a fine-tune epoch cheaper on a CPU. Returns the names of the frozen parameters."""
+    if stages <= 0:
+        return []
+    info = getattr(model, "feature_info", None)
+    if info is None:
+        raise ValueError(f"{type(model).__name__} exposes no feature stages to freeze")
+    modules = [stage["module"] for stage in info]
+    if stages >= len(modules):
+        raise ValueError(f"can freeze at most {len(modules) - 1} stages, asked for {stages}")
+    boundary = modules[stages - 1]
+    names = [n for n, _ in model.named_parameters()]
+    last = max(i for i, n in enumerate(names) if n.startswith(boundary + "."))
+    frozen = set(names[: last + 1])
+    for name, param in model.named_parameters():
+        if name in frozen:
+            param.requires_grad_(False)
+    model._pneumo_frozen_prefixes = sorted(frozen)  # noqa: SLF001 - read by keep_frozen_eval
+    return names[: last + 1]
+
+
+def keep_frozen_eval(model: nn.Module, *, all_norms: bool = False) -> None:
+    """After ``model.train()``: put the BatchNorms whose weights are frozen (or, with
+    ``all_norms``, every BatchNorm) back in eval mode, so they normalise with their running
+    statistics as at inference instead of with each batch's."""
+    frozen = set(getattr(model, "_pneumo_frozen_prefixes", ()))
+    if not frozen and not all_norms:
+        return
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and (
+            all_norms or f"{name}.weight" in frozen
+        ):
+            module.eval()

@@ -1,0 +1,220 @@
+"""One table of the weight-averaging choices of a fine-tuning run, computed from its
+checkpoints without training again: the linear-probe start, the last epoch, the EMA of weights,
+WiSE-FT mixes of start and EMA, and a greedy soup when other runs from the same start are
+given. Each gets its batch-norm statistics re-estimated, then validation (carved from train)
+and the official 16-image val split (the canary) figures at the run's threshold rule.
+
+Validation is near-separable and cannot rank these under the train-to-test shift; the table is
+there to catch a variant that breaks, and to show what each choice costs and changes."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from pneumo.config import TrainConfig
+from pneumo.training.averaging import greedy_soup, interpolate, recompute_batchnorm
+
+log = logging.getLogger(__name__)
+
+START = "start (ImageNet backbone + linear probe)"
+
+
+def _strip(tensors: dict, prefix: str) -> dict:
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def run_states(run_dir: Path) -> dict[str, dict]:
+    """The start, last-epoch and EMA weights saved by a fine-tuning run."""
+    from safetensors.torch import load_file
+
+    ckpt = Path(run_dir) / "checkpoints"
+    last = load_file(str(ckpt / "last.safetensors"))
+    states = {
+        START: load_file(str(ckpt / "start.safetensors")),
+        "last epoch": _strip(last, "model."),
+    }
+    ema = _strip(last, "ema.module.")
+    if ema:
+        states["EMA of weights"] = ema
+    return states
+
+
+def _with_buffers(weights: dict, buffers_from: dict) -> dict:
+    """EMA states hold the average of the parameters only; buffers come from the live model."""
+    return {**buffers_from, **{k: v for k, v in weights.items() if k in buffers_from}}
+
+
+def compare_variants(
+    run: Path,
+    *,
+    soup_runs: list[Path] = (),
+    alphas: tuple[float, ...] = (0.5, 0.75),
+    canary: bool = True,
+    output: Path | None = None,
+) -> list[dict]:
+    """Compare the weight-averaging variants of a fine-tuning run in one table.
+
+    Computes, from RUN's checkpoints, the start (ImageNet backbone + linear probe head), the
+    last epoch, the EMA of weights and WiSE-FT mixes of start and EMA (--alphas), plus a greedy
+    soup of the EMA weights of RUN and --soup runs (fine-tunes from the same start). Each variant
+    gets batch-norm statistics re-estimated on clean training films and is measured on the
+    validation split and on the official 16-image val split (the canary, never selected on).
+    Writes RUN/variants.json and RUN/variants.md.
+    """
+    from pneumo.evaluation.calibration import calibrated_probabilities, fit_temperature
+    from pneumo.evaluation.metrics import compute_metrics
+    from pneumo.models.registry import create_model, data_config
+    from pneumo.training.loops import clean_batches
+    from pneumo.training.splits import training_records
+    from pneumo.training.train import validation_pass
+
+    run = Path(run)
+    cfg = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
+    train_recs, val_recs = training_records(cfg)
+    model = create_model(cfg.backbone, pretrained=False)
+    dcfg = data_config(model)
+    canary_recs = _canary(cfg) if canary else []
+
+    states = variant_states(run, alphas)
+    averaged = states.get("EMA of weights", states["last epoch"])
+    live = states["last epoch"]
+
+    def measure(state: dict) -> dict:
+        model.load_state_dict(state)
+        recompute_batchnorm(model, clean_batches(train_recs, dcfg, cfg))
+        logits, y, _, _ = validation_pass(model, val_recs, dcfg, cfg)
+        temperature = float(fit_temperature(logits, y, balanced=cfg.class_balance != "none"))
+        p = calibrated_probabilities(logits, temperature)[:, 1]
+        m = compute_metrics(y, p, 0.5)
+        row = {
+            "val_roc_auc": m["roc_auc"],
+            "val_balanced_accuracy": m["balanced_accuracy"],
+            "val_sensitivity": m["sensitivity"],
+            "val_specificity": m["specificity"],
+            "temperature": temperature,
+        }
+        if canary_recs:
+            c_logits, c_y, _, _ = validation_pass(model, canary_recs, dcfg, cfg)
+            c_p = calibrated_probabilities(c_logits, temperature)[:, 1]
+            row.update(
+                canary_correct=int(((c_p >= 0.5) == c_y).sum()),
+                canary_n=len(c_y),
+                canary_normal_mean_p=float(c_p[c_y == 0].mean()),
+                canary_pneumonia_mean_p=float(c_p[c_y == 1].mean()),
+            )
+        return row
+
+    rows = []
+    for name, state in states.items():
+        rows.append({"variant": name, **measure(state)})
+        log.info("%s: %s", name, rows[-1])
+    if soup_runs:
+        ingredients = [averaged] + [
+            _with_buffers(run_states(r).get("EMA of weights", {}), live) for r in soup_runs
+        ]
+        soup, kept, _ = greedy_soup(ingredients, lambda s: -_val_loss(model, s, cfg, dcfg))
+        rows.append({"variant": f"greedy soup of {len(kept)} runs", **measure(soup)})
+    output = output or run / "variants.json"
+    output.write_text(json.dumps(rows, indent=2) + "\n")
+    output.with_suffix(".md").write_text(variants_markdown(rows))
+    return rows
+
+
+def _val_loss(model, state, cfg, dcfg) -> float:
+    from pneumo.evaluation.calibration import negative_log_likelihood
+    from pneumo.training.loops import clean_batches
+    from pneumo.training.splits import training_records
+    from pneumo.training.train import validation_pass
+
+    train_recs, val_recs = training_records(cfg)
+    model.load_state_dict(state)
+    recompute_batchnorm(model, clean_batches(train_recs, dcfg, cfg))
+    logits, y, _, _ = validation_pass(model, val_recs, dcfg, cfg)
+    return negative_log_likelihood(logits, y, balanced=True)
+
+
+def _canary(cfg: TrainConfig):
+    from pneumo.data.discover import find_images
+    from pneumo.errors import DataError
+
+    try:
+        return find_images(cfg.data, ["val"])
+    except DataError:
+        return []
+
+
+def variants_markdown(rows: list[dict]) -> str:
+    """The comparison as a Markdown table."""
+    head = (
+        "| variant | val ROC-AUC | val balanced accuracy | val sensitivity | val specificity "
+        "| canary correct | canary NORMAL mean p | canary PNEUMONIA mean p |\n"
+        "|---|---|---|---|---|---|---|---|\n"
+    )
+    lines = []
+    for r in rows:
+        canary = (
+            (
+                f"{r['canary_correct']}/{r['canary_n']}",
+                f"{r['canary_normal_mean_p']:.2f}",
+                f"{r['canary_pneumonia_mean_p']:.2f}",
+            )
+            if "canary_n" in r
+            else ("n/a", "n/a", "n/a")
+        )
+        lines.append(
+            f"| {r['variant']} | {r['val_roc_auc']:.4f} | {r['val_balanced_accuracy']:.4f} "
+            f"| {r['val_sensitivity']:.4f} | {r['val_specificity']:.4f} | "
+            + " | ".join(canary)
+            + " |"
+        )
+    return head + "\n".join(lines) + "\n"
+
+
+def variant_states(run: Path, alphas: tuple[float, ...] = (0.5, 0.75)) -> dict[str, dict]:
+    """Every variant's weights by name: start, last epoch, EMA, WiSE-FT mixes of start and EMA."""
+    states = run_states(run)
+    live = states["last epoch"]
+    if "EMA of weights" in states:
+        states["EMA of weights"] = _with_buffers(states["EMA of weights"], live)
+    averaged = states.get("EMA of weights", live)
+    for alpha in alphas:
+        states[f"WiSE-FT alpha {alpha:g} (start -> EMA)"] = interpolate(
+            states[START], averaged, alpha
+        )
+    return states
+
+
+def export_variant(run: Path, name: str, output: Path, alphas=(0.5, 0.75)) -> dict:
+    """Write variant ``name`` of ``run`` as a model directory, calibrated and thresholded by
+    the run's own rule, exactly as ``pneumo train`` writes its model."""
+    from pneumo.models.registry import create_model, data_config
+    from pneumo.training.loops import clean_batches
+    from pneumo.training.splits import training_records
+    from pneumo.training.train import ood_reference_features, validation_pass, write_outputs
+
+    run = Path(run)
+    cfg = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
+    states = variant_states(run, alphas)
+    if name not in states:
+        raise KeyError(f"unknown variant {name!r}; one of {sorted(states)}")
+    train_recs, val_recs = training_records(cfg)
+    model = create_model(cfg.backbone, pretrained=False)
+    dcfg = data_config(model)
+    model.load_state_dict(states[name])
+    recompute_batchnorm(model, clean_batches(train_recs, dcfg, cfg))
+    model.eval()
+    logits, y, feats, val_recs = validation_pass(model, val_recs, dcfg, cfg)
+    history = json.loads((run / "history.json").read_text())
+    return write_outputs(
+        cfg,
+        model,
+        dcfg,
+        train_recs,
+        val_recs,
+        history,
+        (logits, y, feats),
+        ood_reference_features(model, train_recs, dcfg, cfg),
+        output=Path(output),
+    )
