@@ -57,14 +57,19 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         data=data_dir(args),
         split=args.split,
         labels=args.labels,
+        images=args.images,
         output=args.output,
         batch_size=args.batch_size,
         workers=args.workers,
+        stress=args.stress,
+        seed=args.seed,
     )
     _summary(report)
     from rich.console import Console
 
     Console().print(f"report: {args.output} and {args.output.with_suffix('.md')}")
+    if args.stress:
+        Console().print(f"stress test: {args.output.with_suffix('.stress.md')}")
     return 0
 
 
@@ -90,6 +95,18 @@ def register(sub) -> None:
         default=None,
         help="label CSV (path,label,label_index,patient) to evaluate instead of a split folder",
     )
+    parser.add_argument(
+        "--images",
+        type=Path,
+        default=None,
+        help="a folder with NORMAL/ and PNEUMONIA/ subfolders to evaluate (a site's own films)",
+    )
+    parser.add_argument(
+        "--stress",
+        action="store_true",
+        help="also run the seeded battery of acquisition shifts (report NAME.stress.md)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the stress battery")
     parser.add_argument(
         "--output",
         type=_json_path,

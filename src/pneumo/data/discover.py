@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pneumo import CLASS_NAMES
-from pneumo.data.decode import IMAGE_SUFFIXES
+from pneumo.data.decode import DICOM_SUFFIXES, IMAGE_SUFFIXES
 from pneumo.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -125,3 +125,38 @@ def find_images(root: Path, splits: Sequence[str] | None = None) -> list[ImageRe
 def data_root_of(root: Path) -> Path:
     """The folder that holds the split folders (``root`` or its ``chest_xray`` child)."""
     return next(iter(find_split_dirs(Path(root)).values())).parent
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES + DICOM_SUFFIXES
+    )
+
+
+def folder_records(folder: Path) -> tuple[list[ImageRecord], bool]:
+    """The films of a folder outside the data set's layout, such as a site's own, and whether
+    they are labeled (``NORMAL/`` and ``PNEUMONIA/`` subfolders, any case); unlabeled films get
+    label index -1."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: not a folder of images")
+    subdirs = {p.name.upper(): p for p in folder.iterdir() if p.is_dir()}
+    if all(name in subdirs for name in CLASS_NAMES):
+        records = [
+            ImageRecord(p, str(p.relative_to(folder)), "folder", name, index, patient_id(p.name))
+            for index, name in enumerate(CLASS_NAMES)
+            for p in _images_in(subdirs[name])
+        ]
+        return records, True
+    if any(name in subdirs for name in CLASS_NAMES):
+        raise DataError(
+            f"{folder}: a labeled folder needs both NORMAL/ and PNEUMONIA/ subfolders, "
+            f"found only {', '.join(n for n in CLASS_NAMES if n in subdirs)}"
+        )
+    records = [
+        ImageRecord(p, str(p.relative_to(folder)), "folder", "UNLABELED", -1, patient_id(p.name))
+        for p in _images_in(folder)
+    ]
+    return records, False

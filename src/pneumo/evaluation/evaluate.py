@@ -38,9 +38,18 @@ def find_history(model_dir: Path) -> list[dict] | None:
     return None
 
 
-def _records(data: Path, split: str, labels: Path | None) -> list[ImageRecord]:
-    from pneumo.data.discover import find_images, find_split_dirs
+def _records(
+    data: Path, split: str, labels: Path | None, images: Path | None = None
+) -> list[ImageRecord]:
+    from pneumo.data.discover import find_images, find_split_dirs, folder_records
 
+    if images is not None:
+        records, labeled = folder_records(images)
+        if not labeled:
+            raise DataError(f"{images}: evaluation needs NORMAL/ and PNEUMONIA/ subfolders")
+        if not records:
+            raise DataError(f"{images}: no images in NORMAL/ or PNEUMONIA/")
+        return records
     if labels is not None:
         from pneumo.data.labels import read_labels
 
@@ -65,15 +74,19 @@ def evaluate(
     data: Path,
     split: str = "test",
     labels: Path | None = None,
+    images: Path | None = None,
     output: Path,
     batch_size: int = 32,
     workers: int = 2,
+    stress: bool = False,
+    seed: int = 0,
 ) -> dict:
     """Evaluate a model on a data split and write a JSON and Markdown report with figures.
 
     Runs the model (default: the bundled one, or $PNEUMO_MODEL) on every image of the split
-    folder (test, val or train) under the data root, or on the rows of a label CSV such as the
-    patient-level validation split (then the split folder is not used). Probabilities are
+    folder (test, val or train) under the data root, on the rows of a label CSV such as the
+    patient-level validation split, or on any folder with NORMAL/ and PNEUMONIA/ subfolders
+    (--images, such as a site's own films). Probabilities are
     calibrated with the model's temperature and called PNEUMONIA at its threshold.
 
     The report gives accuracy, balanced accuracy, sensitivity, specificity, precision, F1 and
@@ -82,6 +95,11 @@ def evaluate(
     diagram and (when the model's run has a history.json) the training curves. Unreadable
     images are skipped with a warning and listed in the report; per-image probabilities go to
     a CSV beside it.
+
+    With --stress it also runs a seeded battery of acquisition shifts (exposure, contrast, blur,
+    compression, noise, resolution, positioning) and reports the figures per shift and per
+    subgroup (NORMAL series, bacterial or viral) in NAME.stress.json and .md: a check of a model
+    on a site's own films, not a way to select models.
     """
     from pneumo.evaluation.report import write_report
     from pneumo.inference.engine import load_predictor
@@ -96,7 +114,7 @@ def evaluate(
     if output.suffix.lower() != ".json":
         raise PneumoError(f"{output}: the report file must end in .json")
     model_dir = resolve_model_dir(model)
-    records = _records(Path(data), split, labels)
+    records = _records(Path(data), split, labels, images)
     # The torch backend of the serving engine: the same decoding, preprocessing and calibration
     # as `predict`, `serve` and the app, without an ONNX export for a one-off evaluation.
     predictor = load_predictor(model_dir, backend="torch", batch_size=batch_size)
@@ -146,6 +164,15 @@ def evaluate(
         }
         for r, prob in zip(kept, p, strict=True)
     ]
+    name = images.name if images is not None else (labels.stem if labels is not None else split)
+    if stress:
+        from pneumo.evaluation.stress import stress_test, write_stress_report
+
+        with progress_bar(len(kept), "stress test") as advance:
+            battery = stress_test(predictor, kept, seed=seed, advance=advance)
+        battery["model"] = str(model_dir)
+        battery["split"] = name
+        write_stress_report(battery, output.with_suffix(".stress.json"))
     return write_report(
         output,
         y_true=y,
@@ -154,7 +181,7 @@ def evaluate(
         groups=[r.patient for r in kept],
         history=find_history(model_dir),
         model_info=model_info,
-        split=labels.stem if labels is not None else split,
+        split=name,
         skipped=skipped,
         predictions=predictions,
     )

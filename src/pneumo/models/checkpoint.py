@@ -50,6 +50,8 @@ class ModelMetadata:
     """Validation figures at the chosen threshold."""
     training: dict[str, Any] = field(default_factory=dict)
     """Resolved training config."""
+    adaptation: dict[str, Any] = field(default_factory=dict)
+    """Set by ``pneumo adapt``: base model, number of site films, what was refit, figures."""
     pneumo_version: str = __version__
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     format: str = FORMAT
