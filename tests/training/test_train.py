@@ -243,3 +243,29 @@ def test_variants_table_and_export(tiny_data, tiny_config, tmp_path):
     assert meta.backbone == "test_efficientnet"
     with pytest.raises(KeyError, match="unknown variant"):
         export_variant(run_dir, "nope", tmp_path / "x")
+
+
+def test_bundle_writes_fp16_weights_and_a_card_computed_from_the_run(
+    tiny_data, tiny_config, tmp_path
+):
+    from pneumo.training.bundle import bundle_model
+
+    cfg = tiny_config(tiny_data, tmp_path / "run", mode="finetune", epochs=1, wise_alpha=0.5)
+    run_dir = train(cfg)
+    dest = bundle_model(run_dir, tmp_path / "bundled")
+    from safetensors.torch import load_file
+
+    weights = load_file(str(dest / "model.safetensors"))
+    floats = [v for k, v in weights.items() if k.startswith("model.") and v.is_floating_point()]
+    assert floats and all(v.dtype == torch.float16 for v in floats)
+    card = (dest / "MODEL_CARD.md").read_text()
+    figures = json.loads((dest / "figures.json").read_text())
+    # The card's figures are the shipped weights' figures, not the run's or hand-written ones.
+    auc = figures["validation"]["roc_auc"]
+    assert f"| roc_auc | {auc:.4f} |" in card
+    assert "WiSE-FT mixed at alpha 0.5" in card and "random initialisation" in card
+    assert "--wise-alpha 0.5" in card and "--head-init" not in card
+    assert figures["canary"]["n"] == 8 and "canary" in card
+    assert "**0.500 (model)**" in card  # the Bayes threshold of a balanced model
+    meta = read_metadata(dest)
+    assert meta.threshold == read_metadata(run_dir / "model").threshold

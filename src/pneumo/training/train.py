@@ -61,6 +61,7 @@ def train(cfg: TrainConfig) -> Path:
             {
                 **cfg.to_dict(),
                 "resolved_precision": precision,
+                "weights_source": getattr(model, "weights_source", "unknown"),
                 "data_config": dcfg.to_dict(),
                 "n_train": len(train_recs),
                 "n_val": len(val_recs),
