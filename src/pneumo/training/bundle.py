@@ -56,9 +56,9 @@ def reproduce_command(cfg: TrainConfig, data: str = "../shared/data/chest_xray")
     }
     for name, flag in options.items():
         value = getattr(cfg, name)
-        if name in ("epochs", "lr") or value != getattr(default, name):
-            if value is not None:
-                args += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+        shown = name in ("epochs", "lr") or value != getattr(default, name)
+        if shown and value is not None:
+            args += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
     if not cfg.freeze_bn:
         args.append("--train-bn")
     args += ["--data", data, "--output", "runs/bundled"]
@@ -192,8 +192,9 @@ def model_card(run_dir: Path, dest: Path, figures: dict) -> str:
             )
             + f"; batch-norm statistics {'frozen' if cfg.freeze_bn else 'trained'} during "
             f"fine-tuning; {cfg.freeze_stages} early stages frozen.",
-            f"- Shipped weights: {'EMA (decay %g) of' % cfg.ema_decay if cfg.ema_decay else ''} "
-            f"the {cfg.select_epoch} epoch"
+            "- Shipped weights: "
+            + (f"EMA (decay {cfg.ema_decay:g}) of " if cfg.ema_decay else "")
+            + f"the {cfg.select_epoch} epoch"
             + (f", WiSE-FT mixed at alpha {cfg.wise_alpha:g}" if cfg.wise_alpha < 1 else "")
             + "; batch-norm statistics re-estimated on 1024 clean training films afterwards.",
             f"- Augmentation: {config.get('augment')}.",
