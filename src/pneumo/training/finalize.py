@@ -28,7 +28,10 @@ def calibrate_and_select(
     from pneumo.evaluation.thresholds import bayes_threshold, choose_threshold
 
     balanced = cfg.class_balance != "none"
-    temperature = float(fit_temperature(logits, labels, balanced=balanced))
+    # Validation carved from train is nearly separable, so its NLL always asks for sharper
+    # probabilities (T < 1); new films are not separable, and sharpening turns their errors
+    # into confident ones. The temperature may soften the network, never sharpen it.
+    temperature = max(1.0, float(fit_temperature(logits, labels, balanced=balanced)))
     p = calibrated_probabilities(logits, temperature)[:, 1]
     if cfg.threshold_method == "bayes":
         # A class-balanced model's p is the posterior at 50% prevalence; without balancing it is
@@ -45,9 +48,20 @@ def calibrate_and_select(
     return {"temperature": temperature, "threshold": threshold, "metrics": metrics, "p": p}
 
 
-def uncertain_band(threshold: float, width: float = 0.15) -> tuple[float, float]:
-    """Probabilities within ``width`` of the threshold (clipped to (0, 1)) are 'uncertain'."""
-    return (max(0.01, threshold - width), min(0.99, threshold + width))
+UNCERTAIN_ODDS = 4.0
+"""Films whose odds against the threshold are below 4:1 either way are 'uncertain'."""
+
+
+def uncertain_band(threshold: float, odds: float = UNCERTAIN_ODDS) -> tuple[float, float]:
+    """The probabilities whose odds, relative to the threshold's, are within ``odds``:1 either
+    way (p 0.2-0.8 around a threshold of 0.5). Symmetric in logit space, the unit the network
+    computes in, so a threshold away from 0.5 gets a band of the same meaning."""
+    from scipy.special import expit, logit
+
+    if odds <= 1:
+        raise ValueError(f"odds must be > 1, got {odds}")
+    centre, width = float(logit(threshold)), float(np.log(odds))
+    return (float(expit(centre - width)), float(expit(centre + width)))
 
 
 def write_model(
