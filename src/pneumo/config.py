@@ -19,6 +19,7 @@ def cache_dir() -> Path:
 
 PRECISIONS = ("auto", "fp32", "bf16")
 HEAD_INITS = ("probe", "zero", "random")
+DEVICES = ("cpu", "cuda")
 THRESHOLD_METHODS = ("bayes", "sensitivity", "balanced_accuracy")
 
 
@@ -66,6 +67,8 @@ class TrainConfig:
     """auto: bf16 autocast where this CPU runs it faster (measured at start), else fp32."""
     workers: int = 2
     """DataLoader worker processes."""
+    device: str = "cpu"
+    """cpu, or cuda for a GPU (the same code; for sweeps on a lent GPU machine)."""
     head_init: str = "probe"
     """Fine-tuning's starting head: probe (a linear probe fitted on the frozen features first,
     LP-FT), zero, or random (timm's init, whose large first logits damage pretrained features)."""
@@ -108,6 +111,8 @@ class TrainConfig:
             )
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.class_balance not in ("loss", "sampler", "none"):

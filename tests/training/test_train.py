@@ -269,3 +269,10 @@ def test_bundle_writes_fp16_weights_and_a_card_computed_from_the_run(
     assert "**0.500 (model)**" in card  # the Bayes threshold of a balanced model
     meta = read_metadata(dest)
     assert meta.threshold == read_metadata(run_dir / "model").threshold
+
+
+def test_cuda_without_a_gpu_is_a_clear_error(tiny_data, tiny_config, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(PneumoError, match="no CUDA GPU"):
+        train(tiny_config(tiny_data, tmp_path / "run", mode="finetune", device="cuda"))

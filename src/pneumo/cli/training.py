@@ -10,7 +10,7 @@ from pneumo.cli.common import add_command, add_data_arg, data_dir
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
-    from pneumo.config import HEAD_INITS, THRESHOLD_METHODS, TrainConfig
+    from pneumo.config import DEVICES, HEAD_INITS, THRESHOLD_METHODS, TrainConfig
 
     add_data_arg(p)
     d = TrainConfig()
@@ -62,6 +62,9 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-augment", action="store_true", help="fine-tune without augmentation")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=d.precision)
     p.add_argument("--workers", type=int, default=d.workers)
+    p.add_argument(
+        "--device", choices=DEVICES, default=d.device, help="cpu, or cuda on a GPU machine"
+    )
     p.add_argument(
         "--head-init",
         choices=HEAD_INITS,

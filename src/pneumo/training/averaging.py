@@ -42,7 +42,7 @@ def interpolate(start: dict, end: dict, alpha: float) -> dict:
     if start.keys() != end.keys():
         raise ValueError("the two state dicts have different keys (not the same architecture)")
     return {
-        k: torch.lerp(start[k].float(), end[k].float(), alpha).to(end[k].dtype)
+        k: torch.lerp(start[k].to(end[k].device).float(), end[k].float(), alpha).to(end[k].dtype)
         if end[k].is_floating_point()
         else end[k].clone()
         for k in end
@@ -97,9 +97,10 @@ def recompute_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor]) -> in
         m.reset_running_stats()
         m.momentum = None  # cumulative moving average over all batches
     model.train()
+    device = next(model.parameters()).device
     seen = 0
     for x in batches:
-        model(x.contiguous(memory_format=torch.channels_last))
+        model(x.to(device).contiguous(memory_format=torch.channels_last))
         seen += len(x)
     for m, momentum in momenta.items():
         m.momentum = momentum

@@ -21,7 +21,7 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
     for pid, pstate in state["state"].items():
         for key, value in pstate.items():
             if torch.is_tensor(value) and value.ndim > 0:
-                tensors[f"opt.{pid}.{key}"] = value.contiguous()
+                tensors[f"opt.{pid}.{key}"] = value.detach().cpu().contiguous()
             else:
                 scalars[f"{pid}.{key}"] = float(value)
     return tensors, scalars
@@ -34,9 +34,11 @@ def save_checkpoint(
     ``ema`` (an AveragedModel) is saved beside the model so a resumed run keeps its average."""
     folder.mkdir(parents=True, exist_ok=True)
     model = getattr(model, "module", model)
-    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if ema is not None:
-        tensors.update({f"ema.{k}": v.detach().contiguous() for k, v in ema.state_dict().items()})
+        tensors.update(
+            {f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()}
+        )
     extra = {}
     if optimizer is not None:
         opt_tensors, scalars = _optimizer_tensors(optimizer)

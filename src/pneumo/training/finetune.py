@@ -80,7 +80,8 @@ def finetune(
     bf16 = precision == "bf16"
     labels = [r.label_index for r in train]
     weights = class_weights(labels) if cfg.class_balance == "loss" else torch.ones(2)
-    criterion = nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.label_smoothing)
+    device = torch.device(cfg.device)
+    criterion = nn.CrossEntropyLoss(weight=weights.to(device), label_smoothing=cfg.label_smoothing)
 
     train_ds = XrayDataset(train, data_config, cfg.augment)
     val_loader = make_loader(XrayDataset(val, data_config), batch_size=64, workers=cfg.workers)
@@ -126,9 +127,9 @@ def finetune(
             for batch in train_loader:
                 if batch is None:
                     continue
-                x = batch["image"].contiguous(memory_format=torch.channels_last)
-                y = batch["label"]
-                with autocast(bf16):
+                x = batch["image"].to(device).contiguous(memory_format=torch.channels_last)
+                y = batch["label"].to(device)
+                with autocast(bf16, device.type):
                     logits = model(x)
                 loss = criterion(logits.float(), y)
                 if not torch.isfinite(loss):
@@ -203,7 +204,7 @@ def _start_state(model: nn.Module, ckpt_dir: Path, *, resume: bool, write: bool)
     path = ckpt_dir / "start.safetensors"
     if resume and path.is_file():
         return load_file(str(path))
-    state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
     if write:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         save_file(state, str(path))

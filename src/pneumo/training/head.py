@@ -28,18 +28,19 @@ def train_head(
 ) -> list[dict]:
     """Fit ``head`` in place; restores the epoch with the best validation loss."""
     torch.manual_seed(cfg.seed)
-    x = torch.from_numpy(train_x).float()
-    y = torch.from_numpy(train_y).long()
-    vx = torch.from_numpy(val_x).float()
+    device = head.weight.device
+    x = torch.from_numpy(train_x).float().to(device)
+    y = torch.from_numpy(train_y).long().to(device)
+    vx = torch.from_numpy(val_x).float().to(device)
     weights = class_weights(train_y.tolist()) if cfg.class_balance != "none" else torch.ones(2)
-    criterion = nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.label_smoothing)
+    criterion = nn.CrossEntropyLoss(weight=weights.to(device), label_smoothing=cfg.label_smoothing)
     optimizer = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     history, best_loss, best_state, stale = [], math.inf, None, 0
     generator = torch.Generator().manual_seed(cfg.seed)
     for epoch in range(1, cfg.epochs + 1):
         started = time.perf_counter()
         head.train()
-        order = torch.randperm(len(x), generator=generator)
+        order = torch.randperm(len(x), generator=generator).to(device)
         loss_sum, correct = 0.0, 0
         for i in range(0, len(x), cfg.batch_size):
             idx = order[i : i + cfg.batch_size]
@@ -54,7 +55,7 @@ def train_head(
             correct += int((logits.argmax(1) == y[idx]).sum())
         head.eval()
         with torch.no_grad():
-            val_logits = head(vx).numpy()
+            val_logits = head(vx).cpu().numpy()
         val_m = epoch_metrics(val_logits, val_y, weights)
         row = {
             "epoch": epoch,

@@ -42,15 +42,16 @@ def predict_loader(model: nn.Module, loader, *, bf16: bool = False, advance=None
     from pneumo.training.runtime import autocast
 
     model.eval()
+    device = next(model.parameters()).device
     logits, feats, labels, paths, patients = [], [], [], [], []
     for batch in loader:
         if batch is None:
             continue
-        x = batch["image"].contiguous(memory_format=torch.channels_last)
-        with autocast(bf16):
+        x = batch["image"].to(device).contiguous(memory_format=torch.channels_last)
+        with autocast(bf16, device.type):
             f, z = features_and_logits(model, x)
-        logits.append(z.float().numpy())
-        feats.append(f.float().numpy())
+        logits.append(z.float().cpu().numpy())
+        feats.append(f.float().cpu().numpy())
         labels.append(batch["label"].numpy())
         paths.extend(batch["path"])
         patients.extend(batch["patient"])

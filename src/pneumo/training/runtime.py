@@ -24,11 +24,11 @@ def cpu_has_bf16() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
-def autocast(enabled: bool):
-    """bf16 autocast on the CPU when ``enabled``."""
+def autocast(enabled: bool, device_type: str = "cpu"):
+    """bf16 autocast on ``device_type`` when ``enabled``."""
     import torch
 
-    return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else nullcontext()
+    return torch.autocast(device_type, dtype=torch.bfloat16) if enabled else nullcontext()
 
 
 def measure_bf16_speedup(
@@ -62,8 +62,15 @@ def measure_bf16_speedup(
     return timings[False] / timings[True]
 
 
-def choose_precision(requested: str, model, input_size, *, prefer_bf16: bool) -> str:
-    """Resolve ``auto`` to bf16 or fp32 by measuring on this CPU; explicit choices are kept."""
+def choose_precision(
+    requested: str, model, input_size, *, prefer_bf16: bool, device: str = "cpu"
+) -> str:
+    """Resolve ``auto`` to bf16 or fp32 by measuring on this CPU (on a GPU: bf16 where it is
+    supported); explicit choices are kept."""
+    if device == "cuda" and requested == "auto":
+        import torch
+
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     if requested != "auto":
         if requested == "bf16" and not cpu_has_bf16():
             log.warning("this CPU has no native bf16; bf16 autocast will be slow")

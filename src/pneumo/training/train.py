@@ -46,6 +46,11 @@ def train(cfg: TrainConfig) -> Path:
     train_recs, val_recs = training_records(cfg)
     spec = get_spec(cfg.backbone)
     model = create_model(cfg.backbone, pretrained=cfg.pretrained, weights=cfg.weights)
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        from pneumo.errors import PneumoError
+
+        raise PneumoError("--device cuda: no CUDA GPU is available on this machine")
+    model = model.to(cfg.device)
     dcfg = data_config(model)
     if cfg.mode == "frozen" and cfg.precision == "auto":
         # The head must see the features serving computes (fp32): a head trained on bf16
@@ -53,7 +58,11 @@ def train(cfg: TrainConfig) -> Path:
         precision = "fp32"
     else:
         precision = choose_precision(
-            cfg.precision, model, dcfg.input_size, prefer_bf16=spec.bf16_training
+            cfg.precision,
+            model,
+            dcfg.input_size,
+            prefer_bf16=spec.bf16_training,
+            device=cfg.device,
         )
     if dist.is_main:
         write_json(
@@ -93,7 +102,7 @@ def train(cfg: TrainConfig) -> Path:
         head = model.get_classifier()
         history = train_head(cfg, head, train_x, train_y, val_x, val_y)
         with torch.no_grad():
-            val_logits = head(torch.from_numpy(val_x)).numpy()
+            val_logits = head(torch.from_numpy(val_x).to(cfg.device)).cpu().numpy()
         ood_train = train_x
     else:
         from pneumo.training.finetune import finetune
