@@ -42,7 +42,12 @@ class TrainConfig:
     val_labels: Path | None = None
     """Optional label CSV for validation (never the official test split)."""
     seed: int = 0
-    """Seed for the split, initialisation, order and augmentation."""
+    """Seed for initialisation, order and augmentation (and the split, unless split_seed)."""
+    split_seed: int | None = None
+    """Seed of the validation split when it must stay fixed across seeds (model soups)."""
+    start_weights: Path | None = None
+    """Fine-tuning starts from this state (another run's checkpoints/start.safetensors) instead
+    of ImageNet weights and its own probe, so that runs share one start and can be souped."""
     pretrained: bool = True
     """Start from ImageNet weights (an error, never random weights, when missing)."""
     weights: Path | None = None
@@ -101,7 +106,7 @@ class TrainConfig:
 
     def __post_init__(self):
         self.data, self.output = Path(self.data), Path(self.output)
-        for name in ("train_labels", "val_labels", "weights"):
+        for name in ("train_labels", "val_labels", "weights", "start_weights"):
             value = getattr(self, name)
             if value is not None:
                 setattr(self, name, Path(value))

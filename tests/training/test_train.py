@@ -276,3 +276,36 @@ def test_cuda_without_a_gpu_is_a_clear_error(tiny_data, tiny_config, tmp_path):
         pytest.skip("this machine has a GPU")
     with pytest.raises(PneumoError, match="no CUDA GPU"):
         train(tiny_config(tiny_data, tmp_path / "run", mode="finetune", device="cuda"))
+
+
+def test_runs_from_one_start_can_be_souped_and_bundled(tiny_data, tiny_config, tmp_path):
+    from pneumo.training.bundle import bundle_model
+    from pneumo.training.variants import compare_variants, export_variant, soup_name
+
+    first = train(tiny_config(tiny_data, tmp_path / "a", mode="finetune", epochs=1))
+    start = first / "checkpoints" / "start.safetensors"
+    second_cfg = tiny_config(
+        tiny_data,
+        tmp_path / "b",
+        mode="finetune",
+        epochs=1,
+        seed=1,
+        split_seed=0,
+        start_weights=start,
+    )
+    second = train(second_cfg)
+    # The second run starts exactly where the first did, on the same validation patients.
+    from safetensors.torch import load_file
+
+    a, b = load_file(str(start)), load_file(str(second / "checkpoints" / "start.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((second / "head_init.json").read_text())["head_init"] == "start_weights"
+    rows = compare_variants(first, soup_runs=[second], alphas=())
+    assert any(r["variant"].startswith("greedy soup keeps a") for r in rows)
+    export_variant(first, soup_name(2), tmp_path / "soup" / "model", alphas=(), soup_runs=[second])
+    meta = read_metadata(tmp_path / "soup" / "model")
+    assert meta.training["variant"]["soup_runs"] == [str(second)]
+    for name in ("config.json", "history.json"):
+        (tmp_path / "soup" / name).write_text((first / name).read_text())
+    card = (bundle_model(tmp_path / "soup", tmp_path / "bundled") / "MODEL_CARD.md").read_text()
+    assert f"--soup {second}" in card and "uniform soup of 2 runs" in card

@@ -37,6 +37,15 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument(
+        "--split-seed", type=int, default=None, help="seed of the validation split (default --seed)"
+    )
+    p.add_argument(
+        "--start-weights",
+        type=Path,
+        default=None,
+        help="fine-tune from another run's checkpoints/start.safetensors (runs to soup)",
+    )
+    p.add_argument(
         "--no-pretrained",
         dest="pretrained",
         action="store_false",
@@ -201,7 +210,7 @@ def _variants(args: argparse.Namespace) -> int:
 
     alphas = tuple(float(a) for a in args.alphas.split(",") if a.strip())
     if args.export:
-        export_variant(args.run, args.export, args.output or args.run / "model", alphas)
+        export_variant(args.run, args.export, args.output or args.run / "model", alphas, args.soup)
         Console(stderr=True).print(
             f"{args.export!r} written to {args.output or args.run / 'model'}"
         )

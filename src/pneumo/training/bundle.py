@@ -53,6 +53,8 @@ def reproduce_command(cfg: TrainConfig, data: str = "../shared/data/chest_xray")
         "prevalence": "--prevalence",
         "val_fraction": "--val-fraction",
         "seed": "--seed",
+        "split_seed": "--split-seed",
+        "start_weights": "--start-weights",
     }
     for name, flag in options.items():
         value = getattr(cfg, name)
@@ -196,7 +198,18 @@ def model_card(run_dir: Path, dest: Path, figures: dict) -> str:
             + (f"EMA (decay {cfg.ema_decay:g}) of " if cfg.ema_decay else "")
             + f"the {cfg.select_epoch} epoch"
             + (f", WiSE-FT mixed at alpha {cfg.wise_alpha:g}" if cfg.wise_alpha < 1 else "")
-            + "; batch-norm statistics re-estimated on 1024 clean training films afterwards.",
+            + "; batch-norm statistics re-estimated on 1024 clean training films afterwards."
+            + (
+                f" Exported as variant '{meta.training['variant']['name']}' of the run"
+                + (
+                    f" and {', '.join(meta.training['variant']['soup_runs'])}"
+                    if meta.training["variant"]["soup_runs"]
+                    else ""
+                )
+                + " (`pneumo variants`)."
+                if meta.training.get("variant")
+                else ""
+            ),
             f"- Augmentation: {config.get('augment')}.",
         ]
     else:
@@ -267,7 +280,14 @@ def model_card(run_dir: Path, dest: Path, figures: dict) -> str:
             variants.read_text().strip(),
             "",
         ]
+    variant = meta.training.get("variant")
     lines += ["## Reproduce", "", "```bash", reproduce_command(cfg)]
+    if variant:
+        export = ["pneumo", "variants", "runs/bundled"]
+        for soup_run in variant["soup_runs"]:
+            export += ["--soup", soup_run]
+        export += ["--export", variant["name"]]
+        lines.append(" ".join(shlex.quote(a) for a in export))
     lines += [f"pneumo bundle runs/bundled --dest {dest}", "```", ""]
     return "\n".join(lines)
 

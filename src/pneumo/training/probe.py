@@ -44,6 +44,21 @@ def init_head(
     return {"head_init": "probe", "probe_history": fit_probe(cfg, model, data_config, train, val)}
 
 
+def load_start(model: nn.Module, path) -> dict:
+    """Start from another run's starting state (backbone, BN statistics and probe head), so
+    that fine-tunes with other seeds share one start and their weights can be averaged."""
+    from safetensors.torch import load_file
+
+    from pneumo.errors import PneumoError
+
+    try:
+        state = load_file(str(path))
+        model.load_state_dict(state)
+    except (OSError, RuntimeError) as exc:
+        raise PneumoError(f"{path}: cannot start from these weights ({exc})") from None
+    return {"head_init": "start_weights", "start_weights": str(path)}
+
+
 def fit_probe(cfg: TrainConfig, model, data_config, train, val) -> list[dict]:
     """Fit ``model``'s head on the frozen backbone's cached fp32 features (shared with
     ``--mode frozen``), class-balanced, without label smoothing, to its best validation loss."""

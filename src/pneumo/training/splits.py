@@ -27,7 +27,8 @@ def training_records(cfg: TrainConfig) -> tuple[list[ImageRecord], list[ImageRec
             )
         val = read_labels(cfg.val_labels, root)
     else:
-        train, val = patient_split(find_images(root, ["train"]), cfg.val_fraction, cfg.seed)
+        seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
+        train, val = patient_split(find_images(root, ["train"]), cfg.val_fraction, seed)
     overlap = {r.patient for r in train} & {r.patient for r in val}
     if overlap:
         raise DataError(

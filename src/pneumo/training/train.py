@@ -106,12 +106,15 @@ def train(cfg: TrainConfig) -> Path:
         ood_train = train_x
     else:
         from pneumo.training.finetune import finetune
-        from pneumo.training.probe import init_head
+        from pneumo.training.probe import init_head, load_start
 
         # A resumed run restores its weights from the checkpoint; under torchrun rank 0 fits
         # the head and DistributedDataParallel hands its weights and statistics to the others.
         if not cfg.resume and dist.is_main:
-            head_info = init_head(cfg, model, dcfg, train_recs, val_recs)
+            if cfg.start_weights is not None:
+                head_info = load_start(model, cfg.start_weights)
+            else:
+                head_info = init_head(cfg, model, dcfg, train_recs, val_recs)
             write_json(run_dir / "head_init.json", head_info)
         model, history = finetune(
             cfg, model, dcfg, train_recs, val_recs, precision=precision, dist=dist

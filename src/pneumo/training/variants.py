@@ -14,7 +14,12 @@ import logging
 from pathlib import Path
 
 from pneumo.config import TrainConfig
-from pneumo.training.averaging import greedy_soup, interpolate, recompute_batchnorm
+from pneumo.training.averaging import (
+    average_states,
+    greedy_soup,
+    interpolate,
+    recompute_batchnorm,
+)
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +82,7 @@ def compare_variants(
     dcfg = data_config(model)
     canary_recs = _canary(cfg) if canary else []
 
-    states = variant_states(run, alphas)
+    states = variant_states(run, alphas, soup_runs)
     averaged = states.get("EMA of weights", states["last epoch"])
     live = states["last epoch"]
 
@@ -111,11 +116,10 @@ def compare_variants(
         rows.append({"variant": name, **measure(state)})
         log.info("%s: %s", name, rows[-1])
     if soup_runs:
-        ingredients = [averaged] + [
-            _with_buffers(run_states(r).get("EMA of weights", {}), live) for r in soup_runs
-        ]
+        ingredients = [averaged] + [_shipped(r, live) for r in soup_runs]
         soup, kept, _ = greedy_soup(ingredients, lambda s: -_val_loss(model, s, cfg, dcfg))
-        rows.append({"variant": f"greedy soup of {len(kept)} runs", **measure(soup)})
+        names = [([run, *soup_runs][i]).name for i in sorted(kept)]
+        rows.append({"variant": f"greedy soup keeps {' + '.join(names)}", **measure(soup)})
     output = output or run / "variants.json"
     output.write_text(json.dumps(rows, indent=2) + "\n")
     output.with_suffix(".md").write_text(variants_markdown(rows))
@@ -172,8 +176,20 @@ def variants_markdown(rows: list[dict]) -> str:
     return head + "\n".join(lines) + "\n"
 
 
-def variant_states(run: Path, alphas: tuple[float, ...] = (0.5, 0.75)) -> dict[str, dict]:
-    """Every variant's weights by name: start, last epoch, EMA, WiSE-FT mixes of start and EMA."""
+def _shipped(run: Path, live: dict) -> dict:
+    states = run_states(run)
+    return _with_buffers(states.get("EMA of weights", states["last epoch"]), live)
+
+
+def soup_name(n: int) -> str:
+    return f"uniform soup of {n} runs (EMA weights)"
+
+
+def variant_states(
+    run: Path, alphas: tuple[float, ...] = (0.5, 0.75), soup_runs=()
+) -> dict[str, dict]:
+    """Every variant's weights by name: start, last epoch, EMA, WiSE-FT mixes of start and EMA,
+    and the uniform soup of RUN's and ``soup_runs``' EMA weights."""
     states = run_states(run)
     live = states["last epoch"]
     if "EMA of weights" in states:
@@ -183,10 +199,13 @@ def variant_states(run: Path, alphas: tuple[float, ...] = (0.5, 0.75)) -> dict[s
         states[f"WiSE-FT alpha {alpha:g} (start -> EMA)"] = interpolate(
             states[START], averaged, alpha
         )
+    if soup_runs:
+        ingredients = [averaged] + [_shipped(Path(r), live) for r in soup_runs]
+        states[soup_name(len(ingredients))] = average_states(ingredients)
     return states
 
 
-def export_variant(run: Path, name: str, output: Path, alphas=(0.5, 0.75)) -> dict:
+def export_variant(run: Path, name: str, output: Path, alphas=(0.5, 0.75), soup_runs=()) -> dict:
     """Write variant ``name`` of ``run`` as a model directory, calibrated and thresholded by
     the run's own rule, exactly as ``pneumo train`` writes its model."""
     from pneumo.models.registry import create_model, data_config
@@ -196,7 +215,7 @@ def export_variant(run: Path, name: str, output: Path, alphas=(0.5, 0.75)) -> di
 
     run = Path(run)
     cfg = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
-    states = variant_states(run, alphas)
+    states = variant_states(run, alphas, soup_runs)
     if name not in states:
         raise KeyError(f"unknown variant {name!r}; one of {sorted(states)}")
     train_recs, val_recs = training_records(cfg)
@@ -207,7 +226,7 @@ def export_variant(run: Path, name: str, output: Path, alphas=(0.5, 0.75)) -> di
     model.eval()
     logits, y, feats, val_recs = validation_pass(model, val_recs, dcfg, cfg)
     history = json.loads((run / "history.json").read_text())
-    return write_outputs(
+    selection = write_outputs(
         cfg,
         model,
         dcfg,
@@ -218,3 +237,20 @@ def export_variant(run: Path, name: str, output: Path, alphas=(0.5, 0.75)) -> di
         ood_reference_features(model, train_recs, dcfg, cfg),
         output=Path(output),
     )
+    _record_variant(Path(output), name, run, soup_runs, alphas)
+    return selection
+
+
+def _record_variant(model_dir: Path, name: str, run: Path, soup_runs, alphas) -> None:
+    """Note in model.json which variant of which runs the weights are (for the model card)."""
+    from pneumo.models.checkpoint import METADATA_FILE
+
+    path = model_dir / METADATA_FILE
+    meta = json.loads(path.read_text())
+    meta["training"]["variant"] = {
+        "name": name,
+        "run": str(run),
+        "soup_runs": [str(r) for r in soup_runs],
+        "alphas": list(alphas),
+    }
+    path.write_text(json.dumps(meta, indent=2) + "\n")
