@@ -53,7 +53,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--weights", type=Path, help="ImageNet weights file (.safetensors)")
     p.add_argument(
-        "--epochs", type=int, default=None, help="maximum epochs (default 3 frozen, 6 finetune)"
+        "--epochs", type=int, default=None, help="maximum epochs (default 3 frozen, 8 finetune)"
     )
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument(
@@ -139,7 +139,7 @@ def config_from_args(args: argparse.Namespace, backbone: str):
     values.update(
         backbone=backbone,
         data=data_dir(args),
-        epochs=args.epochs or (6 if finetune else 3),
+        epochs=args.epochs or (8 if finetune else 3),
         lr=args.lr or (1e-4 if finetune else 0.002),
         augment=AugmentConfig.none() if args.no_augment else AugmentConfig(),
         output=args.output or Path("runs") / f"{backbone}-{args.mode}",
