@@ -4,6 +4,10 @@ consistent 8-bit image, with the checks a server needs: size caps and decompress
 from __future__ import annotations
 
 import io
+import os
+import stat
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +22,13 @@ MAX_PIXELS = 60_000_000
 """Refuse images above this many pixels before decoding them (decompression bombs)."""
 MIN_SIDE = 16
 """Smaller images cannot be X-rays worth classifying."""
+MAX_FILE_BYTES = 256 * 1024 * 1024
+"""Refuse files larger than this before reading them (a 60-Mpixel 16-bit DICOM is 120 MB)."""
+FORMATS = ("JPEG", "PNG", "TIFF", "BMP", "WEBP")
+"""The Pillow formats opened; others (EPS, which runs Ghostscript, PSD, ICO ...) are refused."""
+DECODE_BUDGET_BYTES = 1536 * 1024 * 1024
+"""Decoded bytes all threads of this process may hold at once; a decode that would exceed it
+waits for others to finish (bounded memory under many concurrent large images)."""
 
 Source = str | Path | bytes
 
@@ -28,28 +39,133 @@ def _name(source: Source, name: str | None) -> str:
     return "<bytes>" if isinstance(source, bytes) else str(source)
 
 
-def read_bytes(source: Source, label: str) -> bytes:
-    """The bytes of a path (or the bytes given), with missing, unreadable and empty files as
-    ImageDecodeError."""
-    if isinstance(source, bytes):
-        data = source
+def _file_kind(mode: int) -> str:
+    for test, kind in (
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def _open_regular(path: Path, label: str, max_bytes: int) -> tuple[int, int]:
+    """Open ``path`` for reading if it is a regular file (symlinks followed) no larger than
+    ``max_bytes``; returns (fd, size). Devices, FIFOs and sockets are refused without reading
+    (``/dev/zero`` never ends, a FIFO blocks forever)."""
+    try:
+        st = os.stat(path)
+        if stat.S_ISDIR(st.st_mode):
+            raise ImageDecodeError(label, "is a directory, not an image")
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageDecodeError(
+                label, f"{_file_kind(st.st_mode)}, not a regular file: only files are read"
+            )
+        # O_NONBLOCK: should the path turn into a FIFO after the check, open must not block
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except ImageDecodeError:
+        raise
+    except FileNotFoundError:
+        raise ImageDecodeError(label, "file not found") from None
+    except PermissionError:
+        raise ImageDecodeError(label, "permission denied") from None
+    except (ValueError, UnicodeError):  # NUL byte or unencodable characters in the name
+        raise ImageDecodeError(label, "invalid file name") from None
+    except OSError as exc:
+        raise ImageDecodeError(label, f"cannot read file ({exc.strerror or exc})") from None
+    st = os.fstat(fd)
+    problem = None
+    if not stat.S_ISREG(st.st_mode):
+        problem = f"{_file_kind(st.st_mode)}, not a regular file: only files are read"
+    elif st.st_size > max_bytes:
+        problem = f"file too large ({st.st_size / 2**20:.1f} MiB, limit {max_bytes / 2**20:g} MiB)"
+    if problem:
+        os.close(fd)
+        raise ImageDecodeError(label, problem)
+    return fd, st.st_size
+
+
+def read_bytes(source: Source, label: str, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of a path (or the bytes given), with missing, unreadable, special (device,
+    FIFO, socket), empty and too large files as ImageDecodeError. Never reads more than
+    ``max_bytes`` + 1 bytes."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        data = bytes(source)
     else:
+        fd, _ = _open_regular(Path(source), label, max_bytes)
         try:
-            data = Path(source).read_bytes()
-        except FileNotFoundError:
-            raise ImageDecodeError(label, "file not found") from None
-        except IsADirectoryError:
-            raise ImageDecodeError(label, "is a directory, not an image") from None
+            with os.fdopen(fd, "rb") as f:
+                data = f.read(max_bytes + 1)  # the file may have grown since fstat
         except OSError as exc:
-            raise ImageDecodeError(label, f"cannot read file ({exc.strerror})") from None
+            raise ImageDecodeError(label, f"cannot read file ({exc.strerror or exc})") from None
     if not data:
         raise ImageDecodeError(label, "empty file (0 bytes)")
+    if len(data) > max_bytes:
+        raise ImageDecodeError(label, f"file too large (over {max_bytes / 2**20:g} MiB)")
     return data
 
 
 def is_dicom(data: bytes) -> bool:
-    """DICOM Part 10 files carry 'DICM' after a 128-byte preamble."""
+    """DICOM Part 10 files carry 'DICM' after a 128-byte preamble (whatever their name)."""
     return len(data) >= 132 and data[128:132] == b"DICM"
+
+
+_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"II*\x00", b"MM\x00*", b"BM")
+
+
+def looks_like_image(head: bytes) -> bool:
+    """Whether the first 132 bytes of a file are those of a supported image (DICOM, JPEG, PNG,
+    TIFF, BMP, WebP): files are recognised by content, not by name (PACS exports have none)."""
+    return (
+        is_dicom(head) or head.startswith(_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+    )
+
+
+def sniff_file(path: str | Path) -> bool:
+    """``looks_like_image`` on the start of a regular file; False for anything unreadable."""
+    try:
+        fd, _ = _open_regular(Path(path), str(path), MAX_FILE_BYTES)
+    except ImageDecodeError:
+        return False
+    with os.fdopen(fd, "rb") as f:
+        try:
+            return looks_like_image(f.read(132))
+        except OSError:
+            return False
+
+
+class _DecodeBudget:
+    """A process-wide count of decoded bytes held at once: decodes wait their turn instead of
+    holding many large images together. One decode larger than the budget runs alone."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.used = 0
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def hold(self, nbytes: int):
+        nbytes = min(nbytes, self.limit)
+        with self._cond:
+            self._cond.wait_for(lambda: self.used + nbytes <= self.limit)
+            self.used += nbytes
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.used -= nbytes
+                self._cond.notify_all()
+
+
+decode_budget = _DecodeBudget(DECODE_BUDGET_BYTES)
+"""Shared by every decode in this process (CLI threads, API requests, app sessions)."""
+
+
+def _decoded_bytes(width: int, height: int, bytes_per_pixel: int) -> int:
+    # stored pixels, the float32 or uint8 working copy, and the 8-bit result
+    return width * height * (bytes_per_pixel + 2)
 
 
 def check_size(width: int, height: int, label: str, max_pixels: int) -> None:
@@ -65,9 +181,11 @@ def check_size(width: int, height: int, label: str, max_pixels: int) -> None:
 def open_image(fp, label: str, max_pixels: int) -> Image.Image:
     """``Image.open`` (header only) with each failure turned into an ImageDecodeError."""
     try:
-        return Image.open(fp)
+        return Image.open(fp, formats=FORMATS)
     except UnidentifiedImageError:
-        raise ImageDecodeError(label, "not an image (unknown or unsupported format)") from None
+        raise ImageDecodeError(
+            label, "not an image (unknown or unsupported format; JPEG, PNG or DICOM expected)"
+        ) from None
     except Image.DecompressionBombError:
         raise ImageDecodeError(label, f"image too large (over {max_pixels:,} pixels)") from None
     except Exception as exc:
@@ -76,11 +194,45 @@ def open_image(fp, label: str, max_pixels: int) -> Image.Image:
 
 def _to_uint8(array: np.ndarray) -> np.ndarray:
     """Stretch any numeric grey array to 0..255 over its own range (X-rays rarely use 16 bits)."""
-    array = array.astype(np.float32)
-    lo, hi = float(array.min()), float(array.max())
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        array = np.nan_to_num(array, nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = array.min(), array.max()
     if hi <= lo:
         return np.zeros(array.shape, dtype=np.uint8)
-    return np.clip((array - lo) * (255.0 / (hi - lo)) + 0.5, 0, 255).astype(np.uint8)
+    if array.dtype in (np.uint8, np.uint16, np.int8, np.int16):
+        # a lookup table: no float copy of a large 16-bit image
+        start = 0 if array.dtype.kind == "u" else int(lo)
+        values = np.arange(start, int(hi) + 1, dtype=np.float64)
+        lut = np.clip((values - float(lo)) * (255.0 / (float(hi) - float(lo))) + 0.5, 0, 255)
+        if start == 0:
+            return lut.astype(np.uint8)[array]
+        return lut.astype(np.uint8)[array.astype(np.int32) - start]
+    lo, hi = float(lo), float(hi)
+    out = np.asarray(array, dtype=np.float32) - np.float32(lo)
+    out *= np.float32(255.0 / (hi - lo))
+    out += np.float32(0.5)
+    return np.clip(out, 0, 255, out=out).astype(np.uint8)
+
+
+def _dicom_geometry(ds, label: str) -> tuple[int, int, int, int]:
+    """(columns, rows, frames, samples per pixel) of a DICOM data set, with a plain message
+    for files that hold no image (reports, header-only files) or a broken header."""
+    if "PixelData" not in ds:
+        kinds = [k for k in ("FloatPixelData", "DoubleFloatPixelData") if k in ds]
+        what = "float pixel data, which is not supported" if kinds else "no pixel data"
+        raise ImageDecodeError(label, f"DICOM file without an image ({what})")
+    missing = [k for k in ("Rows", "Columns") if ds.get(k) is None]
+    if missing:
+        raise ImageDecodeError(label, f"DICOM image header lacks {' and '.join(missing)}")
+    try:
+        return (
+            int(ds.Columns),
+            int(ds.Rows),
+            int(ds.get("NumberOfFrames") or 1),
+            int(ds.get("SamplesPerPixel") or 1),
+        )
+    except (TypeError, ValueError) as exc:
+        raise ImageDecodeError(label, f"DICOM image header is invalid ({exc})") from None
 
 
 def _decode_dicom(data: bytes, label: str, max_pixels: int) -> Image.Image:
@@ -91,22 +243,52 @@ def _decode_dicom(data: bytes, label: str, max_pixels: int) -> Image.Image:
         raise ImageDecodeError(label, "DICOM support needs pydicom: pip install pydicom") from exc
     try:
         ds = pydicom.dcmread(io.BytesIO(data))
-        check_size(int(ds.Columns), int(ds.Rows), label, max_pixels)
-        pixels = ds.pixel_array
-    except ImageDecodeError:
-        raise
     except Exception as exc:
-        raise ImageDecodeError(label, f"not a readable DICOM image ({exc})") from None
-    if pixels.ndim == 3 and pixels.shape[-1] in (3, 4):
-        pixels = pixels[..., :3].mean(axis=-1)
-    elif pixels.ndim != 2:
-        raise ImageDecodeError(label, f"DICOM pixel data of shape {pixels.shape} is not one image")
-    pixels = apply_modality_lut(pixels, ds)
-    pixels = apply_voi_lut(pixels, ds)
-    grey = _to_uint8(np.asarray(pixels))
+        raise ImageDecodeError(label, f"not a readable DICOM file ({_reason(exc)})") from None
+    width, height, frames, samples = _dicom_geometry(ds, label)
+    check_size(width, height, label, max_pixels)
+    if frames > 1:
+        check_size(width * frames, height, label, max_pixels)
+    bits = int(ds.get("BitsAllocated") or 16)
+    cost = _decoded_bytes(width * frames * samples, height, max(1, bits // 8)) * 4
+    with decode_budget.hold(cost):
+        try:
+            pixels = ds.pixel_array
+            if frames > 1 and pixels.ndim >= 3:
+                pixels = pixels[0]  # a multi-frame file: the first frame is the image
+            photometric = str(ds.get("PhotometricInterpretation", "")).upper()
+            if photometric == "PALETTE COLOR":
+                from pydicom.pixels import apply_color_lut
+
+                pixels = apply_color_lut(pixels, ds)
+                samples = 3
+            if pixels.ndim == 3 and pixels.shape[-1] in (3, 4):
+                pixels = pixels[..., :3].mean(axis=-1)
+            elif pixels.ndim != 2:
+                raise ImageDecodeError(
+                    label, f"DICOM pixel data of shape {pixels.shape} is not one image"
+                )
+            if samples == 1:
+                pixels = apply_modality_lut(pixels, ds)
+                pixels = apply_voi_lut(pixels, ds)
+        except ImageDecodeError:
+            raise
+        except Exception as exc:
+            raise ImageDecodeError(
+                label, f"cannot decode the DICOM pixels ({_reason(exc)})"
+            ) from None
+        grey = _to_uint8(np.asarray(pixels))
     if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         grey = 255 - grey  # MONOCHROME1 stores bright bone as low values
     return Image.fromarray(grey, mode="L")
+
+
+def _reason(exc: BaseException) -> str:
+    """A one-line reason from a library exception (type name when the message is empty)."""
+    text = " ".join(str(exc).split())
+    if len(text) > 200:
+        text = text[:197] + "..."
+    return text or type(exc).__name__
 
 
 def to_grey(img: Image.Image) -> Image.Image:
@@ -122,32 +304,53 @@ def to_grey(img: Image.Image) -> Image.Image:
     return img.convert("L")
 
 
+def _exif_upright(img: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation tag (phone photos of films are often stored sideways)."""
+    from PIL import ImageOps
+
+    try:
+        orientation = img.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 - broken EXIF must not stop the image itself
+        return img
+    if orientation in (2, 3, 4, 5, 6, 7, 8):
+        return ImageOps.exif_transpose(img)
+    return img
+
+
+_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "LA": 2, "I;16": 2, "I;16B": 2, "I;16L": 2}
+
+
 def load_grey(
     source: Source,
     *,
     name: str | None = None,
     draft_size: tuple[int, int] | None = None,
     max_pixels: int = MAX_PIXELS,
+    max_bytes: int = MAX_FILE_BYTES,
 ) -> Image.Image:
-    """Decode ``source`` (path or bytes) to an 8-bit grey PIL image.
+    """Decode ``source`` (path or bytes) to an 8-bit grey PIL image, upright (EXIF orientation).
 
     ``draft_size`` lets the JPEG decoder scale down by powers of two while decoding (much faster
-    for full-size originals); the result is never smaller than ``draft_size``.
-    Raises ImageDecodeError naming the file and the reason.
+    for full-size originals); the result is never smaller than ``draft_size``. Files are told
+    apart by content, not name. Raises ImageDecodeError naming the file and the reason.
     """
     label = _name(source, name)
-    data = read_bytes(source, label)
+    data = read_bytes(source, label, max_bytes)
     if is_dicom(data):
         return _decode_dicom(data, label, max_pixels)
     img = open_image(io.BytesIO(data), label, max_pixels)
     check_size(*img.size, label, max_pixels)
-    if draft_size is not None and img.format == "JPEG":
+    if draft_size is not None and img.format in ("JPEG", "MPO"):
         img.draft("L", draft_size)
-    try:
-        img.load()  # truncated files fail here (Pillow's default), never padded with grey
-    except Exception as exc:
-        raise ImageDecodeError(label, f"corrupt or truncated image ({exc})") from None
-    return to_grey(img)
+    width, height = img.size
+    cost = _decoded_bytes(width, height, _BYTES_PER_PIXEL.get(img.mode, 4))
+    with decode_budget.hold(cost):
+        try:
+            img.load()  # truncated files fail here (Pillow's default), never padded with grey
+            grey = to_grey(_exif_upright(img))
+        except Exception as exc:
+            raise ImageDecodeError(label, f"corrupt or truncated image ({_reason(exc)})") from None
+    return grey
 
 
 def load_image(source: Source, **kwargs) -> Image.Image:
@@ -191,22 +394,16 @@ def probe_image(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> ImageInfo:
     """
     label = str(path)
     path = Path(path)
+    fd, size = _open_regular(path, label, MAX_FILE_BYTES)
     try:
-        size = path.stat().st_size
-        if path.is_dir():
-            raise ImageDecodeError(label, "is a directory, not an image")
-        if size == 0:
-            raise ImageDecodeError(label, "empty file (0 bytes)")
-        with path.open("rb") as f:
+        with os.fdopen(fd, "rb") as f:
+            if size == 0:
+                raise ImageDecodeError(label, "empty file (0 bytes)")
             head = f.read(132)
             f.seek(max(0, size - _TAIL))
             tail = f.read()
-    except FileNotFoundError:
-        raise ImageDecodeError(label, "file not found") from None
-    except ImageDecodeError:
-        raise
     except OSError as exc:
-        raise ImageDecodeError(label, f"cannot read file ({exc.strerror})") from None
+        raise ImageDecodeError(label, f"cannot read file ({exc.strerror or exc})") from None
     if is_dicom(head):
         return _probe_dicom(path, label)
     with open_image(path, label, max_pixels) as img:
@@ -220,7 +417,8 @@ def _probe_dicom(path: Path, label: str) -> ImageInfo:
     try:
         import pydicom
 
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-        return ImageInfo("DICOM", int(ds.Columns), int(ds.Rows), str(ds.PhotometricInterpretation))
+        ds = pydicom.dcmread(path)
     except Exception as exc:
-        raise ImageDecodeError(label, f"not a readable DICOM image ({exc})") from None
+        raise ImageDecodeError(label, f"not a readable DICOM file ({_reason(exc)})") from None
+    width, height, _, _ = _dicom_geometry(ds, label)
+    return ImageInfo("DICOM", width, height, str(ds.get("PhotometricInterpretation", "?")))
