@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from pneumo.data.decode import is_dicom, load_grey, read_bytes, to_grey
+from pneumo.data.decode import FORMATS, is_dicom, load_grey, read_bytes, to_grey
 from pneumo.data.transforms import preprocess
 from pneumo.errors import PneumoError
 
@@ -71,27 +71,40 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+ASPECT_LIMIT = 4.0
+"""Images whose longer side is more than this many times the shorter one are flagged as out of
+distribution: chest films range from square to about 3:1 (the widest Kermany original)."""
+_CHROMA_SIDE = 64
+
+
 def colour_chroma(img: Image.Image) -> float:
-    """Mean distance from grey of a small copy of ``img`` (0 for grey modes)."""
+    """Mean distance from grey of pixels sampled from ``img`` (0 for grey modes). Sampled, not
+    averaged: a smoothed thumbnail turns colour noise grey."""
     if img.mode not in _COLOUR_MODES:
         return 0.0
-    small = img.copy()
-    small.thumbnail((64, 64))
-    ycc = np.asarray(small.convert("RGB").convert("YCbCr"), dtype=np.float32)
+    small = img.convert("RGB").resize((_CHROMA_SIDE, _CHROMA_SIDE), Image.Resampling.NEAREST)
+    ycc = np.asarray(small.convert("YCbCr"), dtype=np.float32)
     return float(np.hypot(ycc[..., 1] - 128.0, ycc[..., 2] - 128.0).mean())
 
 
+def aspect_ratio(size: tuple[int, int]) -> float:
+    """Longer side over shorter side (1 for a square)."""
+    width, height = size
+    return max(width, height) / max(1, min(width, height))
+
+
 def _source_chroma(raw: bytes) -> float:
-    """Chroma of an encoded image without a full decode: JPEGs are decoded at 1/8 scale, grey
-    files (most X-rays) stop after the header. Never raises: the grey decode vouched for it."""
+    """Chroma of an encoded image without a full decode: JPEGs are decoded at 1/2 to 1/8 scale,
+    grey files (most X-rays) stop after the header. Never raises: the grey decode vouched for
+    it."""
     try:
         if is_dicom(raw):
             return 0.0
-        with Image.open(io.BytesIO(raw)) as img:
+        with Image.open(io.BytesIO(raw), formats=FORMATS) as img:
             if img.mode not in _COLOUR_MODES:
                 return 0.0
-            if img.format == "JPEG":
-                img.draft("RGB", (64, 64))
+            if img.format in ("JPEG", "MPO"):
+                img.draft("RGB", (4 * _CHROMA_SIDE, 4 * _CHROMA_SIDE))
             return colour_chroma(img)
     except Exception:  # noqa: BLE001 - a chroma failure must not hide the prediction
         return 0.0
@@ -147,8 +160,10 @@ class Predictor(ABC):
         features: np.ndarray,
         names: list[str],
         chroma: list[float] | None = None,
+        aspect: list[float] | None = None,
     ) -> list[Prediction]:
-        """Turn one forward pass into Predictions: threshold, uncertain band, OOD flags."""
+        """Turn one forward pass into Predictions: threshold, uncertain band, OOD flags (far
+        features, a colour picture, or a shape no chest film has)."""
         meta = self.metadata
         probs = self.probabilities(logits)
         scores = self.ood_score(features)
@@ -161,6 +176,8 @@ class Predictor(ABC):
             score = None if scores is None else float(scores[i])
             ood = bool(score is not None and cutoff is not None and score > cutoff)
             if chroma is not None and chroma[i] > COLOUR_CHROMA_LIMIT:
+                ood = True
+            if aspect is not None and aspect[i] > ASPECT_LIMIT:
                 ood = True
             out.append(
                 Prediction(
@@ -177,16 +194,25 @@ class Predictor(ABC):
         return out
 
     def predict_arrays(
-        self, arrays: np.ndarray, names: list[str], chroma: list[float] | None = None
+        self,
+        arrays: np.ndarray,
+        names: list[str],
+        chroma: list[float] | None = None,
+        aspect: list[float] | None = None,
     ) -> list[Prediction]:
-        """Classify preprocessed inputs (N, 3, H, W), ``batch_size`` at a time."""
+        """Classify preprocessed inputs (N, 3, H, W), ``batch_size`` at a time; ``chroma`` and
+        ``aspect`` of the original images feed the out-of-distribution flag."""
         out: list[Prediction] = []
         for start in range(0, len(names), self.batch_size):
             stop = start + self.batch_size
             batch = np.ascontiguousarray(arrays[start:stop], dtype=np.float32)
             logits, features = self.forward(batch)
             out += self.postprocess(
-                logits, features, names[start:stop], None if chroma is None else chroma[start:stop]
+                logits,
+                features,
+                names[start:stop],
+                None if chroma is None else chroma[start:stop],
+                None if aspect is None else aspect[start:stop],
             )
         return out
 
@@ -200,23 +226,24 @@ class Predictor(ABC):
         if not images:
             return []
         chroma = [colour_chroma(img) for img in images]
+        aspect = [aspect_ratio(img.size) for img in images]
         arrays = np.stack([self.preprocess(to_grey(img)) for img in images])
-        return self.predict_arrays(arrays, names, chroma)
+        return self.predict_arrays(arrays, names, chroma, aspect)
 
-    def _load(self, source: str | Path | bytes, name: str) -> tuple[np.ndarray, float]:
+    def _load(self, source: str | Path | bytes, name: str) -> tuple[np.ndarray, float, float]:
         raw = read_bytes(source, name)  # read once: decoded to grey, then checked for colour
         img = load_grey(raw, name=name, draft_size=self.draft_size)
-        return self.preprocess(img), _source_chroma(raw)
+        return self.preprocess(img), _source_chroma(raw), aspect_ratio(img.size)
 
     def _predict_one(self, source: str | Path | bytes, name: str) -> list[Prediction]:
         try:
-            arr, chroma = self._load(source, name)
+            arr, chroma, aspect = self._load(source, name)
         except PneumoError as exc:
             return [Prediction(source=name, error=str(exc))]
         except Exception as exc:  # noqa: BLE001 - a bad file is an answer, not a crash
             log.warning("unexpected error decoding %s", name, exc_info=True)
             return [Prediction(source=name, error=f"{name}: {exc}")]
-        return self.predict_arrays(arr[None], [name], [chroma])
+        return self.predict_arrays(arr[None], [name], [chroma], [aspect])
 
     def iter_predict_sources(
         self, sources: list[str | Path | bytes], names: list[str] | None = None
@@ -249,11 +276,11 @@ class Predictor(ABC):
             fill()
             while pending:
                 chunk: list[Prediction | None] = []
-                arrays, chroma, slots, good_names = [], [], [], []
+                arrays, chroma, aspect, slots, good_names = [], [], [], [], []
                 while pending and len(chunk) < self.batch_size:
                     i, fut = pending.popleft()
                     try:
-                        arr, c = fut.result()
+                        arr, c, a = fut.result()
                     except PneumoError as exc:
                         chunk.append(Prediction(source=names[i], error=str(exc)))
                         continue
@@ -267,9 +294,10 @@ class Predictor(ABC):
                     chunk.append(None)
                     arrays.append(arr)
                     chroma.append(c)
+                    aspect.append(a)
                     good_names.append(names[i])
                 if arrays:
-                    preds = self.predict_arrays(np.stack(arrays), good_names, chroma)
+                    preds = self.predict_arrays(np.stack(arrays), good_names, chroma, aspect)
                     for slot, pred in zip(slots, preds, strict=True):
                         chunk[slot] = pred
                 yield chunk  # type: ignore[misc]

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pneumo.data.decode import DICOM_SUFFIXES, IMAGE_SUFFIXES
+from pneumo.data.decode import DICOM_SUFFIXES, IMAGE_SUFFIXES, sniff_file
 from pneumo.errors import PneumoError
 from pneumo.progress import progress_bar
 
@@ -67,6 +67,27 @@ class PredictSummary:
     """The merged output, when this process merged the shards."""
 
 
+@dataclass(frozen=True)
+class Input:
+    """One input as the user named it (or as found in a folder), or why it has no image."""
+
+    path: str
+    """File path (or the folder, CSV list ... the error is about)."""
+    error: str | None = None
+    """Set when there is nothing to decode: an empty folder, an unreadable folder."""
+
+
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(32), 127)}
+
+
+def printable(text: str) -> str:
+    """``text`` with bytes that are not UTF-8 (file names are bytes on Linux) and control
+    characters (NUL, newline, terminal escapes) written as ``\\xff`` escapes, so that it can go
+    to a UTF-8 CSV, JSON, terminal or log as one line."""
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return text.translate(_CONTROL)
+
+
 def _read_csv_list(path: Path) -> list[str]:
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
@@ -74,49 +95,80 @@ def _read_csv_list(path: Path) -> list[str]:
             fields = [c.strip().lower() for c in reader.fieldnames or []]
             if "path" not in fields:
                 raise PneumoError(
-                    f"{path}: a CSV of inputs needs a 'path' column (found: {', '.join(fields) or 'no header'})"
+                    f"{printable(str(path))}: a CSV of inputs needs a 'path' column "
+                    f"(found: {', '.join(fields) or 'no header'})"
                 )
             key = (reader.fieldnames or [])[fields.index("path")]
-            rows = [row[key].strip() for row in reader if row.get(key) and row[key].strip()]
+            rows = [
+                row[key].strip()
+                for row in reader
+                if isinstance(row.get(key), str) and row[key].strip()
+            ]
     except UnicodeDecodeError:
-        raise PneumoError(f"{path}: not a UTF-8 text CSV") from None
+        raise PneumoError(f"{printable(str(path))}: not a UTF-8 text CSV") from None
+    except csv.Error as exc:
+        raise PneumoError(f"{printable(str(path))}: not a readable CSV ({exc})") from None
+    except OSError as exc:
+        raise PneumoError(f"{printable(str(path))}: cannot read ({exc.strerror or exc})") from None
     # relative paths in a list are relative to the list, so lists can travel with their images
     return [p if Path(p).is_absolute() else str(path.parent / p) for p in rows]
 
 
-def collect_inputs(paths: list[str | Path]) -> list[str]:
-    """Expand files, folders (recursively: JPEG, PNG, DICOM) and CSV lists with a ``path``
-    column into one ordered list. Missing files stay in the list so they get an error row."""
-    out: list[str] = []
+def _scan_folder(folder: Path) -> list[Input]:
+    """Images under ``folder`` (recursively, symlinked folders not followed): files named like
+    an image (kept even when unreadable, so they get an error row) and files of any name whose
+    content is an image (DICOM exports are often named ``IM000001``)."""
+    found: list[Input] = []
+    problems: list[Input] = []
+
+    def unreadable(exc: OSError) -> None:
+        where = printable(str(exc.filename or folder))
+        problems.append(Input(where, f"{where}: cannot list folder ({exc.strerror or exc})"))
+
+    for root, _dirs, files in os.walk(folder, onerror=unreadable):
+        for name in files:
+            path = os.path.join(root, name)
+            if Path(name).suffix.lower() in INPUT_SUFFIXES or sniff_file(path):
+                found.append(Input(path))
+    found.sort(key=lambda x: x.path)
+    if not found and not problems:
+        shown = printable(str(folder))
+        return [
+            Input(
+                str(folder),
+                f"{shown}: no images found in this folder (JPEG, PNG or DICOM, any file name)",
+            )
+        ]
+    return found + problems
+
+
+def collect_inputs(paths: list[str | Path]) -> list[Input]:
+    """Expand files, folders (recursively: JPEG, PNG, DICOM, recognised by content) and CSV
+    lists with a ``path`` column into one ordered list. Every input the user named appears:
+    missing files and empty folders stay in the list with their error."""
+    out: list[Input] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found = sorted(
-                str(p)
-                for p in path.rglob("*")
-                if p.is_file() and p.suffix.lower() in INPUT_SUFFIXES
-            )
-            if not found:
-                log.warning("%s: no images found (looked for %s)", path, ", ".join(INPUT_SUFFIXES))
-            out += found
+            out += _scan_folder(path)
         elif path.suffix.lower() == ".csv" and path.is_file():
-            out += _read_csv_list(path)
+            out += [Input(p) for p in _read_csv_list(path)]
         else:
-            out.append(str(path))
+            out.append(Input(str(raw)))
     return out
 
 
 def _rows(preds) -> list[dict]:
     return [
         {
-            "path": p.source,
+            "path": printable(p.source),
             "class": p.label,
             "probability": None if p.probability is None else round(p.probability, 6),
             "confidence": None if p.confidence is None else round(p.confidence, 6),
             "uncertain": p.uncertain if p.error is None else None,
             "ood": p.ood if p.error is None else None,
             "ood_score": None if p.ood_score is None else round(p.ood_score, 4),
-            "error": p.error,
+            "error": None if p.error is None else printable(p.error),
         }
         for p in preds
     ]
@@ -143,11 +195,13 @@ def write_rows(rows: list[dict], output: Path | None) -> None:
         for row in rows:
             writer.writerow({k: "" if v is None else v for k, v in row.items()})
     if output is None:
-        sys.stdout.write(buf.getvalue())
+        text = buf.getvalue()
+        encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+        sys.stdout.write(text.encode(encoding, "backslashreplace").decode(encoding))
         return
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + f".{os.getpid()}.tmp")
-    tmp.write_text(buf.getvalue(), encoding="utf-8")
+    tmp.write_text(buf.getvalue(), encoding="utf-8", errors="backslashreplace")
     os.replace(tmp, output)  # readers (the merging rank) never see half a file
 
 
@@ -168,8 +222,9 @@ def _done_path(output: Path, rank: int) -> Path:
     return output.with_name(f"{output.stem}.rank{rank}.done.json")
 
 
-def _inputs_digest(inputs: list[str]) -> str:
-    return hashlib.sha256("\n".join(inputs).encode()).hexdigest()
+def _inputs_digest(inputs: list[Input]) -> str:
+    text = "\n".join(i.path for i in inputs)
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def merge_shards(
@@ -253,8 +308,13 @@ def predict_files(
     n-th input and writes OUT.rank{i}.csv; rank 0 merges the parts into OUT when all are done
     (or run `pneumo predict --merge --output OUT` later).
     """
+    from pneumo.inference.base import Prediction
     from pneumo.inference.engine import load_predictor
 
+    if batch_size < 1:
+        raise PneumoError(f"batch size must be at least 1, got {batch_size}")
+    if threads is not None and threads < 1:
+        raise PneumoError(f"threads must be at least 1, got {threads}")
     sh = Shard.parse(shard)
     output = Path(output) if output is not None else None
     if output is not None:
@@ -274,12 +334,18 @@ def predict_files(
         local = int(os.environ.get("LOCAL_WORLD_SIZE", sh.world))
         threads = max(1, default_threads() // local)
     predictor = load_predictor(model, backend=backend, threads=threads, batch_size=batch_size)
-    preds = []
+    preds: list = [
+        None if x.error is None else Prediction(source=x.path, error=x.error) for x in mine
+    ]
+    todo = [i for i, x in enumerate(mine) if x.error is None]
+    slots = iter(todo)
     with progress_bar(
         len(mine), "predict", enabled=progress and bool(mine), transient=True
     ) as advance:
-        for chunk in predictor.iter_predict_sources(mine):
-            preds += chunk
+        advance(len(mine) - len(todo))
+        for chunk in predictor.iter_predict_sources([mine[i].path for i in todo]):
+            for pred in chunk:
+                preds[next(slots)] = pred
             advance(len(chunk))
     errors = sum(p.error is not None for p in preds)
     rows = _rows(preds)
