@@ -26,7 +26,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand. Whatever goes wrong ends in one line on stderr and an exit status,
+    never a traceback (``-v`` logs the traceback for bug reports)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -35,14 +42,35 @@ def main(argv: list[str] | None = None) -> int:
     )
     from pneumo.errors import PneumoError
 
+    log = logging.getLogger("pneumo.cli")
     try:
         return int(args.func(args) or 0)
     except PneumoError as exc:
-        print(f"error: {exc}", file=sys.stderr)  # noqa: T201
+        print(f"error: {_one_line(exc)}", file=sys.stderr)  # noqa: T201
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)  # noqa: T201
         return 130
+    except (ValueError, TypeError) as exc:
+        # settings dataclasses check the values given on the command line with ValueError
+        log.debug("invalid argument", exc_info=True)
+        print(f"error: invalid argument: {_one_line(exc)}", file=sys.stderr)  # noqa: T201
+        return 2
+    except MemoryError:
+        print("error: out of memory (try a smaller --batch-size)", file=sys.stderr)  # noqa: T201
+        return 1
+    except OSError as exc:
+        log.debug("system error", exc_info=True)
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: {exc.strerror or _one_line(exc)}{where}", file=sys.stderr)  # noqa: T201
+        return 1
+    except Exception as exc:  # noqa: BLE001 - a bug still ends in one line, not a traceback
+        log.debug("unexpected error", exc_info=True)
+        print(  # noqa: T201
+            f"error: {type(exc).__name__}: {_one_line(exc)} (run with -v for the details)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":
