@@ -1,0 +1,85 @@
+"""`pneumo app` stops its Streamlit server on SIGTERM (service managers, containers), on Ctrl+C,
+and when it is killed outright."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+# a stand-in for `pneumo app`: run_app's own supervision around a long-running child
+LAUNCHER = """
+import subprocess, sys
+from pneumo.app.launch import _die_with_parent, supervise
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
+                         preexec_fn=_die_with_parent)
+print(child.pid, flush=True)
+sys.exit(supervise(child, grace_s=5))
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (exited, not yet reaped by its parent) counts as stopped
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def _start() -> tuple[subprocess.Popen, int]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LAUNCHER],
+        env=dict(os.environ, PYTHONPATH=str(SRC)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    child = int(proc.stdout.readline())
+    assert _alive(child)
+    return proc, child
+
+
+def _wait_gone(pid: int, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize(
+    ("sig", "code"), [(signal.SIGTERM, 128 + signal.SIGTERM), (signal.SIGINT, 130)]
+)
+def test_signal_to_the_launcher_stops_the_server(sig, code):
+    proc, child = _start()
+    try:
+        proc.send_signal(sig)
+        assert proc.wait(timeout=30) == code, proc.stderr.read()
+        assert _wait_gone(child), "the server outlived `pneumo app`"
+        assert "Traceback" not in proc.stderr.read()
+    finally:
+        if _alive(child):
+            os.kill(child, signal.SIGKILL)
+
+
+def test_server_dies_with_a_killed_launcher():
+    proc, child = _start()
+    try:
+        proc.kill()  # kill -9: no handler runs; the kernel tells the child (Linux)
+        proc.wait(timeout=30)
+        assert _wait_gone(child)
+    finally:
+        if _alive(child):
+            os.kill(child, signal.SIGKILL)
