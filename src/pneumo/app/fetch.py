@@ -64,11 +64,29 @@ class Fetched:
     """A file name for the records: the last path segment, or the host."""
 
 
-def check_address(ip: str, policy: FetchPolicy) -> None:
-    """Refuse any address that is not plainly public."""
-    addr = ipaddress.ip_address(ip.split("%", 1)[0])
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
+_NAT64 = (
+    ipaddress.ip_network("64:ff9b::/96"),  # the well-known NAT64 prefix (RFC 6052)
+    ipaddress.ip_network("64:ff9b:1::/48"),  # local-use NAT64 (RFC 8215)
+)
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # deprecated ::a.b.c.d
+
+
+def embedded_ipv4(addr: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries and may be routed to: IPv4-mapped and
+    -compatible, 6to4 (2002::/16), Teredo (2001::/32: server and client) and NAT64."""
+    found = []
+    if addr.ipv4_mapped is not None:
+        found.append(addr.ipv4_mapped)
+    if addr.sixtofour is not None:
+        found.append(addr.sixtofour)
+    if addr.teredo is not None:
+        found.extend(addr.teredo)
+    if any(addr in net for net in _NAT64) or (addr in _IPV4_COMPATIBLE and int(addr) > 1):
+        found.append(ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF))
+    return found
+
+
+def _refuse_unless_public(addr, policy: FetchPolicy, shown: str) -> None:
     if addr.is_loopback and policy.allow_loopback:
         return
     if not addr.is_global or addr.is_multicast or addr.is_reserved or addr.is_unspecified:
@@ -83,7 +101,23 @@ def check_address(ip: str, policy: FetchPolicy) -> None:
             if addr.is_private
             else "reserved or non-public"
         )
-        raise FetchError(f"refused: {addr} is a {kind} address; only public hosts can be fetched")
+        raise FetchError(f"refused: {shown} is a {kind} address; only public hosts can be fetched")
+
+
+def check_address(ip: str, policy: FetchPolicy) -> None:
+    """Refuse any address that is not plainly public, and any IPv6 address whose embedded IPv4
+    address (mapped, 6to4, Teredo, NAT64) is not: each form can reach that IPv4 host."""
+    try:
+        addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        raise FetchError(f"refused: {ip!r} is not an IP address") from None
+    if isinstance(addr, ipaddress.IPv6Address):
+        inner = embedded_ipv4(addr)
+        if addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
+        for v4 in inner:
+            _refuse_unless_public(v4, policy, f"{v4} (inside {ip})")
+    _refuse_unless_public(addr, policy, str(addr))
 
 
 def resolve(host: str, port: int, policy: FetchPolicy) -> str:
