@@ -26,15 +26,31 @@ def get_predictor(request: Request) -> Predictor:
 
 
 def require_api_key(
+    request: Request,
     key: Annotated[str | None, Depends(api_key_header)],
     settings: Annotated[ApiSettings, Depends(get_settings)],
 ) -> None:
-    """401 unless the X-API-Key header matches the configured key (constant-time)."""
+    """401 unless the X-API-Key header matches the configured key (constant-time); 400 when
+    the header comes several times (proxies and frameworks disagree on which one counts)."""
     if settings.api_key is None:
         return
+    if len(request.headers.getlist("x-api-key")) > 1:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST, "several X-API-Key headers: send exactly one"
+        )
     if key is None or not hmac.compare_digest(key.encode(), settings.api_key.encode()):
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "missing or invalid API key (header X-API-Key)",
             headers={"WWW-Authenticate": "APIKey"},
         )
+
+
+def require_docs_access(
+    request: Request,
+    key: Annotated[str | None, Depends(api_key_header)],
+    settings: Annotated[ApiSettings, Depends(get_settings)],
+) -> None:
+    """The API key check for /docs, /redoc and /openapi.json unless they are public."""
+    if not settings.public_docs:
+        require_api_key(request, key, settings)

@@ -6,11 +6,13 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import JSONResponse
 
 from pneumo import __version__
+from pneumo.api.deps import require_docs_access
 from pneumo.api.routers import meta, predict
 from pneumo.api.settings import ApiSettings
 from pneumo.errors import PneumoError
@@ -20,6 +22,22 @@ log = logging.getLogger(__name__)
 
 class BodyTooLarge(Exception):
     pass
+
+
+class NoQueryStrings(logging.Filter):
+    """Drops query strings from uvicorn's access log lines: they can carry names or tokens."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            record.args = (*args[:2], args[2].split("?", 1)[0], *args[3:])
+        return True
+
+
+def _quiet_access_log() -> None:
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, NoQueryStrings) for f in access.filters):
+        access.addFilter(NoQueryStrings())
 
 
 class BodySizeLimit:
@@ -80,6 +98,10 @@ class BodySizeLimit:
 def create_app(settings: ApiSettings | None = None, predictor=None) -> FastAPI:
     """The API app. ``predictor`` (already loaded) skips loading, for tests and embedding."""
     settings = settings or ApiSettings.from_env()
+    from pneumo.data.decode import decode_budget
+
+    decode_budget.limit = int(settings.decode_budget_mb * 1024 * 1024)
+    _quiet_access_log()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -111,8 +133,26 @@ def create_app(settings: ApiSettings | None = None, predictor=None) -> FastAPI:
         version=__version__,
         summary="Pneumonia detection on pediatric chest X-rays (research use only).",
         lifespan=lifespan,
+        # served below, behind the API key unless PNEUMO_PUBLIC_DOCS=1
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.settings = settings
+    docs_guard = [Depends(require_docs_access)]
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=docs_guard)
+    async def openapi_schema() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=docs_guard)
+    async def swagger_ui():
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="pneumo API")
+
+    @app.get("/redoc", include_in_schema=False, dependencies=docs_guard)
+    async def redoc():
+        return get_redoc_html(openapi_url="/openapi.json", title="pneumo API")
+
     app.state.predictor = None
     app.include_router(meta.router)
     app.include_router(predict.router)

@@ -37,9 +37,14 @@ def serve(
     """Serve the REST API: POST /v1/predict (multipart field `files`: JPEG, PNG or DICOM),
     GET /v1/health, GET /v1/model; OpenAPI at /openapi.json and docs at /docs.
 
-    Settings come from the environment: PNEUMO_API_KEY (then the X-API-Key header is required),
-    PNEUMO_MAX_UPLOAD_MB (request size cap, default 20), PNEUMO_MODEL, PNEUMO_BACKEND,
-    PNEUMO_THREADS. Each worker process loads the model once; threads are split between them.
+    Settings come from the environment: PNEUMO_API_KEY (then the X-API-Key header is required,
+    exactly once, on everything but /v1/health; /docs, /redoc and /openapi.json too unless
+    PNEUMO_PUBLIC_DOCS=1), PNEUMO_MAX_UPLOAD_MB (request size cap, default 20),
+    PNEUMO_MAX_PIXELS and PNEUMO_MAX_REQUEST_PIXELS (decoded pixels per image, default 40
+    million, and per request, default 160 million, read from the headers before decoding),
+    PNEUMO_DECODE_BUDGET_MB (memory for concurrent decodes, default 1536), PNEUMO_MODEL,
+    PNEUMO_BACKEND, PNEUMO_THREADS. Each worker process loads the model once; threads are split
+    between them. Access logs leave out query strings.
     """
     _maybe_reexec_with_jemalloc()
     import uvicorn

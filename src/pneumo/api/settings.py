@@ -25,6 +25,18 @@ class ApiSettings:
     """Inference backend, onnx or torch (PNEUMO_BACKEND)."""
     threads: int | None = None
     """Intra-op threads per process (PNEUMO_THREADS); None means cores / workers."""
+    max_pixels: int = 40_000_000
+    """Most decoded pixels per image (PNEUMO_MAX_PIXELS), read from the header before decoding:
+    a small PNG can claim 7700x7700 16-bit pixels. Larger images get an error of their own."""
+    max_request_pixels: int = 160_000_000
+    """Most decoded pixels per request, all files together (PNEUMO_MAX_REQUEST_PIXELS); files
+    beyond it get an error and can be sent again in another request."""
+    decode_budget_mb: float = 1536.0
+    """Memory all concurrent decodes of a process may hold, in MiB (PNEUMO_DECODE_BUDGET_MB);
+    decodes beyond it wait their turn."""
+    public_docs: bool = False
+    """With an API key set, /docs, /redoc and /openapi.json need the key too, unless this is
+    true (PNEUMO_PUBLIC_DOCS=1). Without a key everything is open anyway."""
 
     def __post_init__(self):
         if self.api_key is not None and len(self.api_key) < 8:
@@ -39,6 +51,14 @@ class ApiSettings:
             raise PneumoError(f"PNEUMO_BACKEND must be onnx or torch, got {self.backend!r}")
         if self.threads is not None and self.threads < 1:
             raise PneumoError(f"PNEUMO_THREADS must be >= 1, got {self.threads}")
+        if not 16 * 16 <= self.max_pixels <= 500_000_000:
+            raise PneumoError(f"PNEUMO_MAX_PIXELS must be in 256..500000000, got {self.max_pixels}")
+        if self.max_request_pixels < self.max_pixels:
+            raise PneumoError("PNEUMO_MAX_REQUEST_PIXELS must be at least PNEUMO_MAX_PIXELS")
+        if not 64 <= self.decode_budget_mb <= 1024 * 1024:
+            raise PneumoError(
+                f"PNEUMO_DECODE_BUDGET_MB must be at least 64, got {self.decode_budget_mb}"
+            )
 
     @property
     def max_upload_bytes(self) -> int:
@@ -56,6 +76,18 @@ class ApiSettings:
                 return kind(value)
             except ValueError:
                 raise PneumoError(f"{name} must be a number, got {value!r}") from None
+            except OverflowError:
+                raise PneumoError(f"{name} is out of range: {value!r}") from None
+
+        def flag(name: str, default: bool) -> bool:
+            value = env.get(name, "").strip().lower()
+            if not value:
+                return default
+            if value in ("1", "true", "yes", "on"):
+                return True
+            if value in ("0", "false", "no", "off"):
+                return False
+            raise PneumoError(f"{name} must be 1 or 0 (true or false), got {value!r}")
 
         model = env.get("PNEUMO_MODEL", "").strip()
         return cls(
@@ -65,4 +97,8 @@ class ApiSettings:
             model_dir=Path(model) if model else None,
             backend=env.get("PNEUMO_BACKEND", "").strip() or cls.backend,
             threads=number("PNEUMO_THREADS", int, None),
+            max_pixels=number("PNEUMO_MAX_PIXELS", int, cls.max_pixels),
+            max_request_pixels=number("PNEUMO_MAX_REQUEST_PIXELS", int, cls.max_request_pixels),
+            decode_budget_mb=number("PNEUMO_DECODE_BUDGET_MB", float, cls.decode_budget_mb),
+            public_docs=flag("PNEUMO_PUBLIC_DOCS", cls.public_docs),
         )

@@ -353,6 +353,26 @@ def load_grey(
     return grey
 
 
+def header_pixels(data: bytes) -> int:
+    """How many pixels ``data`` will decode to, from its header alone (all frames of a DICOM);
+    0 when the header cannot be read (decoding then says why). Lets a server refuse memory
+    bombs, small files that decode to huge images, before decoding anything."""
+    try:
+        if is_dicom(data):
+            import pydicom
+
+            ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+            frames = int(ds.get("NumberOfFrames") or 1)
+            return int(ds.get("Rows") or 0) * int(ds.get("Columns") or 0) * max(1, frames)
+        with Image.open(io.BytesIO(data), formats=FORMATS) as img:
+            width, height = img.size
+            return width * height
+    except Image.DecompressionBombError:
+        return 2**62
+    except Exception:  # noqa: BLE001 - unreadable headers are reported by the decoder
+        return 0
+
+
 def load_image(source: Source, **kwargs) -> Image.Image:
     """Decode ``source`` to a 3-channel RGB image with R = G = B (what the backbones expect)."""
     return load_grey(source, **kwargs).convert("RGB")

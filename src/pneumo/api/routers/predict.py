@@ -11,7 +11,8 @@ from fastapi.responses import JSONResponse
 from pneumo.api.deps import get_predictor, get_settings, require_api_key
 from pneumo.api.schemas import ErrorResponse, PredictionOut, PredictResponse
 from pneumo.api.settings import ApiSettings
-from pneumo.inference.base import Predictor
+from pneumo.data.decode import header_pixels
+from pneumo.inference.base import Prediction, Predictor
 
 router = APIRouter(prefix="/v1", tags=["predict"])
 
@@ -43,7 +44,7 @@ async def predict(
         datas.append(await upload.read())
         names.append(upload.filename or f"file{i}")
     # decoding and the forward pass block: keep them off the event loop
-    preds = await run_in_threadpool(predictor.predict_sources, datas, names)
+    preds = await run_in_threadpool(_predict_within_limits, predictor, datas, names, settings)
     body = PredictResponse(
         model=predictor.metadata.backbone,
         results=[
@@ -56,3 +57,38 @@ async def predict(
     if all(p.error is not None for p in preds):
         return JSONResponse(body.model_dump(), status_code=422)
     return body
+
+
+def _predict_within_limits(
+    predictor: Predictor, datas: list[bytes], names: list[str], settings: ApiSettings
+) -> list[Prediction]:
+    """Decode and classify only the files whose headers fit the per-image and per-request pixel
+    limits; the others get an error of their own, in upload order, without being decoded."""
+    out: list[Prediction | None] = [None] * len(datas)
+    todo: list[int] = []
+    total = 0
+    for i, data in enumerate(datas):
+        pixels = header_pixels(data)  # 0: unreadable header, the decoder says why
+        if pixels > settings.max_pixels:
+            out[i] = Prediction(
+                source=names[i],
+                error=f"{names[i]}: image too large ({_mpx(pixels)} pixels when decoded; the "
+                f"limit is {_mpx(settings.max_pixels)} per image)",
+            )
+        elif total + pixels > settings.max_request_pixels:
+            out[i] = Prediction(
+                source=names[i],
+                error=f"{names[i]}: not decoded, the request is over its limit of "
+                f"{_mpx(settings.max_request_pixels)} pixels; send this file in another request",
+            )
+        else:
+            total += pixels
+            todo.append(i)
+    preds = predictor.predict_sources([datas[i] for i in todo], [names[i] for i in todo])
+    for i, pred in zip(todo, preds, strict=True):
+        out[i] = pred
+    return out  # type: ignore[return-value]
+
+
+def _mpx(pixels: int) -> str:
+    return f"{pixels / 1e6:,.1f} M"
