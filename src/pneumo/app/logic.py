@@ -271,14 +271,17 @@ def _store(results, name, code, version, session_factory, session_id, user) -> N
     from sqlalchemy.exc import SQLAlchemyError
 
     from pneumo.storage import repository as repo
+    from pneumo.storage.db import describe_db_error
 
     stored = 0
     with session_factory() as s:
         try:
             patient = repo.get_or_create_patient(s, name=name, patient_code=code)
             s.commit()
-        except SQLAlchemyError:
-            log.exception("cannot store the patient (session %s)", session_id[:8])
+        except SQLAlchemyError as exc:
+            log.error(
+                "cannot store the patient (session %s): %s", session_id[:8], describe_db_error(exc)
+            )
             s.rollback()
             for res in results:
                 if res.prediction is not None:
@@ -306,8 +309,10 @@ def _store(results, name, code, version, session_factory, session_id, user) -> N
                 s.commit()
                 res.record_id = rec.id
                 stored += 1
-            except SQLAlchemyError:
-                log.exception("cannot store a record (session %s)", session_id[:8])
+            except SQLAlchemyError as exc:
+                log.error(
+                    "cannot store a record (session %s): %s", session_id[:8], describe_db_error(exc)
+                )
                 s.rollback()
                 res.store_error = "not saved: database error"
         try:
@@ -321,8 +326,12 @@ def _store(results, name, code, version, session_factory, session_id, user) -> N
                 detail=f"{stored} stored, {errors} failed",
             )
             s.commit()
-        except SQLAlchemyError:
-            log.exception("cannot write the audit row (session %s)", session_id[:8])
+        except SQLAlchemyError as exc:
+            log.error(
+                "cannot write the audit row (session %s): %s",
+                session_id[:8],
+                describe_db_error(exc),
+            )
             s.rollback()
 
 

@@ -241,7 +241,7 @@ class Predictor(ABC):
         except PneumoError as exc:
             return [Prediction(source=name, error=str(exc))]
         except Exception as exc:  # noqa: BLE001 - a bad file is an answer, not a crash
-            log.warning("unexpected error decoding %s", name, exc_info=True)
+            log.warning("unexpected error decoding an image", exc_info=True)  # no name: PHI
             return [Prediction(source=name, error=f"{name}: {exc}")]
         return self.predict_arrays(arr[None], [name], [chroma], [aspect])
 
@@ -285,7 +285,7 @@ class Predictor(ABC):
                         chunk.append(Prediction(source=names[i], error=str(exc)))
                         continue
                     except Exception as exc:  # noqa: BLE001 - one bad file must not stop the rest
-                        log.warning("unexpected error decoding %s", names[i], exc_info=True)
+                        log.warning("unexpected error decoding an image", exc_info=True)
                         chunk.append(Prediction(source=names[i], error=f"{names[i]}: {exc}"))
                         continue
                     finally:

@@ -51,15 +51,59 @@ def redact(url: str) -> str:
         return "<unparsable database URL>"
 
 
+def describe_db_error(exc: BaseException) -> str:
+    """A one-line description of a database error that is safe to log: the error classes only.
+    The message itself is not: it can quote the SQL parameters or, on PostgreSQL, the values
+    of a failing row (``DETAIL: Key (name)=(...)``), patient names included."""
+    orig = getattr(exc, "orig", None)
+    kind = type(exc).__name__
+    return f"{kind} ({type(orig).__name__})" if orig is not None else kind
+
+
+class HideDatabaseDetails(logging.Filter):
+    """Drops the text and traceback of database errors from log records (they can hold patient
+    names); the record keeps its own message and names the error class."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and _is_database_error(exc):
+            record.msg = f"{record.getMessage()} [{describe_db_error(exc)}; details hidden]"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _is_database_error(exc: BaseException) -> bool:
+    return any(
+        cls.__module__.startswith(("sqlalchemy", "sqlite3", "psycopg", "pymysql", "alembic"))
+        for cls in type(exc).__mro__
+    )
+
+
+REDACTED_LOGGERS = ("pneumo", "pneumo.app.logic", "pneumo.storage.db", "sqlalchemy.engine")
+"""Loggers that get ``HideDatabaseDetails`` (filters act on records made by their own logger)."""
+
+
+def install_log_redaction() -> None:
+    """Add ``HideDatabaseDetails`` to the loggers that report database work (idempotent)."""
+    for name in REDACTED_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, HideDatabaseDetails) for f in logger.filters):
+            logger.addFilter(HideDatabaseDetails())
+
+
 def create_db_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite gets foreign keys on and a busy timeout so that several
-    app sessions can write at once."""
+    app sessions can write at once. SQL parameters (patient names) never appear in error
+    messages or logs (``hide_parameters``)."""
     from sqlalchemy import create_engine, event
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+    install_log_redaction()
     try:
         if url.startswith("sqlite"):
-            engine = create_engine(url, connect_args={"timeout": 30})
+            engine = create_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
 
             @event.listens_for(engine, "connect")
             def _sqlite_pragmas(dbapi_conn, _record):  # pragma: no cover - trivial
@@ -68,7 +112,7 @@ def create_db_engine(url: str) -> Engine:
                 cursor.close()
 
         else:
-            engine = create_engine(url, pool_pre_ping=True)
+            engine = create_engine(url, pool_pre_ping=True, hide_parameters=True)
     except (ArgumentError, NoSuchModuleError, ImportError) as exc:
         raise StorageError(f"cannot use database {redact(url)}: {exc}") from None
     return engine
@@ -87,7 +131,9 @@ def migrate(engine: Engine, revision: str = "head") -> None:
             config.attributes["connection"] = connection
             command.upgrade(config, revision)
     except SQLAlchemyError as exc:
-        raise StorageError(f"cannot migrate database {redact(str(engine.url))}: {exc}") from None
+        raise StorageError(
+            f"cannot migrate database {redact(str(engine.url))}: {describe_db_error(exc)}"
+        ) from None
     log.info("database %s is at revision %s", redact(str(engine.url)), revision)
 
 
