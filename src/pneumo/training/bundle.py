@@ -63,7 +63,7 @@ def reproduce_command(cfg: TrainConfig, data: str = "../shared/data/chest_xray")
             args += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
     if not cfg.freeze_bn:
         args.append("--train-bn")
-    args += ["--data", data, "--output", "runs/bundled"]
+    args += ["--data", data, "--output", str(cfg.output)]
     return " ".join(shlex.quote(a) for a in args)
 
 
@@ -283,12 +283,18 @@ def model_card(run_dir: Path, dest: Path, figures: dict) -> str:
     variant = meta.training.get("variant")
     lines += ["## Reproduce", "", "```bash", reproduce_command(cfg)]
     if variant:
-        export = ["pneumo", "variants", "runs/bundled"]
+        for soup_run in variant["soup_runs"]:
+            config = Path(soup_run) / "config.json"
+            if config.is_file():
+                lines.append(
+                    reproduce_command(TrainConfig.from_dict(json.loads(config.read_text())))
+                )
+        export = ["pneumo", "variants", str(cfg.output)]
         for soup_run in variant["soup_runs"]:
             export += ["--soup", soup_run]
         export += ["--export", variant["name"]]
         lines.append(" ".join(shlex.quote(a) for a in export))
-    lines += [f"pneumo bundle runs/bundled --dest {dest}", "```", ""]
+    lines += [f"pneumo bundle {shlex.quote(str(cfg.output))} --dest {dest}", "```", ""]
     return "\n".join(lines)
 
 
