@@ -244,6 +244,19 @@ def dicom(
     return buf.getvalue()
 
 
+def deflate_bomb(inflated_mib: int = 300) -> bytes:
+    """A deflated DICOM whose data set inflates to ``inflated_mib`` MiB of zeros."""
+    import zlib
+
+    good = dicom(syntax="DeflatedExplicitVRLittleEndian")
+    assert good[132:138] == b"\x02\x00\x00\x00UL"  # (0002,0000) file meta group length
+    meta_end = 144 + struct.unpack_from("<I", good, 140)[0]
+    packer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    zeros = bytes(1 << 20)
+    body = b"".join(packer.compress(zeros) for _ in range(inflated_mib)) + packer.flush()
+    return good[:meta_end] + body
+
+
 def _window(ds) -> None:
     ds.WindowCenter, ds.WindowWidth = 2400, 2400  # a window inside the data range
 
@@ -349,6 +362,7 @@ CASES: list[Case] = [
     Case("dicom-no-rows", "norows.dcm", "error", _dicom(drop=("Rows",))),
     Case("dicom-short-pixels", "short.dcm", "error", _dicom(truncate_pixels=True)),
     Case("dicom-huge-header", "huge.dcm", "error", _dicom(rows=65535)),
+    Case("dicom-deflate-bomb", "bomb.dcm", "error", _bytes(lambda: deflate_bomb())),
     Case("dicom-garbage", "garbage.dcm", "error", _bytes(b"\0" * 128 + b"DICM" + os.urandom(200))),
     # special files: refused without reading or blocking
     Case("fifo", "pipe.jpeg", "error", _fifo, special=True),

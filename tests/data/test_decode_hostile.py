@@ -147,3 +147,20 @@ def test_unreadable_file_names_are_reported(tmp_path):
     with pytest.raises(ImageDecodeError, match="invalid file name"):
         read_bytes("bad\0name.jpeg", "bad name")
     assert not os.path.exists(tmp_path / "nothing")
+
+
+def test_deflated_dicom_bomb_is_refused_with_bounded_memory():
+    """pydicom inflates a deflated data set whole: 300 KiB would become 300 MiB."""
+    from corpus import deflate_bomb
+
+    bomb = deflate_bomb(300)
+    assert len(bomb) < 1024 * 1024
+    tracemalloc.start()
+    try:
+        with pytest.raises(ImageDecodeError, match="zip bomb"):
+            load_grey(bomb, name="bomb.dcm")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 1024 * 1024
+    assert load_grey(dicom(syntax="DeflatedExplicitVRLittleEndian")).size == (96, 96)

@@ -170,3 +170,37 @@ def test_whole_corpus_as_one_folder(tiny_model, tmp_path):
     # found by content: DICOM without or with another suffix, other image formats
     assert {"IM000001", "scan.img", "film.tiff", "film.bmp", "film.webp"} <= names
     assert "film.gif" not in names and "notes.jpeg" in names
+
+
+def _remove_deep(root: Path) -> None:
+    """Bottom-up, without recursion: shutil.rmtree (and pytest's clean-up of old temporary
+    folders) recurses once per level on Python 3.11."""
+    order, stack = [], [str(root)]
+    while stack:
+        folder = stack.pop()
+        order.append(folder)
+        for entry in os.scandir(folder):
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(entry.path)
+            else:
+                os.unlink(entry.path)
+    for folder in reversed(order):
+        os.rmdir(folder)
+
+
+def test_very_deep_folders_are_walked(tiny_model, xray_files, tmp_path):
+    """Deeper than Python's recursion limit (os.walk recursed on 3.11)."""
+    deep = tmp_path / "deep"
+    path = deep
+    deep.mkdir()
+    try:
+        for _ in range(1100):
+            path = path / "d"
+            path.mkdir()  # one level at a time: makedirs itself recurses
+        (path / "x.jpeg").write_bytes(xray_files[0].read_bytes())
+        out = tmp_path / "out.csv"
+        assert _predict(str(deep), "--model", str(tiny_model), "-o", str(out)) == 0
+        (row,) = _read_csv(out)
+        assert row["path"].endswith("/d/x.jpeg") and not row["error"]
+    finally:
+        _remove_deep(deep)

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pneumo.app.fetch import FetchError, FetchPolicy, fetch_image
-from pneumo.data.decode import MAX_PIXELS
+from pneumo.data.decode import MAX_PIXELS, printable
 from pneumo.errors import PneumoError
 
 if TYPE_CHECKING:
@@ -148,7 +148,7 @@ def read_uploads(uploads: list[Any], settings: AppSettings) -> list[InputItem]:
     refusing files over the size cap and beyond ``max_files`` one by one."""
     items = []
     for i, up in enumerate(uploads or []):
-        name = str(getattr(up, "name", f"upload {i + 1}"))
+        name = printable(str(getattr(up, "name", None) or f"upload {i + 1}"))[:255]
         size = int(getattr(up, "size", 0) or 0)
         if i >= settings.max_files:
             items.append(
@@ -185,12 +185,12 @@ def read_url(
     url = (url or "").strip()
     if not url:
         return None
-    shown = url if len(url) <= 80 else url[:77] + "..."
+    shown = printable(url if len(url) <= 80 else url[:77] + "...")
     try:
         got = fetch(url, policy or settings.fetch_policy)
     except FetchError as exc:
         return InputItem(shown, error=f"{shown}: {exc}")
-    return InputItem(got.name or shown, data=got.data)
+    return InputItem(printable(got.name or shown)[:255], data=got.data)
 
 
 # --- classifying and storing --------------------------------------------------------------------
@@ -268,8 +268,6 @@ def classify_and_store(
 
 def _store(results, name, code, version, session_factory, session_id, user) -> None:
     """One commit per record, so a failing row never takes the others with it."""
-    from sqlalchemy.exc import SQLAlchemyError
-
     from pneumo.storage import repository as repo
     from pneumo.storage.db import describe_db_error
 
@@ -278,7 +276,7 @@ def _store(results, name, code, version, session_factory, session_id, user) -> N
         try:
             patient = repo.get_or_create_patient(s, name=name, patient_code=code)
             s.commit()
-        except SQLAlchemyError as exc:
+        except Exception as exc:  # noqa: BLE001 - one failing row never drops the others
             log.error(
                 "cannot store the patient (session %s): %s", session_id[:8], describe_db_error(exc)
             )
@@ -309,7 +307,7 @@ def _store(results, name, code, version, session_factory, session_id, user) -> N
                 s.commit()
                 res.record_id = rec.id
                 stored += 1
-            except SQLAlchemyError as exc:
+            except Exception as exc:  # noqa: BLE001 - one failing row never drops the others
                 log.error(
                     "cannot store a record (session %s): %s", session_id[:8], describe_db_error(exc)
                 )
@@ -326,7 +324,7 @@ def _store(results, name, code, version, session_factory, session_id, user) -> N
                 detail=f"{stored} stored, {errors} failed",
             )
             s.commit()
-        except SQLAlchemyError as exc:
+        except Exception as exc:  # noqa: BLE001 - one failing row never drops the others
             log.error(
                 "cannot write the audit row (session %s): %s",
                 session_id[:8],

@@ -6,7 +6,9 @@ from __future__ import annotations
 import io
 import os
 import stat
+import struct
 import threading
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,17 @@ DECODE_BUDGET_BYTES = 1536 * 1024 * 1024
 waits for others to finish (bounded memory under many concurrent large images)."""
 
 Source = str | Path | bytes
+
+
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(32), 127)}
+
+
+def printable(text: str) -> str:
+    """``text`` with bytes that are not UTF-8 (file names are bytes on Linux) and control
+    characters (NUL, newline, terminal escapes) written as ``\\xff`` escapes, so that it can go
+    to a UTF-8 CSV, JSON, terminal or log as one line."""
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return text.translate(_CONTROL)
 
 
 def _name(source: Source, name: str | None) -> str:
@@ -235,12 +248,67 @@ def _dicom_geometry(ds, label: str) -> tuple[int, int, int, int]:
         raise ImageDecodeError(label, f"DICOM image header is invalid ({exc})") from None
 
 
+_DEFLATED = b"1.2.840.10008.1.2.1.99"
+_LONG_VRS = (
+    b"OB",
+    b"OD",
+    b"OF",
+    b"OL",
+    b"OV",
+    b"OW",
+    b"SQ",
+    b"SV",
+    b"UC",
+    b"UN",
+    b"UR",
+    b"UT",
+    b"UV",
+)
+
+
+def _meta_end(data: bytes) -> int:
+    """Offset where the DICOM file meta group (0002,xxxx; explicit VR little endian) ends."""
+    pos = 132
+    while pos + 8 <= len(data):
+        group = struct.unpack_from("<H", data, pos)[0]
+        if group != 2:
+            return pos
+        if data[pos + 4 : pos + 6] in _LONG_VRS:
+            if pos + 12 > len(data):
+                break
+            pos += 12 + struct.unpack_from("<I", data, pos + 8)[0]
+        else:
+            pos += 8 + struct.unpack_from("<H", data, pos + 6)[0]
+    return min(pos, len(data))
+
+
+def _check_deflated(data: bytes, label: str, limit: int) -> None:
+    """pydicom inflates a deflated data set whole and unbounded: a 256 KiB file can become
+    gigabytes. Inflate it here first, 1 MiB at a time and discarding, to refuse such bombs."""
+    end = _meta_end(data)
+    if _DEFLATED not in data[132:end]:
+        return
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    pending, total = data[end:], 0
+    try:
+        while pending:
+            total += len(inflater.decompress(pending, 1 << 20))
+            if total > limit:
+                raise ImageDecodeError(
+                    label, f"deflated DICOM expands beyond {limit / 2**20:g} MiB (a zip bomb?)"
+                )
+            pending = inflater.unconsumed_tail
+    except zlib.error as exc:
+        raise ImageDecodeError(label, f"corrupt deflated DICOM ({exc})") from None
+
+
 def _decode_dicom(data: bytes, label: str, max_pixels: int) -> Image.Image:
     try:
         import pydicom
         from pydicom.pixels import apply_modality_lut, apply_voi_lut
     except ImportError as exc:  # pragma: no cover - pydicom is a core dependency
         raise ImageDecodeError(label, "DICOM support needs pydicom: pip install pydicom") from exc
+    _check_deflated(data, label, MAX_FILE_BYTES)
     try:
         ds = pydicom.dcmread(io.BytesIO(data))
     except Exception as exc:
@@ -361,13 +429,14 @@ def header_pixels(data: bytes) -> int:
         if is_dicom(data):
             import pydicom
 
+            _check_deflated(data, "<header>", MAX_FILE_BYTES)
             ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
             frames = int(ds.get("NumberOfFrames") or 1)
             return int(ds.get("Rows") or 0) * int(ds.get("Columns") or 0) * max(1, frames)
         with Image.open(io.BytesIO(data), formats=FORMATS) as img:
             width, height = img.size
             return width * height
-    except Image.DecompressionBombError:
+    except (Image.DecompressionBombError, ImageDecodeError):
         return 2**62
     except Exception:  # noqa: BLE001 - unreadable headers are reported by the decoder
         return 0
@@ -437,7 +506,10 @@ def _probe_dicom(path: Path, label: str) -> ImageInfo:
     try:
         import pydicom
 
+        _check_deflated(path.read_bytes()[:MAX_FILE_BYTES], label, MAX_FILE_BYTES)
         ds = pydicom.dcmread(path)
+    except ImageDecodeError:
+        raise
     except Exception as exc:
         raise ImageDecodeError(label, f"not a readable DICOM file ({_reason(exc)})") from None
     width, height, _, _ = _dicom_geometry(ds, label)

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pneumo.data.decode import DICOM_SUFFIXES, IMAGE_SUFFIXES, sniff_file
+from pneumo.data.decode import DICOM_SUFFIXES, IMAGE_SUFFIXES, printable, sniff_file
 from pneumo.errors import PneumoError
 from pneumo.progress import progress_bar
 
@@ -77,17 +77,6 @@ class Input:
     """Set when there is nothing to decode: an empty folder, an unreadable folder."""
 
 
-_CONTROL = {c: f"\\x{c:02x}" for c in (*range(32), 127)}
-
-
-def printable(text: str) -> str:
-    """``text`` with bytes that are not UTF-8 (file names are bytes on Linux) and control
-    characters (NUL, newline, terminal escapes) written as ``\\xff`` escapes, so that it can go
-    to a UTF-8 CSV, JSON, terminal or log as one line."""
-    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return text.translate(_CONTROL)
-
-
 def _read_csv_list(path: Path) -> list[str]:
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
@@ -125,11 +114,23 @@ def _scan_folder(folder: Path) -> list[Input]:
         where = printable(str(exc.filename or folder))
         problems.append(Input(where, f"{where}: cannot list folder ({exc.strerror or exc})"))
 
-    for root, _dirs, files in os.walk(folder, onerror=unreadable):
-        for name in files:
-            path = os.path.join(root, name)
-            if Path(name).suffix.lower() in INPUT_SUFFIXES or sniff_file(path):
-                found.append(Input(path))
+    stack = [str(folder)]  # by hand, not os.walk: no recursion limit on deep trees
+    while stack:
+        root = stack.pop()
+        try:
+            entries = list(os.scandir(root))
+        except OSError as exc:
+            unreadable(exc)
+            continue
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir(follow_symlinks=False)
+            except OSError:
+                is_dir = False
+            if is_dir:
+                stack.append(entry.path)
+            elif Path(entry.name).suffix.lower() in INPUT_SUFFIXES or sniff_file(entry.path):
+                found.append(Input(entry.path))
     found.sort(key=lambda x: x.path)
     if not found and not problems:
         shown = printable(str(folder))

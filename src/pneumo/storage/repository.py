@@ -22,6 +22,12 @@ class PatientInputError(PneumoError):
     """The patient name or ID is missing, too long or unprintable."""
 
 
+def _storable(text: str) -> str:
+    """File names are bytes on Linux: undecodable ones (surrogates) as ``\\xff`` escapes, which
+    every database driver can store."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _clean(text: str | None) -> str:
     text = unicodedata.normalize("NFC", text or "")
     text = "".join(ch for ch in text if unicodedata.category(ch)[0] != "C")  # no control chars
@@ -81,7 +87,7 @@ def add_record(
     """Store one classified image."""
     record = Record(
         patient=patient,
-        file_name=file_name[:255],
+        file_name=_storable(file_name)[:255],
         sha256=sha256,
         prediction=prediction,
         probability=float(probability),
