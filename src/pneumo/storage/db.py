@@ -94,8 +94,8 @@ def install_log_redaction() -> None:
 
 
 def create_db_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets foreign keys on and a busy timeout so that several
-    app sessions can write at once. SQL parameters (patient names) never appear in error
+    """An engine for ``url``; SQLite gets foreign keys on, write-ahead logging and a busy timeout
+    so that several app sessions can write at once. SQL parameters (patient names) never appear in error
     messages or logs (``hide_parameters``)."""
     from sqlalchemy import create_engine, event
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
@@ -106,9 +106,15 @@ def create_db_engine(url: str) -> Engine:
             engine = create_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
 
             @event.listens_for(engine, "connect")
-            def _sqlite_pragmas(dbapi_conn, _record):  # pragma: no cover - trivial
+            def _sqlite_pragmas(dbapi_conn, _record):
                 cursor = dbapi_conn.cursor()
                 cursor.execute("PRAGMA foreign_keys=ON")
+                # WAL: a process killed mid-write (kill -9) loses nothing committed and leaves
+                # a database that opens clean; readers never block the writer
+                try:
+                    cursor.execute("PRAGMA journal_mode=WAL")
+                except Exception:  # noqa: BLE001 - read-only or in-memory: keep the default
+                    log.debug("SQLite WAL mode unavailable; using the default journal")
                 cursor.close()
 
         else:
