@@ -7,6 +7,7 @@ import pytest
 from app_helpers import xray_bytes
 
 from pneumo.app import logic
+from pneumo.storage import repository as repo
 from pneumo.storage.db import open_database
 
 
@@ -34,3 +35,27 @@ def test_read_only_database_keeps_results_on_screen(predictor, tmp_path):
     sub = _classify(predictor, factory)
     assert all(r.prediction is not None and r.record_id is None for r in sub.results)
     assert all(r.store_error == "not saved: the database is unavailable" for r in sub.results)
+
+
+def test_history_on_a_broken_database_is_a_message(tmp_path, caplog):
+    db = tmp_path / "h.db"
+    factory = open_database(db)
+    with factory() as s:
+        repo.get_or_create_patient(s, name="Ada Broken")
+        s.commit()
+        s.connection().exec_driver_sql("DROP TABLE records")
+        s.commit()
+    with pytest.raises(logic.HistoryUnavailable, match="history is unavailable"):
+        logic.patient_history(session_factory=factory, query="Ada", session_id="h")
+    assert "OperationalError" in caplog.text and "Ada" not in caplog.text
+
+
+def test_export_audit_failure_does_not_stop_the_export(predictor, tmp_path):
+    factory = open_database(tmp_path / "e.db")
+    sub = _classify(predictor, factory)
+    with factory() as s:
+        s.connection().exec_driver_sql("DROP TABLE audit")
+        s.commit()
+    logic.audit_export(
+        session_factory=factory, results=sub.results, session_id="e", user="", kind="csv"
+    )  # logged, not raised

@@ -369,11 +369,30 @@ class PatientHistory:
     rows: list[dict]
 
 
+class HistoryUnavailable(PneumoError):
+    """The database could not be read (the message is for the page; details go nowhere)."""
+
+
 def patient_history(
     *, session_factory: sessionmaker, query: str, session_id: str, user: str = ""
 ) -> list[PatientHistory]:
     """Patients matching ``query`` (name part or exact ID) with their records; each patient
-    shown is written to the audit trail as viewed."""
+    shown is written to the audit trail as viewed. Raises HistoryUnavailable when the database
+    cannot be read or the viewing cannot be audited."""
+    try:
+        return _patient_history(session_factory, query, session_id, user)
+    except Exception as exc:  # noqa: BLE001 - shown as a message, logged by class only
+        from pneumo.storage.db import describe_db_error
+
+        log.error(
+            "cannot read the history (session %s): %s", session_id[:8], describe_db_error(exc)
+        )
+        raise HistoryUnavailable(
+            "The patient history is unavailable: the database cannot be read right now."
+        ) from None
+
+
+def _patient_history(session_factory, query: str, session_id: str, user: str):
     from pneumo.storage import repository as repo
 
     out = []
@@ -414,7 +433,17 @@ def audit_export(
     user: str,
     kind: str,
 ) -> None:
-    """Note in the audit trail that a session's results were exported (CSV or PDF)."""
+    """Note in the audit trail that a session's results were exported (CSV or PDF); a failure
+    is logged (by class) and does not stop the export the user asked for."""
+    try:
+        _audit_export(session_factory, results, session_id, user, kind)
+    except Exception as exc:  # noqa: BLE001 - the export itself still works
+        from pneumo.storage.db import describe_db_error
+
+        log.error("cannot audit an export (session %s): %s", session_id[:8], describe_db_error(exc))
+
+
+def _audit_export(session_factory, results, session_id: str, user: str, kind: str) -> None:
     from sqlalchemy import select
 
     from pneumo.storage import repository as repo

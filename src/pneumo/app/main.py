@@ -266,12 +266,16 @@ def history_tab(factory, protected: bool) -> None:
         )
     query = st.text_input("Find patient (name or ID)", key="history_query")
     if st.button("Show history") and query.strip():
-        found = logic.patient_history(
-            session_factory=factory,
-            query=query,
-            session_id=st.session_state.session_id,
-            user=st.session_state.user,
-        )
+        try:
+            found = logic.patient_history(
+                session_factory=factory,
+                query=query,
+                session_id=st.session_state.session_id,
+                user=st.session_state.user,
+            )
+        except logic.HistoryUnavailable as exc:
+            st.error(str(exc))
+            return
         if not found:
             st.info("No patient matches.")
         for h in found:
