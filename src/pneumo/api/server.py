@@ -46,6 +46,12 @@ def serve(
     PNEUMO_BACKEND, PNEUMO_THREADS. Each worker process loads the model once; threads are split
     between them. Access logs leave out query strings.
     """
+    from pneumo.errors import PneumoError
+
+    if not 1 <= port <= 65535:
+        raise PneumoError(f"--port must be in 1..65535, got {port}")
+    if not 1 <= workers <= 256:
+        raise PneumoError(f"--workers must be in 1..256, got {workers}")
     _maybe_reexec_with_jemalloc()
     import uvicorn
 
@@ -53,10 +59,6 @@ def serve(
     from pneumo.inference.base import default_threads
     from pneumo.models.checkpoint import resolve_model_dir
 
-    if workers < 1:
-        from pneumo.errors import PneumoError
-
-        raise PneumoError(f"--workers must be >= 1, got {workers}")
     # settings travel to worker processes through the environment
     os.environ["PNEUMO_MODEL"] = str(resolve_model_dir(model))
     os.environ["PNEUMO_BACKEND"] = backend

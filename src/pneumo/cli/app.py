@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pneumo.cli.common import add_command, bounded_float, port_number
+from pneumo.cli.common import add_command
 
 
 def register(sub) -> None:
@@ -13,15 +13,13 @@ def register(sub) -> None:
     from pneumo.app.launch import run_app
 
     p = add_command(sub, "app", run_app, _app)
-    p.add_argument(
-        "--port", type=port_number, default=8501, help="port on localhost (default 8501)"
-    )
+    p.add_argument("--port", type=int, default=8501, help="port on localhost (default 8501)")
     p.add_argument("--model", default=None, help="model directory (default: bundled model)")
     p.add_argument("--db", default=None, help="SQLite file or SQLAlchemy URL for the records")
     p.add_argument("--backend", choices=("onnx", "torch"), default="onnx")
     p.add_argument(
         "--max-upload-mb",
-        type=bounded_float(0.0, 1000.0),
+        type=float,
         default=20.0,
         help="largest image accepted, uploaded or fetched (default 20)",
     )

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pneumo.cli.common import add_command, add_data_arg, data_dir, seed_int
+from pneumo.cli.common import add_command, add_data_arg, data_dir
 from pneumo.data.download import download_dataset
 from pneumo.data.labels import write_labels
 from pneumo.data.show import show_images
@@ -155,13 +155,13 @@ def register(sub) -> None:
         default=None,
         help="carve this share of train out as val.csv, by patient (e.g. 0.15)",
     )
-    p.add_argument("--seed", type=seed_int, default=0, help="seed of the patient split")
+    p.add_argument("--seed", type=int, default=0, help="seed of the patient split")
 
     p = add_command(data_sub, "show", show_images, _show)
     add_data_arg(p)
     p.add_argument("--split", default="train", help="split to draw from (default: train)")
     p.add_argument("--per-class", type=int, default=4, help="images per class (default: 4)")
-    p.add_argument("--seed", type=seed_int, default=0, help="seed of the random pick")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random pick")
     p.add_argument("-o", "--output", type=Path, required=True, help="PNG file to write")
 
     p = add_command(data_sub, "download", download_dataset, _download)

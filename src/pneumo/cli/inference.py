@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from pneumo.api.server import serve
-from pneumo.cli.common import add_command, bounded_int, port_number, positive_int, thread_count
+from pneumo.cli.common import add_command
 from pneumo.inference.export import export_onnx
 from pneumo.inference.predict import merge_shards, predict_files
 
@@ -81,10 +81,8 @@ def register(sub) -> None:
         default=None,
         help="out.csv or out.json (default: CSV on stdout)",
     )
-    p.add_argument("--batch-size", type=positive_int, default=32)
-    p.add_argument(
-        "--threads", type=thread_count, default=None, help="inference threads (default: cores)"
-    )
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--threads", type=int, default=None, help="inference threads (default: cores)")
     p.add_argument(
         "--shard",
         default=None,
@@ -104,13 +102,11 @@ def register(sub) -> None:
     p.add_argument(
         "--output", "-o", type=Path, default=None, help="ONNX file (default: the engine's cache)"
     )
-    p.add_argument("--opset", type=bounded_int(13, 23), default=17)
+    p.add_argument("--opset", type=int, default=17)
 
     p = add_command(sub, "serve", serve, _serve)
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=port_number, default=8000)
+    p.add_argument("--port", type=int, default=8000)
     _model_arg(p)
-    p.add_argument(
-        "--workers", type=bounded_int(1, 256), default=1, help="uvicorn worker processes"
-    )
+    p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     p.add_argument("--backend", choices=("onnx", "torch"), default="onnx")

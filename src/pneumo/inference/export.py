@@ -55,6 +55,8 @@ def export_onnx(
     that `pneumo predict` and `pneumo serve` run from. Weights stored in fp16 are exported in
     fp32. The model metadata (model.json) is embedded in the ONNX file's metadata.
     """
+    if not 13 <= opset <= 23:  # what torch's exporter and ONNX Runtime both support
+        raise ModelError(f"--opset must be in 13..23, got {opset}")
     import torch
 
     from pneumo.models.checkpoint import load_model

@@ -312,10 +312,10 @@ def predict_files(
     from pneumo.inference.base import Prediction
     from pneumo.inference.engine import load_predictor
 
-    if batch_size < 1:
-        raise PneumoError(f"batch size must be at least 1, got {batch_size}")
-    if threads is not None and threads < 1:
-        raise PneumoError(f"threads must be at least 1, got {threads}")
+    if not 1 <= batch_size <= 4096:
+        raise PneumoError(f"--batch-size must be in 1..4096, got {batch_size}")
+    if threads is not None and not 1 <= threads <= 1024:
+        raise PneumoError(f"--threads must be in 1..1024, got {threads}")
     sh = Shard.parse(shard)
     output = Path(output) if output is not None else None
     if output is not None:
