@@ -204,3 +204,20 @@ def test_very_deep_folders_are_walked(tiny_model, xray_files, tmp_path):
         assert row["path"].endswith("/d/x.jpeg") and not row["error"]
     finally:
         _remove_deep(deep)
+
+
+def test_unwritable_output_is_one_line_and_early(tiny_model, xray_files, tmp_path, capsys):
+    folder_named_csv = tmp_path / "out.csv"
+    folder_named_csv.mkdir()
+    assert (
+        _predict(str(xray_files[0]), "--model", str(tiny_model), "-o", str(folder_named_csv)) == 2
+    )
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {folder_named_csv}: is a folder; give a .csv or .json file"
+    blocked = tmp_path / "file"
+    blocked.write_text("x")
+    out = blocked / "out.csv"  # its parent is a file
+    assert _predict(str(xray_files[0]), "--model", str(tiny_model), "-o", str(out)) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"error: {out}: cannot write")
+    assert not list(tmp_path.glob("*.tmp"))

@@ -4,6 +4,7 @@ processes (``torchrun`` or ``--shard i/n``): each process takes every n-th input
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -200,10 +201,17 @@ def write_rows(rows: list[dict], output: Path | None) -> None:
         encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
         sys.stdout.write(text.encode(encoding, "backslashreplace").decode(encoding))
         return
-    output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + f".{os.getpid()}.tmp")
-    tmp.write_text(buf.getvalue(), encoding="utf-8", errors="backslashreplace")
-    os.replace(tmp, output)  # readers (the merging rank) never see half a file
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(buf.getvalue(), encoding="utf-8", errors="backslashreplace")
+        os.replace(tmp, output)  # readers (the merging rank) never see half a file
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise PneumoError(
+            f"{printable(str(output))}: cannot write ({exc.strerror or exc})"
+        ) from None
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -320,6 +328,8 @@ def predict_files(
     output = Path(output) if output is not None else None
     if output is not None:
         _format(output)
+        if output.is_dir():  # found now, not after classifying every input
+            raise PneumoError(f"{printable(str(output))}: is a folder; give a .csv or .json file")
     if sh.world > 1 and output is None:
         raise PneumoError("sharded prediction needs --output (each process writes its part)")
     started = time.time() - 60.0  # allow for clock skew between the processes' file writes
