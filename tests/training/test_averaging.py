@@ -97,3 +97,27 @@ def test_frozen_stages_keep_their_weights_through_training():
     assert any(not torch.equal(before[n], after[n]) for n in after if n not in frozen)
     with pytest.raises(ValueError, match="at most"):
         freeze_early_stages(_model(), 99)
+
+
+def test_relative_batchnorm_shift_leaves_training_like_films_alone():
+    from pneumo.training.averaging import batchnorm_statistics, shift_batchnorm
+
+    model = _model().eval()
+    torch.manual_seed(1)
+    train_like = [torch.rand(4, 3, 64, 64) for _ in range(3)]
+    reference = batchnorm_statistics(model, iter(train_like))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    shift_batchnorm(model, reference, batchnorm_statistics(model, iter(train_like)))
+    assert all(
+        torch.allclose(before[k].float(), v.float(), atol=1e-5)
+        for k, v in model.state_dict().items()
+    )
+    # A brighter site moves the first layer's statistics by the site's difference.
+    brighter = [x * 0.5 + 0.5 for x in train_like]
+    site = batchnorm_statistics(model, iter(brighter))
+    shift_batchnorm(model, reference, site)
+    name = next(n for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d))
+    bn = dict(model.named_modules())[name]
+    expected = before[f"{name}.running_mean"] + site[f"{name}.mean"] - reference[f"{name}.mean"]
+    assert torch.allclose(bn.running_mean, expected, atol=1e-5)
+    assert not torch.allclose(bn.running_mean, before[f"{name}.running_mean"])

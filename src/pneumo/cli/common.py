@@ -50,4 +50,3 @@ def add_command(sub, name: str, func, handler, **kwargs) -> argparse.ArgumentPar
     )
     parser.set_defaults(func=handler)
     return parser
-

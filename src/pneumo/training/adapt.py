@@ -4,6 +4,8 @@ Two cases, chosen by the folder's layout:
 
 - **Unlabeled films** (a flat folder): batch-norm statistics and the out-of-distribution
   reference are re-estimated on the site's pixels, which can sharpen the ranking of its films.
+  The statistics move by how the site's films differ from the training films (the reference
+  stored with the model), so films like the training ones leave the network unchanged.
   It also moves every probability, so the threshold is then set so that the share of the site's
   films called PNEUMONIA stays what the base model called: without labels, nothing may move the
   operating point (in the issue's probes an unchecked re-estimation moved sensitivity from 92% to
@@ -131,7 +133,12 @@ def adapt(
     from pneumo.evaluation.thresholds import choose_threshold
     from pneumo.inference.ood import fit_ood
     from pneumo.models.checkpoint import load_model, resolve_model_dir, save_model
-    from pneumo.training.averaging import recompute_batchnorm
+    from pneumo.training.averaging import (
+        BN_REFERENCE,
+        batchnorm_statistics,
+        recompute_batchnorm,
+        shift_batchnorm,
+    )
     from pneumo.training.finalize import uncertain_band
 
     if not 0 < target_sensitivity <= 1:
@@ -154,7 +161,14 @@ def adapt(
     p_before = calibrated_probabilities(before["logits"], meta.temperature)[:, 1]
 
     adapted = copy.deepcopy(base)
-    recompute_batchnorm(adapted, _batches(records, dcfg, workers))
+    reference = {k[len(BN_REFERENCE) :]: v for k, v in extra.items() if k.startswith(BN_REFERENCE)}
+    if reference:
+        # Relative: moved by how the site differs from the training films, so a site that
+        # looks like them leaves the network as it is.
+        site = batchnorm_statistics(base, _batches(records, dcfg, workers))
+        shift_batchnorm(adapted, reference, site)
+    else:  # models written before the reference was stored
+        recompute_batchnorm(adapted, _batches(records, dcfg, workers))
     after = _run(adapted, records, dcfg, workers)
     if after["paths"] != before["paths"]:
         raise DataError("the site's films changed while adapting; run again")

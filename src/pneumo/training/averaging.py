@@ -109,6 +109,49 @@ def recompute_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor]) -> in
     return seen
 
 
+BN_REFERENCE = "bnref."
+"""Key prefix of the training films' batch-norm input statistics stored beside the weights."""
+
+
+def _norms(model: nn.Module):
+    return [
+        (name, m)
+        for name, m in model.named_modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+    ]
+
+
+@torch.no_grad()
+def batchnorm_statistics(model: nn.Module, batches: Iterable[torch.Tensor]) -> dict:
+    """Each BatchNorm's input mean and variance over ``batches``, measured as
+    ``recompute_batchnorm`` measures them, without changing ``model``."""
+    import copy
+
+    probe = copy.deepcopy(model)
+    recompute_batchnorm(probe, batches)
+    return {
+        f"{name}.{stat}": getattr(m, f"running_{stat}").detach().cpu().clone()
+        for name, m in _norms(probe)
+        for stat in ("mean", "var")
+    }
+
+
+@torch.no_grad()
+def shift_batchnorm(model: nn.Module, reference: dict, site: dict) -> None:
+    """Move every BatchNorm's running statistics by how the site's films differ from the
+    training films (both measured by ``batchnorm_statistics`` through the same network): mean
+    by the difference, variance by the ratio. Films that look like the training films leave
+    the network as it is, which a plain re-estimation does not: a network fine-tuned with frozen
+    statistics learned to work with them, not with freshly measured ones."""
+    for name, m in _norms(model):
+        mean, var = f"{name}.mean", f"{name}.var"
+        if mean not in reference or mean not in site:
+            raise ValueError(f"no reference statistics for batch-norm layer {name}")
+        device = m.running_mean.device
+        m.running_mean += (site[mean] - reference[mean]).to(device)
+        m.running_var *= (site[var] / reference[var].clamp_min(1e-8)).to(device)
+
+
 def freeze_early_stages(model: nn.Module, stages: int) -> list[str]:
     """Freeze the stem and the first ``stages`` feature stages (timm's ``feature_info``): their
     weights keep ImageNet's values and their BatchNorms stay in eval mode. Fewer gradients make

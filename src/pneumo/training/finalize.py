@@ -14,6 +14,7 @@ from pneumo import __version__
 from pneumo.config import TrainConfig
 from pneumo.data.transforms import DataConfig
 from pneumo.models.checkpoint import ModelMetadata, save_model
+from pneumo.training.averaging import BN_REFERENCE
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +76,10 @@ def write_model(
     fingerprint: str,
     output: Path,
     half: bool = False,
+    bn_reference: dict | None = None,
 ) -> Path:
-    """Save weights, OOD statistics and metadata into ``output``."""
+    """Save weights, OOD statistics, the training films' batch-norm statistics (the reference
+    ``pneumo adapt`` measures a site against) and metadata into ``output``."""
     from pneumo.inference.ood import fit_ood
 
     ood_tensors, ood_settings = fit_ood(train_features, val_features)
@@ -98,7 +101,10 @@ def write_model(
         model,
         metadata,
         half=half,
-        extra_tensors={k: torch.from_numpy(v) for k, v in ood_tensors.items()},
+        extra_tensors={
+            **{k: torch.from_numpy(v) for k, v in ood_tensors.items()},
+            **{BN_REFERENCE + k: v for k, v in (bn_reference or {}).items()},
+        },
     )
     log.info(
         "model written to %s (threshold %.3f, temperature %.3f)",

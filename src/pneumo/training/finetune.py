@@ -190,7 +190,10 @@ def finetune(
     if cfg.wise_alpha < 1:
         model.load_state_dict(interpolate(start_state, model.state_dict(), cfg.wise_alpha))
         log.info("WiSE-FT: %.2f of the fine-tuned weights, the rest from the start", cfg.wise_alpha)
-    if dist.is_main:
+    if dist.is_main and not cfg.freeze_bn:
+        # With batch statistics in training, no running statistics match the averaged or
+        # final weights. With frozen statistics the network learned to work with them (and an
+        # average of runs sharing them shares them), so they stay.
         recompute_batchnorm(model, clean_batches(train, data_config, cfg))
     model.eval()
     return model, history

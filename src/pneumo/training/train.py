@@ -159,7 +159,9 @@ def write_outputs(
 ) -> dict:
     """Calibrate, choose the threshold, and write the model, history, metrics and validation
     report of a run (``output`` overrides where the model goes)."""
+    from pneumo.training.averaging import batchnorm_statistics
     from pneumo.training.finalize import calibrate_and_select, write_json, write_model
+    from pneumo.training.loops import clean_batches
     from pneumo.training.splits import fingerprint
 
     run_dir = Path(cfg.output)
@@ -175,6 +177,7 @@ def write_outputs(
         val_features=val_x,
         fingerprint=fingerprint(train_recs),
         output=output or run_dir / "model",
+        bn_reference=batchnorm_statistics(model, clean_batches(train_recs, dcfg, cfg)),
     )
     write_json(run_dir / "history.json", history)
     write_json(

@@ -88,7 +88,8 @@ def compare_variants(
 
     def measure(state: dict) -> dict:
         model.load_state_dict(state)
-        recompute_batchnorm(model, clean_batches(train_recs, dcfg, cfg))
+        if not cfg.freeze_bn:
+            recompute_batchnorm(model, clean_batches(train_recs, dcfg, cfg))
         logits, y, _, _ = validation_pass(model, val_recs, dcfg, cfg)
         temperature = float(fit_temperature(logits, y, balanced=cfg.class_balance != "none"))
         p = calibrated_probabilities(logits, temperature)[:, 1]
@@ -134,7 +135,8 @@ def _val_loss(model, state, cfg, dcfg) -> float:
 
     train_recs, val_recs = training_records(cfg)
     model.load_state_dict(state)
-    recompute_batchnorm(model, clean_batches(train_recs, dcfg, cfg))
+    if not cfg.freeze_bn:
+        recompute_batchnorm(model, clean_batches(train_recs, dcfg, cfg))
     logits, y, _, _ = validation_pass(model, val_recs, dcfg, cfg)
     return negative_log_likelihood(logits, y, balanced=True)
 
@@ -222,7 +224,8 @@ def export_variant(run: Path, name: str, output: Path, alphas=(0.5, 0.75), soup_
     model = create_model(cfg.backbone, pretrained=False)
     dcfg = data_config(model)
     model.load_state_dict(states[name])
-    recompute_batchnorm(model, clean_batches(train_recs, dcfg, cfg))
+    if not cfg.freeze_bn:
+        recompute_batchnorm(model, clean_batches(train_recs, dcfg, cfg))
     model.eval()
     logits, y, feats, val_recs = validation_pass(model, val_recs, dcfg, cfg)
     history = json.loads((run / "history.json").read_text())
