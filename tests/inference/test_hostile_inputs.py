@@ -221,3 +221,12 @@ def test_unwritable_output_is_one_line_and_early(tiny_model, xray_files, tmp_pat
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith(f"error: {out}: cannot write")
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_huge_csv_list_is_refused_before_reading(tiny_model, tmp_path, capsys):
+    listing = tmp_path / "list.csv"
+    with open(listing, "wb") as f:
+        f.write(b"path\n")
+        f.truncate(100 * 1024 * 1024)  # sparse
+    assert _predict(str(listing), "--model", str(tiny_model)) == 2
+    assert "CSV list too large" in capsys.readouterr().err

@@ -78,8 +78,18 @@ class Input:
     """Set when there is nothing to decode: an empty folder, an unreadable folder."""
 
 
+MAX_LIST_BYTES = 64 * 1024 * 1024
+"""Largest CSV list of inputs read (about half a million paths)."""
+
+
 def _read_csv_list(path: Path) -> list[str]:
     try:
+        size = path.stat().st_size
+        if size > MAX_LIST_BYTES:
+            raise PneumoError(
+                f"{printable(str(path))}: CSV list too large ({size / 2**20:.0f} MiB, "
+                f"limit {MAX_LIST_BYTES / 2**20:.0f} MiB); split it"
+            )
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             fields = [c.strip().lower() for c in reader.fieldnames or []]
