@@ -109,11 +109,11 @@ def show_result(r: logic.ImageResult, heatmaps: bool) -> None:
     p = r.prediction
     with st.container(border=True):
         if r.error or p is None:
-            st.error(r.error or f"{r.name}: not classified")
+            st.error(logic.md(r.error or f"{r.name}: not classified"))
             return
         cols = st.columns([1, 1, 1.3] if heatmaps else [1, 1.3])
         if r.thumbnail:
-            cols[0].image(r.thumbnail, caption=r.name, width="stretch")
+            cols[0].image(r.thumbnail, caption=logic.md(r.name), width="stretch")
         if heatmaps:
             if r.heatmap:
                 cols[1].image(
@@ -123,7 +123,7 @@ def show_result(r: logic.ImageResult, heatmaps: bool) -> None:
                 cols[1].caption(r.heatmap_note or "No heatmap for this image.")
         info = cols[-1]
         if p.ood:
-            info.subheader(f"{r.name}: not diagnosed")
+            info.subheader(f"{logic.md(r.name)}: not diagnosed")
             info.warning(
                 "This does not look like a chest X-ray (out of distribution): no diagnosis "
                 f"is given. Distance score {p.ood_score:.2f}."
@@ -132,7 +132,7 @@ def show_result(r: logic.ImageResult, heatmaps: bool) -> None:
                 "is given."
             )
             return
-        info.subheader(f"{r.name}: {logic.display_label(p.label)}")
+        info.subheader(f"{logic.md(r.name)}: {logic.display_label(p.label)}")
         info.markdown(
             f"**Confidence:** {p.confidence:.1%}  \n"
             f"**Normal:** {1 - p.probability:.1%} · **Pneumonia:** {p.probability:.1%}  \n"
@@ -206,8 +206,8 @@ def classify_tab(settings: logic.AppSettings, predictor, factory, heatmaps: bool
     for sub in reversed(ss.submissions):
         ok = sum(r.prediction is not None for r in sub.results)
         st.markdown(
-            f"#### Results for {sub.patient_name}"
-            + (f" (ID {sub.patient_id})" if sub.patient_id else "")
+            f"#### Results for {logic.md(sub.patient_name)}"
+            + (f" (ID {logic.md(sub.patient_id)})" if sub.patient_id else "")
         )
         st.caption(
             f"{ok} of {len(sub.results)} image(s) classified in {sub.seconds:.2f} s "
@@ -280,8 +280,8 @@ def history_tab(factory, protected: bool) -> None:
             st.info("No patient matches.")
         for h in found:
             st.markdown(
-                f"**{h.name}**"
-                + (f" (ID {h.patient_id})" if h.patient_id else "")
+                f"**{logic.md(h.name)}**"
+                + (f" (ID {logic.md(h.patient_id)})" if h.patient_id else "")
                 + f": {len(h.rows)} record(s)"
             )
             st.dataframe(h.rows, hide_index=True)
