@@ -124,3 +124,17 @@ def test_cli_and_api_logs_do_not_carry_the_name(tmp_path, caplog, tiny_model):
         )
         assert r.status_code == 422
     assert _planted(caplog) == []
+
+
+def test_pdf_export_does_not_log_the_characters_of_a_name(caplog):
+    from pneumo.app import report
+    from pneumo.inference.base import Prediction
+
+    name = "王小明 Zebedee"
+    pred = Prediction(
+        source="a.png", label="NORMAL", probability=0.1, confidence=0.9, threshold=0.5
+    )
+    sub = logic.Submission(name, "", [logic.ImageResult("a.png", prediction=pred)], 1.0, "m")
+    caplog.set_level(logging.DEBUG)
+    assert report.results_pdf([sub], heatmaps=False).startswith(b"%PDF")
+    assert "王" not in caplog.text and _planted(caplog) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -77,7 +78,7 @@ def results_csv(submissions: list[Submission]) -> bytes:
                     _safe_cell(r.error or r.store_error or ""),
                 ]
             )
-    return ("\ufeff" + buf.getvalue()).encode("utf-8")
+    return ("\ufeff" + buf.getvalue()).encode("utf-8", "backslashreplace")  # lone surrogates
 
 
 def _num(value) -> str:
@@ -103,9 +104,27 @@ def _unicode_font() -> Path | None:
     return None
 
 
+class _NoGlyphLists(logging.Filter):
+    """fpdf logs the characters a font lacks, which can spell out a patient's name: keep the
+    warning, drop the characters."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "missing the following glyphs" in str(record.msg) and isinstance(record.args, tuple):
+            record.args = (*record.args[:1], "(not listed: they may come from patient names)")
+        return True
+
+
+def _quiet_fpdf() -> None:
+    logger = logging.getLogger("fpdf.output")
+    if not any(isinstance(f, _NoGlyphLists) for f in logger.filters):
+        logger.addFilter(_NoGlyphLists())
+
+
 def results_pdf(submissions: list[Submission], *, heatmaps: bool = True) -> bytes:
     """A PDF: header with disclaimer, then per image the picture, its heatmap and the numbers."""
     from fpdf import FPDF
+
+    _quiet_fpdf()
 
     pdf = FPDF(format="A4", unit="mm")
     pdf.set_auto_page_break(auto=True, margin=15)
