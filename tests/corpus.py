@@ -314,7 +314,16 @@ CASES: list[Case] = [
     Case("tiff-float", "float.tif", "any", _bytes(lambda: encode(xray().convert("F"), "TIFF"))),
     Case("bmp", "film.bmp", "any", _bytes(lambda: encode(xray(), "BMP"))),
     Case("webp", "film.webp", "any", _bytes(lambda: encode(xray(), "WEBP"))),
-    Case("black", "black.png", "any", _bytes(lambda: _png(Image.new("L", (96, 96), 0)))),
+    Case("black", "black.png", "ood", _bytes(lambda: _png(Image.new("L", (96, 96), 0)))),
+    Case(
+        "white", "white.jpeg", "ood", _bytes(lambda: encode(Image.new("L", (96, 96), 255), "JPEG"))
+    ),
+    Case(
+        "washed-out",
+        "faint.png",
+        "ood",
+        _bytes(lambda: _png(xray().point(lambda v: 120 + v // 64))),
+    ),
     Case("undecodable-name", "bad_utf8_\udcff\udcfe.jpeg", "ok", _bytes(lambda: _jpeg())),
     Case("odd-name", 'new\nline, "quoted";=1+1.jpeg', "ok", _bytes(lambda: _jpeg())),
     Case("dash-name", "-o.jpeg", "ok", _bytes(lambda: _jpeg())),

@@ -93,6 +93,43 @@ def aspect_ratio(size: tuple[int, int]) -> float:
     return max(width, height) / max(1, min(width, height))
 
 
+CONTRAST_LIMIT = 8.0
+"""Grey-level standard deviation (0..255) below which an image is flagged as out of
+distribution: blank, uniform or washed-out pictures (chest films measured 27 and up)."""
+
+
+def grey_contrast(img: Image.Image) -> float:
+    """Standard deviation of the grey levels of a small copy of ``img``."""
+    small = img.convert("L").resize((_CHROMA_SIDE, _CHROMA_SIDE), Image.Resampling.BILINEAR)
+    return float(np.asarray(small, dtype=np.float32).std())
+
+
+@dataclass(frozen=True)
+class InputStats:
+    """What the decoded picture says about itself, apart from the model: a chest film is grey,
+    has contrast, and is not a sliver."""
+
+    chroma: float = 0.0
+    """Mean distance from grey (``colour_chroma``)."""
+    aspect: float = 1.0
+    """Longer over shorter side."""
+    contrast: float = 255.0
+    """Grey-level standard deviation (``grey_contrast``)."""
+
+    @property
+    def odd(self) -> bool:
+        """Out of distribution on its own statistics."""
+        return (
+            self.chroma > COLOUR_CHROMA_LIMIT
+            or self.aspect > ASPECT_LIMIT
+            or self.contrast < CONTRAST_LIMIT
+        )
+
+    @classmethod
+    def of(cls, grey: Image.Image, chroma: float) -> InputStats:
+        return cls(chroma, aspect_ratio(grey.size), grey_contrast(grey))
+
+
 def _source_chroma(raw: bytes) -> float:
     """Chroma of an encoded image without a full decode: JPEGs are decoded at 1/2 to 1/8 scale,
     grey files (most X-rays) stop after the header. Never raises: the grey decode vouched for
@@ -159,11 +196,10 @@ class Predictor(ABC):
         logits: np.ndarray,
         features: np.ndarray,
         names: list[str],
-        chroma: list[float] | None = None,
-        aspect: list[float] | None = None,
+        stats: list[InputStats] | None = None,
     ) -> list[Prediction]:
         """Turn one forward pass into Predictions: threshold, uncertain band, OOD flags (far
-        features, a colour picture, or a shape no chest film has)."""
+        features, or input statistics no chest film has: colour, shape, no contrast)."""
         meta = self.metadata
         probs = self.probabilities(logits)
         scores = self.ood_score(features)
@@ -175,9 +211,7 @@ class Predictor(ABC):
             positive = p >= meta.threshold
             score = None if scores is None else float(scores[i])
             ood = bool(score is not None and cutoff is not None and score > cutoff)
-            if chroma is not None and chroma[i] > COLOUR_CHROMA_LIMIT:
-                ood = True
-            if aspect is not None and aspect[i] > ASPECT_LIMIT:
+            if stats is not None and stats[i].odd:
                 ood = True
             out.append(
                 Prediction(
@@ -197,11 +231,10 @@ class Predictor(ABC):
         self,
         arrays: np.ndarray,
         names: list[str],
-        chroma: list[float] | None = None,
-        aspect: list[float] | None = None,
+        stats: list[InputStats] | None = None,
     ) -> list[Prediction]:
-        """Classify preprocessed inputs (N, 3, H, W), ``batch_size`` at a time; ``chroma`` and
-        ``aspect`` of the original images feed the out-of-distribution flag."""
+        """Classify preprocessed inputs (N, 3, H, W), ``batch_size`` at a time; the ``stats``
+        of the original images feed the out-of-distribution flag."""
         out: list[Prediction] = []
         for start in range(0, len(names), self.batch_size):
             stop = start + self.batch_size
@@ -211,8 +244,7 @@ class Predictor(ABC):
                 logits,
                 features,
                 names[start:stop],
-                None if chroma is None else chroma[start:stop],
-                None if aspect is None else aspect[start:stop],
+                None if stats is None else stats[start:stop],
             )
         return out
 
@@ -225,25 +257,25 @@ class Predictor(ABC):
             raise ValueError(f"{len(images)} images but {len(names)} names")
         if not images:
             return []
-        chroma = [colour_chroma(img) for img in images]
-        aspect = [aspect_ratio(img.size) for img in images]
-        arrays = np.stack([self.preprocess(to_grey(img)) for img in images])
-        return self.predict_arrays(arrays, names, chroma, aspect)
+        greys = [to_grey(img) for img in images]
+        stats = [InputStats.of(g, colour_chroma(img)) for g, img in zip(greys, images, strict=True)]
+        arrays = np.stack([self.preprocess(g) for g in greys])
+        return self.predict_arrays(arrays, names, stats)
 
-    def _load(self, source: str | Path | bytes, name: str) -> tuple[np.ndarray, float, float]:
+    def _load(self, source: str | Path | bytes, name: str) -> tuple[np.ndarray, InputStats]:
         raw = read_bytes(source, name)  # read once: decoded to grey, then checked for colour
         img = load_grey(raw, name=name, draft_size=self.draft_size)
-        return self.preprocess(img), _source_chroma(raw), aspect_ratio(img.size)
+        return self.preprocess(img), InputStats.of(img, _source_chroma(raw))
 
     def _predict_one(self, source: str | Path | bytes, name: str) -> list[Prediction]:
         try:
-            arr, chroma, aspect = self._load(source, name)
+            arr, stats = self._load(source, name)
         except PneumoError as exc:
             return [Prediction(source=name, error=str(exc))]
         except Exception as exc:  # noqa: BLE001 - a bad file is an answer, not a crash
             log.warning("unexpected error decoding an image", exc_info=True)  # no name: PHI
             return [Prediction(source=name, error=f"{name}: {exc}")]
-        return self.predict_arrays(arr[None], [name], [chroma], [aspect])
+        return self.predict_arrays(arr[None], [name], [stats])
 
     def iter_predict_sources(
         self, sources: list[str | Path | bytes], names: list[str] | None = None
@@ -276,11 +308,11 @@ class Predictor(ABC):
             fill()
             while pending:
                 chunk: list[Prediction | None] = []
-                arrays, chroma, aspect, slots, good_names = [], [], [], [], []
+                arrays, stats, slots, good_names = [], [], [], []
                 while pending and len(chunk) < self.batch_size:
                     i, fut = pending.popleft()
                     try:
-                        arr, c, a = fut.result()
+                        arr, st = fut.result()
                     except PneumoError as exc:
                         chunk.append(Prediction(source=names[i], error=str(exc)))
                         continue
@@ -293,11 +325,10 @@ class Predictor(ABC):
                     slots.append(len(chunk))
                     chunk.append(None)
                     arrays.append(arr)
-                    chroma.append(c)
-                    aspect.append(a)
+                    stats.append(st)
                     good_names.append(names[i])
                 if arrays:
-                    preds = self.predict_arrays(np.stack(arrays), good_names, chroma, aspect)
+                    preds = self.predict_arrays(np.stack(arrays), good_names, stats)
                     for slot, pred in zip(slots, preds, strict=True):
                         chunk[slot] = pred
                 yield chunk  # type: ignore[misc]
