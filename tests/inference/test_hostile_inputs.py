@@ -230,3 +230,15 @@ def test_huge_csv_list_is_refused_before_reading(tiny_model, tmp_path, capsys):
         f.truncate(100 * 1024 * 1024)  # sparse
     assert _predict(str(listing), "--model", str(tiny_model)) == 2
     assert "CSV list too large" in capsys.readouterr().err
+
+
+def test_broken_shard_parts_and_environment_are_plain_errors(
+    tiny_model, tmp_path, capsys, monkeypatch
+):
+    out = tmp_path / "o.csv"
+    (tmp_path / "o.rank0.done.json").write_text("{not json")
+    assert main(["predict", "--merge", "-o", str(out)]) == 2
+    assert "unreadable part marker" in capsys.readouterr().err
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    assert _predict("x.jpeg", "--model", str(tiny_model), "-o", str(out)) == 2
+    assert "WORLD_SIZE must be whole numbers" in capsys.readouterr().err

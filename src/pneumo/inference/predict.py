@@ -50,7 +50,13 @@ class Shard:
                 raise PneumoError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
             return cls(rank, world)
         if "WORLD_SIZE" in os.environ:
-            return cls(int(os.environ.get("RANK", "0")), int(os.environ["WORLD_SIZE"]))
+            try:
+                return cls(int(os.environ.get("RANK", "0")), int(os.environ["WORLD_SIZE"]))
+            except ValueError:
+                raise PneumoError(
+                    "RANK and WORLD_SIZE must be whole numbers, got "
+                    f"{os.environ.get('RANK')!r} and {os.environ['WORLD_SIZE']!r}"
+                ) from None
         return cls()
 
 
@@ -226,10 +232,13 @@ def write_rows(rows: list[dict], output: Path | None) -> None:
 
 def read_rows(path: Path) -> list[dict]:
     """Rows written by ``write_rows`` (CSV values stay strings)."""
-    if _format(path) == "json":
-        return json.loads(path.read_text(encoding="utf-8"))
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+    try:
+        if _format(path) == "json":
+            return json.loads(path.read_text(encoding="utf-8"))
+        with open(path, newline="", encoding="utf-8") as f:
+            return list(csv.DictReader(f))
+    except (OSError, ValueError, csv.Error) as exc:
+        raise PneumoError(f"{path}: unreadable part ({exc}); run that part again") from None
 
 
 def shard_path(output: Path, rank: int) -> Path:
@@ -246,6 +255,16 @@ def _inputs_digest(inputs: list[Input]) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
 
+def _marker(path: Path) -> dict:
+    try:
+        marker = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise PneumoError(f"{path}: unreadable part marker ({exc}); run that part again") from None
+    if not isinstance(marker, dict):
+        raise PneumoError(f"{path}: unreadable part marker; run that part again")
+    return marker
+
+
 def merge_shards(
     output: str | Path, world: int | None = None, *, digest: str | None = None
 ) -> Path:
@@ -259,13 +278,18 @@ def merge_shards(
         markers = sorted(output.parent.glob(f"{output.stem}.rank*.done.json"))
         if not markers:
             raise PneumoError(f"no parts of {output} found ({shard_path(output, 0).name} ...)")
-        world = int(json.loads(markers[0].read_text()).get("world", len(markers)))
+        try:
+            world = int(_marker(markers[0]).get("world", len(markers)))
+        except (TypeError, ValueError):
+            raise PneumoError(
+                f"{markers[0]}: unreadable part marker; run that part again"
+            ) from None
     parts, digests = [], set()
     for rank in range(world):
         done = _done_path(output, rank)
         if not done.is_file():
             raise PneumoError(f"{output}: part {rank} of {world} is missing ({done.name})")
-        marker = json.loads(done.read_text())
+        marker = _marker(done)
         if marker.get("world") != world:
             raise PneumoError(f"{done}: written for {marker.get('world')} shards, not {world}")
         digests.add(marker.get("inputs"))
