@@ -1,5 +1,8 @@
 """Decode any supported X-ray file (JPEG, PNG, DICOM; grey, RGB, RGBA, palette, 16-bit) into one
-consistent 8-bit image, with the checks a server needs: size caps and decompression bombs."""
+consistent, upright 8-bit image, with the checks a server needs against hostile input: only
+regular files are read, with a size cap checked before reading; formats are told apart by
+content, never by name; dimensions are checked before decoding (bombs, deflated DICOM too); and
+concurrent decodes share one memory budget."""
 
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ DECODE_BUDGET_BYTES = 1536 * 1024 * 1024
 """Decoded bytes all threads of this process may hold at once; a decode that would exceed it
 waits for others to finish (bounded memory under many concurrent large images)."""
 
-Source = str | Path | bytes
+Source = str | Path | bytes | bytearray | memoryview
 
 
 _CONTROL = {c: f"\\x{c:02x}" for c in (*range(32), 127)}
@@ -49,7 +52,7 @@ def printable(text: str) -> str:
 def _name(source: Source, name: str | None) -> str:
     if name:
         return name
-    return "<bytes>" if isinstance(source, bytes) else str(source)
+    return "<bytes>" if isinstance(source, bytes | bytearray | memoryview) else str(source)
 
 
 def _file_kind(mode: int) -> str:
@@ -202,7 +205,7 @@ def open_image(fp, label: str, max_pixels: int) -> Image.Image:
     except Image.DecompressionBombError:
         raise ImageDecodeError(label, f"image too large (over {max_pixels:,} pixels)") from None
     except Exception as exc:
-        raise ImageDecodeError(label, f"cannot open image ({exc})") from None
+        raise ImageDecodeError(label, f"cannot open image ({_reason(exc)})") from None
 
 
 def _to_uint8(array: np.ndarray) -> np.ndarray:
@@ -249,21 +252,7 @@ def _dicom_geometry(ds, label: str) -> tuple[int, int, int, int]:
 
 
 _DEFLATED = b"1.2.840.10008.1.2.1.99"
-_LONG_VRS = (
-    b"OB",
-    b"OD",
-    b"OF",
-    b"OL",
-    b"OV",
-    b"OW",
-    b"SQ",
-    b"SV",
-    b"UC",
-    b"UN",
-    b"UR",
-    b"UT",
-    b"UV",
-)
+_LONG_VRS = tuple(vr.encode() for vr in "OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())
 
 
 def _meta_end(data: bytes) -> int:
