@@ -252,7 +252,21 @@ def _dicom_geometry(ds, label: str) -> tuple[int, int, int, int]:
 
 
 _DEFLATED = b"1.2.840.10008.1.2.1.99"
-_LONG_VRS = tuple(vr.encode() for vr in "OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())
+_LONG_VRS = {
+    b"OB",
+    b"OD",
+    b"OF",
+    b"OL",
+    b"OV",
+    b"OW",
+    b"SQ",
+    b"SV",
+    b"UC",
+    b"UN",
+    b"UR",
+    b"UT",
+    b"UV",
+}
 
 
 def _meta_end(data: bytes) -> int:
