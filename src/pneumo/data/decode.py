@@ -199,9 +199,7 @@ def open_image(fp, label: str, max_pixels: int) -> Image.Image:
     try:
         return Image.open(fp, formats=FORMATS)
     except UnidentifiedImageError:
-        raise ImageDecodeError(
-            label, "not an image (unknown or unsupported format; JPEG, PNG or DICOM expected)"
-        ) from None
+        raise ImageDecodeError(label, "not an image (unknown or unsupported format)") from None
     except Image.DecompressionBombError:
         raise ImageDecodeError(label, f"image too large (over {max_pixels:,} pixels)") from None
     except Exception as exc:
