@@ -63,3 +63,18 @@ def test_plain_public_ipv6_passes():
 def test_garbage_address_is_refused():
     with pytest.raises(FetchError, match="not an IP address"):
         check_address("not-an-ip", FetchPolicy())
+
+
+@pytest.mark.parametrize(
+    "url", ["http://[::1/", "http://[zz::1]/", "http://[::1]]/", "http://[1.2.3.4]/"]
+)
+def test_malformed_urls_are_refused_not_raised(url):
+    with pytest.raises(FetchError, match="refused"):
+        fetch_image(url)
+
+
+def test_app_reports_malformed_urls_as_an_item_error():
+    from pneumo.app import logic
+
+    item = logic.read_url("http://[::1/", logic.AppSettings())
+    assert item.data is None and "not a valid URL" in item.error

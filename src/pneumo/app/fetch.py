@@ -158,7 +158,11 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
 
 
 def _split(url: str) -> tuple[str, str, int, str]:
-    parts = urlsplit(url.strip())
+    try:
+        parts = urlsplit(url.strip())
+        parts.hostname  # noqa: B018 - raises for a malformed IPv6 literal
+    except ValueError as exc:
+        raise FetchError(f"refused: not a valid URL ({exc})") from None
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
         shown = scheme + "://" if scheme else "a URL without http:// or https://"
