@@ -83,3 +83,58 @@ def test_server_dies_with_a_killed_launcher():
     finally:
         if _alive(child):
             os.kill(child, signal.SIGKILL)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _answers(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.slow
+def test_sigterm_to_pneumo_app_frees_its_port(tiny_model, tmp_path):
+    """The campaign's case: `pneumo app` stopped with SIGTERM left Streamlit on its port."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pneumo",
+            "app",
+            "--port",
+            str(port),
+            "--model",
+            str(tiny_model),
+            "--db",
+            str(tmp_path / "app.db"),
+        ],
+        env=dict(os.environ, PYTHONPATH=str(SRC)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not _answers(port):
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "the app did not start"
+            time.sleep(0.5)
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        assert children, "no Streamlit child process"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+        assert all(_wait_gone(int(pid)) for pid in children)
+        assert not _answers(port)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
