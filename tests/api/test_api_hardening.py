@@ -144,4 +144,5 @@ def test_png_bomb_header_with_tiny_body(client):
     from corpus import png_bomb
 
     r = client.post("/v1/predict", files=_files(("bomb.png", png_bomb(), "image/png")))
-    assert r.status_code == 422 and "too large" in r.json()["results"][0]["error"]
+    error = r.json()["results"][0]["error"]
+    assert r.status_code == 422 and "too large (a decompression bomb" in error

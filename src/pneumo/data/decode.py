@@ -422,6 +422,10 @@ def load_grey(
     return grey
 
 
+BOMB_PIXELS = 2**62
+"""What ``header_pixels`` answers for a header past Pillow's bomb limit or a deflate bomb."""
+
+
 def header_pixels(data: bytes) -> int:
     """How many pixels ``data`` will decode to, from its header alone (all frames of a DICOM);
     0 when the header cannot be read (decoding then says why). Lets a server refuse memory
@@ -438,7 +442,7 @@ def header_pixels(data: bytes) -> int:
             width, height = img.size
             return width * height
     except (Image.DecompressionBombError, ImageDecodeError):
-        return 2**62
+        return BOMB_PIXELS
     except Exception:  # noqa: BLE001 - unreadable headers are reported by the decoder
         return 0
 

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from pneumo.api.deps import get_predictor, get_settings, require_api_key
 from pneumo.api.schemas import ErrorResponse, PredictionOut, PredictResponse
 from pneumo.api.settings import ApiSettings
-from pneumo.data.decode import header_pixels
+from pneumo.data.decode import BOMB_PIXELS, header_pixels
 from pneumo.inference.base import Prediction, Predictor
 
 router = APIRouter(prefix="/v1", tags=["predict"])
@@ -70,10 +70,11 @@ def _predict_within_limits(
     for i, data in enumerate(datas):
         pixels = header_pixels(data)  # 0: unreadable header, the decoder says why
         if pixels > settings.max_pixels:
+            size = "a decompression bomb" if pixels >= BOMB_PIXELS else f"{_mpx(pixels)} pixels"
             out[i] = Prediction(
                 source=names[i],
-                error=f"{names[i]}: image too large ({_mpx(pixels)} pixels when decoded; the "
-                f"limit is {_mpx(settings.max_pixels)} per image)",
+                error=f"{names[i]}: image too large ({size} when decoded; the limit is "
+                f"{_mpx(settings.max_pixels)} pixels per image)",
             )
         elif total + pixels > settings.max_request_pixels:
             out[i] = Prediction(
