@@ -97,6 +97,9 @@ def _open_regular(path: Path, label: str, max_bytes: int) -> tuple[int, int]:
         problem = f"{_file_kind(st.st_mode)}, not a regular file: only files are read"
     elif st.st_size > max_bytes:
         problem = f"file too large ({st.st_size / 2**20:.1f} MiB, limit {max_bytes / 2**20:g} MiB)"
+    elif st.st_size == 0:
+        # nothing to read; and /proc files such as kmsg claim 0 bytes, then block when read
+        problem = "empty file (0 bytes)"
     if problem:
         os.close(fd)
         raise ImageDecodeError(label, problem)
