@@ -85,6 +85,17 @@ def _jpeg_bomb() -> bytes:
     return bytes(data)
 
 
+def jpeg_scan_bomb(side: int = 4000, extra_scans: int = 2000) -> bytes:
+    """A small progressive JPEG with thousands of repeated scans: each is a pass over every
+    pixel, so decoding takes minutes (the file stays under 200 KiB)."""
+    data = encode(Image.new("L", (side, side), 128), "JPEG", progressive=True)
+    starts = [i for i in range(len(data) - 1) if data[i : i + 2] == b"\xff\xda"]
+    ends = [*starts[1:], len(data) - 2]
+    smallest = min(range(1, len(starts)), key=lambda k: ends[k] - starts[k])
+    scan = data[starts[smallest] : ends[smallest]]
+    return data[:-2] + scan * extra_scans + b"\xff\xd9"
+
+
 def _exif_rotated() -> bytes:
     img = Image.new("L", (160, 96), 40)
     img.paste(220, (0, 0, 40, 96))  # bright band on the left, as stored
@@ -359,6 +370,7 @@ CASES: list[Case] = [
     Case("jpeg-middle-zeroed", "holes.jpeg", "any", _bytes(lambda: _flip_middle(_jpeg()))),
     Case("png-bomb", "bomb.png", "error", _bytes(lambda: png_bomb())),
     Case("jpeg-bomb", "bomb.jpeg", "error", _bytes(_jpeg_bomb)),
+    Case("jpeg-scan-bomb", "scans.jpeg", "error", _bytes(lambda: jpeg_scan_bomb())),
     Case("tiny", "tiny.png", "error", _bytes(lambda: _png(Image.new("L", (1, 1))))),
     Case("gif", "film.gif", "error", _bytes(lambda: encode(xray(), "GIF"))),
     Case("eps", "ghost.jpeg", "error", _bytes(_eps)),

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from corpus import CASES, dicom, png_16bit_big, write_case, xray
+from corpus import CASES, dicom, encode, png_16bit_big, write_case, xray
 from pneumo.data.decode import decode_budget, load_grey, probe_image, read_bytes
 from pneumo.errors import ImageDecodeError
 
@@ -176,3 +176,19 @@ def test_files_that_claim_zero_bytes_are_not_read(target, tmp_path):
     link.symlink_to(target)
     with pytest.raises(ImageDecodeError, match="empty file|permission denied|cannot read"):
         load_grey(link)
+
+
+@pytest.mark.timeout(60)
+def test_jpeg_with_thousands_of_scans_is_refused_at_once():
+    import time
+
+    from corpus import jpeg_scan_bomb
+
+    bomb = jpeg_scan_bomb()
+    assert len(bomb) < 200 * 1024
+    start = time.perf_counter()
+    with pytest.raises(ImageDecodeError, match="scans"):
+        load_grey(bomb, name="scans.jpeg", draft_size=(224, 224))
+    assert time.perf_counter() - start < 1.0
+    progressive = encode(xray(), "JPEG", progressive=True)  # about 10 scans: fine
+    assert load_grey(progressive).size == (96, 96)

@@ -31,6 +31,9 @@ MAX_FILE_BYTES = 256 * 1024 * 1024
 """Refuse files larger than this before reading them (a 60-Mpixel 16-bit DICOM is 120 MB)."""
 FORMATS = ("JPEG", "PNG", "TIFF", "BMP", "WEBP")
 """The Pillow formats opened; others (EPS, which runs Ghostscript, PSD, ICO ...) are refused."""
+MAX_JPEG_SCANS = 100
+"""Most start-of-scan markers in a JPEG: progressive files have about 10, and each extra scan is
+one more pass over every pixel (a small file with thousands of scans decodes for minutes)."""
 DECODE_BUDGET_BYTES = 1536 * 1024 * 1024
 """Decoded bytes all threads of this process may hold at once; a decode that would exceed it
 waits for others to finish (bounded memory under many concurrent large images)."""
@@ -412,8 +415,15 @@ def load_grey(
         return _decode_dicom(data, label, max_pixels)
     img = open_image(io.BytesIO(data), label, max_pixels)
     check_size(*img.size, label, max_pixels)
-    if draft_size is not None and img.format in ("JPEG", "MPO"):
-        img.draft("L", draft_size)
+    if img.format in ("JPEG", "MPO"):
+        # entropy-coded data escapes 0xFF, so this counts markers (an EXIF thumbnail's too)
+        scans = data.count(b"\xff\xda")
+        if scans > MAX_JPEG_SCANS:
+            raise ImageDecodeError(
+                label, f"JPEG with {scans} scans (limit {MAX_JPEG_SCANS}): a decoding bomb?"
+            )
+        if draft_size is not None:
+            img.draft("L", draft_size)
     width, height = img.size
     cost = _decoded_bytes(width, height, _BYTES_PER_PIXEL.get(img.mode, 4))
     with decode_budget.hold(cost):
