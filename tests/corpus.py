@@ -168,6 +168,7 @@ def dicom(
     rows: int | None = None,
     truncate_pixels: bool = False,
     extra: Callable | None = None,
+    jpeg_frame: bytes | None = None,
 ) -> bytes:
     """A DICOM Part 10 file of a generated X-ray, in any photometric interpretation and
     transfer syntax pydicom (with Pillow) can write."""
@@ -233,7 +234,7 @@ def dicom(
         from pydicom.encaps import encapsulate
 
         img = Image.fromarray(grey.astype(np.uint8))
-        ds.PixelData = encapsulate([encode(img, "JPEG", quality=95)])
+        ds.PixelData = encapsulate([jpeg_frame or encode(img, "JPEG", quality=95)])
         ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
         ds["PixelData"].VR = "OB"
         meta.TransferSyntaxUID = uid.JPEGBaseline8Bit
@@ -384,6 +385,12 @@ CASES: list[Case] = [
     Case("dicom-short-pixels", "short.dcm", "error", _dicom(truncate_pixels=True)),
     Case("dicom-huge-header", "huge.dcm", "error", _dicom(rows=65535)),
     Case("dicom-deflate-bomb", "bomb.dcm", "error", _bytes(lambda: deflate_bomb())),
+    Case(
+        "dicom-jpeg-scan-bomb",
+        "scans.dcm",
+        "error",
+        _bytes(lambda: dicom(syntax="JPEGBaseline8Bit", jpeg_frame=jpeg_scan_bomb(2000, 1000))),
+    ),
     Case("dicom-garbage", "garbage.dcm", "error", _bytes(b"\0" * 128 + b"DICM" + os.urandom(200))),
     # special files: refused without reading or blocking
     Case("fifo", "pipe.jpeg", "error", _fifo, special=True),

@@ -322,6 +322,13 @@ def _decode_dicom(data: bytes, label: str, max_pixels: int) -> Image.Image:
         raise ImageDecodeError(label, f"not a readable DICOM file ({_reason(exc)})") from None
     width, height, frames, samples = _dicom_geometry(ds, label)
     check_size(width, height, label, max_pixels)
+    syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", ""))
+    if syntax.startswith("1.2.840.10008.1.2.4.5"):  # JPEG baseline/extended inside DICOM
+        scans = data.count(b"\xff\xda")
+        if scans > MAX_JPEG_SCANS * max(1, frames):
+            raise ImageDecodeError(
+                label, f"DICOM JPEG with {scans} scans (limit {MAX_JPEG_SCANS}): a decoding bomb?"
+            )
     if frames > 1:
         check_size(width * frames, height, label, max_pixels)
     bits = int(ds.get("BitsAllocated") or 16)
