@@ -242,3 +242,15 @@ def test_broken_shard_parts_and_environment_are_plain_errors(
     monkeypatch.setenv("WORLD_SIZE", "two")
     assert _predict("x.jpeg", "--model", str(tiny_model), "-o", str(out)) == 2
     assert "WORLD_SIZE must be whole numbers" in capsys.readouterr().err
+
+
+def test_empty_csv_list_gets_a_row(tiny_model, xray_files, tmp_path):
+    listing = tmp_path / "list.csv"
+    listing.write_text("path\n")
+    out = tmp_path / "out.csv"
+    assert (
+        _predict(str(listing), str(xray_files[0]), "--model", str(tiny_model), "-o", str(out)) == 0
+    )
+    rows = _read_csv(out)
+    assert [Path(r["path"]).name for r in rows] == ["list.csv", xray_files[0].name]
+    assert "has no paths" in rows[0]["error"]

@@ -170,7 +170,11 @@ def collect_inputs(paths: list[str | Path]) -> list[Input]:
         if path.is_dir():
             out += _scan_folder(path)
         elif path.suffix.lower() == ".csv" and path.is_file():
-            out += [Input(p) for p in _read_csv_list(path)]
+            listed = _read_csv_list(path)
+            shown = printable(str(path))
+            out += [Input(p) for p in listed] or [
+                Input(str(raw), f"{shown}: the list has no paths")
+            ]
         else:
             out.append(Input(str(raw)))
     return out
