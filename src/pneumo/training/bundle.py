@@ -198,7 +198,12 @@ def model_card(run_dir: Path, dest: Path, figures: dict) -> str:
             + (f"EMA (decay {cfg.ema_decay:g}) of " if cfg.ema_decay else "")
             + f"the {cfg.select_epoch} epoch"
             + (f", WiSE-FT mixed at alpha {cfg.wise_alpha:g}" if cfg.wise_alpha < 1 else "")
-            + "; batch-norm statistics re-estimated on 1024 clean training films afterwards."
+            + (
+                "; batch-norm statistics kept as they were frozen during training (the network "
+                "learned with them)."
+                if cfg.freeze_bn
+                else "; batch-norm statistics re-estimated on 1024 clean training films afterwards."
+            )
             + (
                 f" Exported as variant '{meta.training['variant']['name']}' of the run"
                 + (
@@ -273,9 +278,9 @@ def model_card(run_dir: Path, dest: Path, figures: dict) -> str:
         lines += [
             "## Weight-averaging variants of this run (`pneumo variants`)",
             "",
-            "Each with batch-norm statistics re-estimated; figures at p = 0.5 after a temperature "
-            "fitted on validation. Validation cannot rank these under the train-to-test shift; "
-            "the choice follows the literature on robust fine-tuning (see the README).",
+            "Figures at p = 0.5 after a temperature fitted on validation (never below 1). "
+            "Validation cannot rank these under the train-to-test shift; the choice follows the "
+            "literature on robust fine-tuning (see docs/robustness.md).",
             "",
             variants.read_text().strip(),
             "",

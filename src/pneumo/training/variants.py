@@ -91,7 +91,10 @@ def compare_variants(
         if not cfg.freeze_bn:
             recompute_batchnorm(model, clean_batches(train_recs, dcfg, cfg))
         logits, y, _, _ = validation_pass(model, val_recs, dcfg, cfg)
-        temperature = float(fit_temperature(logits, y, balanced=cfg.class_balance != "none"))
+        # As the shipped model: the temperature may soften, never sharpen (see finalize).
+        temperature = max(
+            1.0, float(fit_temperature(logits, y, balanced=cfg.class_balance != "none"))
+        )
         p = calibrated_probabilities(logits, temperature)[:, 1]
         m = compute_metrics(y, p, 0.5)
         row = {
