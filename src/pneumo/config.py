@@ -138,8 +138,15 @@ class TrainConfig:
             raise ValueError(f"prevalence must be in (0, 1), got {self.prevalence}")
         if not 0 < self.target_sensitivity <= 1:
             raise ValueError("target_sensitivity must be in (0, 1]")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.patience < 1:
-            raise ValueError("epochs, batch_size, patience must be >= 1 and lr > 0")
+        for name, flag in (
+            ("epochs", "--epochs"),
+            ("batch_size", "--batch-size"),
+            ("patience", "--patience"),
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{flag} must be at least 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"--lr must be > 0, got {self.lr}")
         if not 0 < self.val_fraction < 1:
             raise ValueError("val_fraction must be in (0, 1)")
 

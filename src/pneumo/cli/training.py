@@ -139,8 +139,8 @@ def config_from_args(args: argparse.Namespace, backbone: str):
     values.update(
         backbone=backbone,
         data=data_dir(args),
-        epochs=args.epochs or (8 if finetune else 3),
-        lr=args.lr or (1e-4 if finetune else 0.002),
+        epochs=args.epochs if args.epochs is not None else (8 if finetune else 3),
+        lr=args.lr if args.lr is not None else (1e-4 if finetune else 0.002),
         augment=AugmentConfig.none() if args.no_augment else AugmentConfig(),
         output=args.output or Path("runs") / f"{backbone}-{args.mode}",
     )
