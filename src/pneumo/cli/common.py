@@ -25,6 +25,15 @@ def add_data_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_model_arg(parser: argparse.ArgumentParser, what: str = "model folder") -> None:
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help=f"{what} (default: $PNEUMO_MODEL or the bundled models/default)",
+    )
+
+
 def data_dir(args: argparse.Namespace) -> Path:
     return args.data if getattr(args, "data", None) else default_data_dir()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pneumo.cli.common import add_command, add_data_arg, data_dir
+from pneumo.cli.common import add_command, add_data_arg, add_model_arg, data_dir
 from pneumo.evaluation.evaluate import evaluate
 
 
@@ -76,12 +76,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     """Add this group's subcommands to the `pneumo` parser."""
     parser = add_command(sub, "evaluate", evaluate, _run_evaluate)
-    parser.add_argument(
-        "--model",
-        type=Path,
-        default=None,
-        help="model folder (default: $PNEUMO_MODEL or the bundled models/default)",
-    )
+    add_model_arg(parser)
     add_data_arg(parser)
     parser.add_argument(
         "--split",

@@ -8,20 +8,11 @@ import sys
 from pathlib import Path
 
 from pneumo.api.server import serve
-from pneumo.cli.common import add_command
+from pneumo.cli.common import add_command, add_model_arg
 from pneumo.inference.export import export_onnx
 from pneumo.inference.predict import merge_shards, predict_files
 
 log = logging.getLogger(__name__)
-
-
-def _model_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model",
-        type=Path,
-        default=None,
-        help="model directory (default: $PNEUMO_MODEL or the bundled model)",
-    )
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -72,7 +63,7 @@ def register(sub) -> None:
     """Add this group's subcommands to the `pneumo` parser."""
     p = add_command(sub, "predict", predict_files, _predict)
     p.add_argument("paths", nargs="*", help="image files, folders or CSV files with a path column")
-    _model_arg(p)
+    add_model_arg(p)
     p.add_argument("--backend", choices=("onnx", "torch"), default="onnx")
     p.add_argument(
         "--output",
@@ -98,7 +89,7 @@ def register(sub) -> None:
     p.add_argument(
         "--onnx", action="store_true", default=True, help="export to ONNX (the only format)"
     )
-    _model_arg(p)
+    add_model_arg(p)
     p.add_argument(
         "--output", "-o", type=Path, default=None, help="ONNX file (default: the engine's cache)"
     )
@@ -107,6 +98,6 @@ def register(sub) -> None:
     p = add_command(sub, "serve", serve, _serve)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    _model_arg(p)
+    add_model_arg(p)
     p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     p.add_argument("--backend", choices=("onnx", "torch"), default="onnx")

@@ -6,7 +6,7 @@ import argparse
 from dataclasses import fields
 from pathlib import Path
 
-from pneumo.cli.common import add_command, add_data_arg, data_dir
+from pneumo.cli.common import add_command, add_data_arg, add_model_arg, data_dir
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
@@ -259,12 +259,7 @@ def register(sub) -> None:
     from pneumo.training.adapt import adapt
 
     p = add_command(sub, "adapt", adapt, _adapt)
-    p.add_argument(
-        "--model",
-        type=Path,
-        default=None,
-        help="base model folder (default: $PNEUMO_MODEL or the bundled models/default)",
-    )
+    add_model_arg(p, "base model folder")
     p.add_argument(
         "--images",
         type=Path,
