@@ -128,13 +128,15 @@ def shipped_figures(model_dir: Path, cfg: TrainConfig) -> dict:
     meta = read_metadata(model_dir)
     _, val_recs = training_records(cfg)
     y, p = _predict(model_dir, val_recs)
+    in_band = (p >= meta.uncertain_band[0]) & (p <= meta.uncertain_band[1])
+    wrong = (p >= meta.threshold) != (y == 1)
     figures = {
         "validation": {
             **compute_metrics(y, p, meta.threshold),
             "ece": expected_calibration_error(y, p),
-            "uncertain_share": float(
-                np.mean((p >= meta.uncertain_band[0]) & (p <= meta.uncertain_band[1]))
-            ),
+            "uncertain_share": float(np.mean(in_band)),
+            "errors": int(wrong.sum()),
+            "errors_in_band": int((wrong & in_band).sum()),
         },
         "sweep": [],
     }
@@ -245,6 +247,7 @@ def model_card(run_dir: Path, dest: Path, figures: dict) -> str:
         value = v[key]
         lines.append(f"| {key} | {value:.4f} |" if value is not None else f"| {key} | n/a |")
     lines.append(f"| share of films in the uncertain band | {_pct(v['uncertain_share'])} |")
+    lines.append(f"| errors inside the uncertain band | {v['errors_in_band']} of {v['errors']} |")
     canary = figures.get("canary")
     lines.append("")
     if canary:
