@@ -28,11 +28,33 @@ def test_malformed_hash_is_a_configuration_error(bad):
 
 
 def test_configured_hash_prefers_environment(monkeypatch):
+    from_secrets, from_env = hash_password("a", n=2**10), hash_password("b", n=2**10)
     monkeypatch.delenv("PNEUMO_APP_PASSWORD_HASH", raising=False)
     assert configured_hash() is None
-    assert configured_hash({"password_hash": "scrypt$from$secrets"}) == "scrypt$from$secrets"
-    monkeypatch.setenv("PNEUMO_APP_PASSWORD_HASH", "scrypt$from$env")
-    assert configured_hash({"password_hash": "scrypt$from$secrets"}) == "scrypt$from$env"
+    assert configured_hash({"password_hash": from_secrets}) == from_secrets
+    monkeypatch.setenv("PNEUMO_APP_PASSWORD_HASH", from_env)
+    assert configured_hash({"password_hash": from_secrets}) == from_env
+
+
+class _BrokenSecrets:
+    """Streamlit raises the same error for a missing and for a malformed secrets.toml."""
+
+    def get(self, key, default=None):
+        raise RuntimeError("Error parsing secrets file")
+
+
+def test_gate_fails_closed_when_configured_but_unreadable(monkeypatch, tmp_path):
+    monkeypatch.delenv("PNEUMO_APP_PASSWORD_HASH", raising=False)
+    broken = tmp_path / "secrets.toml"
+    broken.write_text('password_hash = "scrypt$1024\n')  # unterminated string
+    with pytest.raises(AuthConfigError, match="cannot be read"):
+        configured_hash(_BrokenSecrets(), [broken])
+    # No secrets file at all is the normal case: no password.
+    assert configured_hash(_BrokenSecrets(), [tmp_path / "absent.toml"]) is None
+    # A typo in a configured hash stops the app at start, not at the first sign-in.
+    monkeypatch.setenv("PNEUMO_APP_PASSWORD_HASH", "scrypt$16384$8$1$typo")
+    with pytest.raises(AuthConfigError, match="not a valid hash"):
+        configured_hash()
 
 
 def test_cli_prints_a_hash_that_verifies(monkeypatch, capsys):

@@ -230,3 +230,26 @@ def test_password_gate(app_env, monkeypatch):
         "login",
         "classify",
     ]
+
+
+def test_password_gate_fails_closed(app_env, monkeypatch, tmp_path):
+    """A gate that is configured but cannot be read refuses to serve, saying why."""
+    monkeypatch.setenv("PNEUMO_APP_PASSWORD_HASH", "scrypt$16384$8$1$typo")
+    at = _page()
+    assert not at.text_input  # no patient field, no history search, no sign-in form
+    assert any("not a valid hash" in e.value for e in at.error)
+
+    from streamlit import config
+
+    monkeypatch.delenv("PNEUMO_APP_PASSWORD_HASH")
+    broken = tmp_path / "secrets.toml"
+    broken.write_text('password_hash = "scrypt$1024\n')  # a malformed secrets.toml
+    previous = config.get_option("secrets.files")
+    config.set_option("secrets.files", [str(broken)])
+    try:
+        at = AppTest.from_file(PAGE, default_timeout=120)
+        at.run()
+    finally:
+        config.set_option("secrets.files", previous)
+    assert not at.text_input
+    assert any("cannot be read" in e.value for e in at.error)

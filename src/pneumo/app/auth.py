@@ -47,6 +47,21 @@ def hash_password(password: str, *, n: int = 2**14, r: int = 8, p: int = 1) -> s
 
 def verify_password(password: str, encoded: str) -> bool:
     """Whether ``password`` matches ``encoded``; compared in constant time."""
+    n_i, r_i, p_i, salt_b, key_b = parse_hash(encoded)
+    candidate = hashlib.scrypt(
+        password.encode(),
+        salt=salt_b,
+        n=n_i,
+        r=r_i,
+        p=p_i,
+        dklen=len(key_b),
+        maxmem=256 * 1024 * 1024,
+    )
+    return hmac.compare_digest(candidate, key_b)
+
+
+def parse_hash(encoded: str) -> tuple[int, int, int, bytes, bytes]:
+    """(n, r, p, salt, key) of a hash in the documented format, or AuthConfigError."""
     try:
         scheme, n, r, p, salt, key = encoded.strip().split("$")
         if scheme != SCHEME:
@@ -60,27 +75,26 @@ def verify_password(password: str, encoded: str) -> bool:
             f"{ENV_VAR} (or the '{SECRET_KEY}' secret) is not a valid hash: {exc}; expected "
             "scrypt$<n>$<r>$<p>$<salt>$<key>, made with `pneumo app --hash-password`"
         ) from None
-    candidate = hashlib.scrypt(
-        password.encode(),
-        salt=salt_b,
-        n=n_i,
-        r=r_i,
-        p=p_i,
-        dklen=len(key_b),
-        maxmem=256 * 1024 * 1024,
-    )
-    return hmac.compare_digest(candidate, key_b)
+    return n_i, r_i, p_i, salt_b, key_b
 
 
-def configured_hash(secrets_mapping=None) -> str | None:
+def configured_hash(secrets_mapping=None, secrets_files=()) -> str | None:
     """The password hash from the environment, else from Streamlit secrets; None when the app
-    runs without a password."""
+    runs without a password. Fails closed: a secrets file that exists but cannot be read, or a
+    configured hash that is malformed, is an AuthConfigError, never "no password"."""
     value = os.environ.get(ENV_VAR, "").strip()
-    if value:
-        return value
-    if secrets_mapping is not None:
+    if not value and secrets_mapping is not None:
         try:
             value = str(secrets_mapping.get(SECRET_KEY, "") or "").strip()
-        except Exception:  # no secrets.toml: Streamlit raises rather than returning empty
+        except Exception as exc:  # Streamlit raises one error for a missing and a broken file
+            present = [str(f) for f in secrets_files if os.path.exists(f)]
+            if present:
+                raise AuthConfigError(
+                    f"the secrets file {present[0]} cannot be read ({type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); the app will "
+                    "not serve without the password gate it may configure"
+                ) from None
             value = ""
+    if value:
+        parse_hash(value)  # a typo in the hash stops the app here, not at the first sign-in
     return value or None

@@ -63,21 +63,26 @@ def new_session() -> None:
     ss.session_id = uuid.uuid4().hex
 
 
-def _secrets():
-    try:
-        return st.secrets
-    except Exception:  # noqa: BLE001 - no secrets.toml is the normal case
-        return None
+def _secrets_files() -> list[str]:
+    from streamlit import config
+
+    return list(config.get_option("secrets.files") or [])
 
 
-def password_gate(factory) -> None:
-    """Ask for the password before anything else when a hash is configured."""
+def password_gate(factory) -> bool:
+    """Ask for the password before anything else when a hash is configured; refuse to serve
+    when one may be configured but cannot be read. Returns whether the app is protected."""
     from pneumo.storage import repository as repo
 
-    encoded = auth.configured_hash(_secrets())
+    try:
+        encoded = auth.configured_hash(st.secrets, _secrets_files())
+    except auth.AuthConfigError as exc:
+        st.title(TITLE)
+        st.error(f"The app's password is configured but cannot be used: {exc}")
+        st.stop()
     ss = st.session_state
     if encoded is None or ss.authenticated:
-        return
+        return encoded is not None
     st.title(TITLE)
     with st.form("login"):
         user = st.text_input("User")
@@ -296,7 +301,7 @@ def main() -> None:
     except PneumoError as exc:
         st.error(f"Cannot start: {exc}")
         st.stop()
-    password_gate(factory)
+    protected = password_gate(factory)
 
     st.title(TITLE)
     st.warning(report.DISCLAIMER)
@@ -317,7 +322,6 @@ def main() -> None:
         )
         if st.session_state.user:
             st.caption(f"Signed in as {st.session_state.user}")
-    protected = auth.configured_hash(_secrets()) is not None
     tab_classify, tab_history = st.tabs(["Classify", "Patient history"])
     with tab_classify:
         classify_tab(settings, predictor, factory, heatmaps)
