@@ -13,9 +13,9 @@ JEMALLOC = Path("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")
 
 
 def _maybe_reexec_with_jemalloc() -> None:
-    """Restart this process with jemalloc preloaded: measured by benchmarks/run_all.py on this
-    machine, `serve` peaked at 697 MiB instead of 1027 MiB under load, with no loss in
-    requests/s. PNEUMO_JEMALLOC=0 turns it off."""
+    """Restart this process with jemalloc preloaded, which returns freed decode buffers to the
+    system instead of letting the heap grow under load (`benchmarks/run_all.py --only api`
+    measures peak memory both ways). PNEUMO_JEMALLOC=0 turns it off."""
     if os.environ.get("PNEUMO_JEMALLOC", "1") == "0" or not JEMALLOC.is_file():
         return
     if "jemalloc" in os.environ.get("LD_PRELOAD", ""):

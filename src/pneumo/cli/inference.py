@@ -87,7 +87,9 @@ def register(sub) -> None:
 
     p = add_command(sub, "export", export_onnx, _export)
     p.add_argument(
-        "--onnx", action="store_true", default=True, help="export to ONNX (the only format)"
+        "--onnx",
+        action="store_true",
+        help="export to ONNX, the only format there is (accepted for clarity; the default)",
     )
     add_model_arg(p)
     p.add_argument(

@@ -23,7 +23,7 @@ from PIL import Image
 
 from pneumo.data.decode import FORMATS, is_dicom, load_grey, read_bytes, to_grey
 from pneumo.data.transforms import preprocess
-from pneumo.errors import PneumoError
+from pneumo.errors import ImageDecodeError, PneumoError
 
 if TYPE_CHECKING:
     from pneumo.models.checkpoint import ModelMetadata
@@ -130,10 +130,10 @@ class InputStats:
         return cls(chroma, aspect_ratio(grey.size), grey_contrast(grey))
 
 
-def _source_chroma(raw: bytes) -> float:
+def _source_chroma(raw: bytes, name: str) -> float:
     """Chroma of an encoded image without a full decode: JPEGs are decoded at 1/2 to 1/8 scale,
-    grey files (most X-rays) stop after the header. Never raises: the grey decode vouched for
-    it."""
+    grey files (most X-rays) stop after the header. A failure is that image's error, never a
+    silent 0 that would switch the colour check off for it."""
     try:
         if is_dicom(raw):
             return 0.0
@@ -143,8 +143,8 @@ def _source_chroma(raw: bytes) -> float:
             if img.format in ("JPEG", "MPO"):
                 img.draft("RGB", (4 * _CHROMA_SIDE, 4 * _CHROMA_SIDE))
             return colour_chroma(img)
-    except Exception:  # noqa: BLE001 - a chroma failure must not hide the prediction
-        return 0.0
+    except Exception as exc:  # noqa: BLE001 - any decoder failure, reported for this image
+        raise ImageDecodeError(name, f"colour check failed ({type(exc).__name__})") from None
 
 
 class Predictor(ABC):
@@ -265,7 +265,7 @@ class Predictor(ABC):
     def _load(self, source: str | Path | bytes, name: str) -> tuple[np.ndarray, InputStats]:
         raw = read_bytes(source, name)  # read once: decoded to grey, then checked for colour
         img = load_grey(raw, name=name, draft_size=self.draft_size)
-        return self.preprocess(img), InputStats.of(img, _source_chroma(raw))
+        return self.preprocess(img), InputStats.of(img, _source_chroma(raw, name))
 
     def _predict_one(self, source: str | Path | bytes, name: str) -> list[Prediction]:
         try:

@@ -1,5 +1,6 @@
-"""The two backends behind ``Predictor``: ONNX Runtime (default, 3-6x faster than torch eager on
-CPU) and torch (for Grad-CAM and bf16 autocast on CPUs with AMX). Build one with
+"""The two backends behind ``Predictor``: ONNX Runtime (default; faster than torch eager on CPU,
+see ``benchmarks/engine_medians.py`` for this machine's figures) and torch (for Grad-CAM and bf16
+autocast on CPUs with AMX). Build one with
 ``load_predictor`` once per process and share it: both are thread-safe."""
 
 from __future__ import annotations
