@@ -47,6 +47,9 @@ def _start() -> tuple[subprocess.Popen, int]:
     )
     child = int(proc.stdout.readline())
     assert _alive(child)
+    # The pid is printed just before supervise() installs its handlers; a signal inside that
+    # window meets Python's defaults (the child still dies with its parent, by PDEATHSIG).
+    time.sleep(0.5)
     return proc, child
 
 
