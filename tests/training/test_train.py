@@ -68,9 +68,24 @@ def test_finetune_resumes_after_an_interruption(tiny_data, tiny_config, tmp_path
     last = json.loads((tmp_path / "run" / "checkpoints" / "last.json").read_text())
     assert last["epoch"] == 1
     monkeypatch.setattr(ft, "predict_loader", real)
+    steps_in_epoch_1 = int(last["optimizer_scalars"]["0.step"])
+    calls = {"steps": 0}
+    real_step = torch.optim.AdamW.step
+
+    def counting_step(self, *args, **kwargs):
+        calls["steps"] += 1
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", counting_step)
     cfg.resume = True
     history, _ = _check_run(train(cfg), 2)
     assert history[0] == last["history"][0]  # epoch 1 was not trained again
+    # The resumed process trained one epoch, and the optimizer and schedule carried on from the
+    # first: a restart would have stepped twice as often from zero.
+    assert calls["steps"] == steps_in_epoch_1
+    final = json.loads((tmp_path / "run" / "checkpoints" / "last.json").read_text())
+    assert int(final["optimizer_scalars"]["0.step"]) == 2 * steps_in_epoch_1
+    assert final["scheduler"]["last_epoch"] == 2 * steps_in_epoch_1
 
 
 def test_resume_without_a_checkpoint_is_a_clear_error(tiny_data, tiny_config, tmp_path):
