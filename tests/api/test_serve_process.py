@@ -4,7 +4,6 @@ factory mode, settings from the environment, two workers) with the bundled model
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -12,6 +11,8 @@ import time
 
 import httpx
 import pytest
+
+from processes import stop_group
 
 pytestmark = [pytest.mark.slow, pytest.mark.realdata]
 
@@ -61,10 +62,5 @@ def test_real_server_answers_with_the_bundled_model(originals_dir, tmp_path):
         meta = httpx.get(url + "/v1/model", headers={"X-API-Key": key}, timeout=10).json()
         assert meta["threshold"] == pytest.approx(0.5)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc, timeout=30)
         log.close()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import socket
 import sqlite3
 import subprocess
@@ -16,6 +15,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from processes import stop_group
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.realdata]
 
@@ -172,16 +173,5 @@ def test_classify_five_originals_in_chromium(originals_dir, model_for_browser, t
         log.flush()
         assert "Test Patient Browser" not in (tmp_path / "app.log").read_text()  # never logged
     finally:
-        _stop(proc)
+        stop_group(proc)
         log.close()
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """Stop the app and the streamlit server it started (its own process group)."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
