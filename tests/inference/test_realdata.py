@@ -20,3 +20,48 @@ def test_bundled_model_on_full_size_originals(originals_dir):
     accuracy = sum(p.label == t for p, t in zip(preds, truth, strict=True)) / len(files)
     assert accuracy >= 0.85  # training images: anything lower means preprocessing drifted
     assert sum(p.ood for p in preds) <= 0.05 * len(files)  # real X-rays, incl. the RGB ones
+
+
+GREY_PICTURES = (
+    "camera",
+    "coins",
+    "moon",
+    "page",
+    "text",
+    "horse",
+    "clock",
+    "brick",
+    "grass",
+    "gravel",
+    "checkerboard",
+    "cell",
+    "microaneurysms",
+)
+
+
+@pytest.mark.realdata
+def test_feature_distance_flags_grey_pictures_that_are_not_x_rays():
+    """Grey pictures pass the colour check; the real model's feature distance must catch them."""
+    import numpy as np
+    import skimage.data
+    from PIL import Image
+
+    from pneumo.inference.engine import load_predictor
+    from pneumo.models.checkpoint import BUNDLED_MODEL_DIR
+
+    if not (BUNDLED_MODEL_DIR / "model.json").is_file():
+        pytest.fail("the bundled model is missing from models/default")
+    images = []
+    for name in GREY_PICTURES:
+        a = np.asarray(getattr(skimage.data, name)())
+        if a.dtype == bool:
+            a = a.astype(np.uint8) * 255
+        elif a.dtype != np.uint8:
+            a = (255 * (a - a.min()) / max(1e-9, np.ptp(a))).astype(np.uint8)
+        images.append(Image.fromarray(a).convert("L"))
+    predictor = load_predictor(backend="torch")
+    cutoff = predictor.metadata.ood["cutoff"]
+    preds = predictor.predict_images(images, list(GREY_PICTURES))
+    far = [p.source for p in preds if p.ood_score > cutoff]
+    assert len(far) >= 11, f"only {far} lie beyond the feature-distance cut-off {cutoff:.3f}"
+    assert all(p.ood for p in preds if p.source in far)
