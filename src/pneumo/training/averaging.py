@@ -4,8 +4,9 @@
 - WiSE-FT (Wortsman et al. 2022): interpolate the starting weights (ImageNet backbone + linear
   probe head) and the fine-tuned ones; the mix keeps more of the general features.
 - Greedy soups (Wortsman et al. 2022): average fine-tunes that share one start.
-- Batch-norm statistics re-estimated afterwards: an average of weights is a new network whose
-  activations no longer match any run's running statistics.
+- Batch-norm statistics re-estimated afterwards, for runs that trained them: an average of
+  weights is a new network whose activations no longer match any run's running statistics.
+  (Runs with frozen statistics keep them: every weight they visited was trained against them.)
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def ema_model(model: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedM
         d = min(decay, (1 + float(n)) / (10 + float(n)))
         return avg * d + current * (1 - d)
 
-    # Buffers (BN statistics) follow the live model; they are re-estimated at the end anyway.
+    # Parameters only: the BN statistics of the shipped network are the live model's.
     return torch.optim.swa_utils.AveragedModel(model, avg_fn=average, use_buffers=False)
 
 
@@ -83,12 +84,20 @@ def greedy_soup(
     return average_states([states[j] for j in kept]), kept, scores
 
 
+def _norms(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [
+        (name, m)
+        for name, m in model.named_modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+    ]
+
+
 @torch.no_grad()
 def recompute_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:
     """Re-estimate every BatchNorm's running mean and variance as a cumulative average over
     ``batches`` (images without augmentation); returns the number of images seen. Weights are
     untouched; a model without BatchNorm is left as it is."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = [m for _, m in _norms(model)]
     if not norms:
         return 0
     was_training = model.training
@@ -111,14 +120,6 @@ def recompute_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor]) -> in
 
 BN_REFERENCE = "bnref."
 """Key prefix of the training films' batch-norm input statistics stored beside the weights."""
-
-
-def _norms(model: nn.Module):
-    return [
-        (name, m)
-        for name, m in model.named_modules()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm)
-    ]
 
 
 @torch.no_grad()
@@ -165,25 +166,18 @@ def freeze_early_stages(model: nn.Module, stages: int) -> list[str]:
     if stages >= len(modules):
         raise ValueError(f"can freeze at most {len(modules) - 1} stages, asked for {stages}")
     boundary = modules[stages - 1]
-    names = [n for n, _ in model.named_parameters()]
-    last = max(i for i, n in enumerate(names) if n.startswith(boundary + "."))
-    frozen = set(names[: last + 1])
-    for name, param in model.named_parameters():
-        if name in frozen:
-            param.requires_grad_(False)
-    model._pneumo_frozen_prefixes = sorted(frozen)  # noqa: SLF001 - read by keep_frozen_eval
-    return names[: last + 1]
+    params = list(model.named_parameters())
+    last = max(i for i, (n, _) in enumerate(params) if n.startswith(boundary + "."))
+    for _, param in params[: last + 1]:
+        param.requires_grad_(False)
+    return [n for n, _ in params[: last + 1]]
 
 
 def keep_frozen_eval(model: nn.Module, *, all_norms: bool = False) -> None:
     """After ``model.train()``: put the BatchNorms whose weights are frozen (or, with
     ``all_norms``, every BatchNorm) back in eval mode, so they normalise with their running
     statistics as at inference instead of with each batch's."""
-    frozen = set(getattr(model, "_pneumo_frozen_prefixes", ()))
-    if not frozen and not all_norms:
-        return
-    for name, module in model.named_modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and (
-            all_norms or f"{name}.weight" in frozen
-        ):
+    for _, module in _norms(model):
+        weight = module.weight
+        if all_norms or (weight is not None and not weight.requires_grad):
             module.eval()

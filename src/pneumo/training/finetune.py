@@ -2,7 +2,8 @@
 schedule, an EMA of the weights, optionally frozen early stages, bf16 autocast where it is
 faster, a checkpoint each epoch, ``--resume``, early stopping on validation loss, and
 data-parallel training under torchrun. The shipped weights are then optionally interpolated with
-the starting ones (WiSE-FT) and get batch-norm statistics re-estimated on clean training films."""
+the starting ones (WiSE-FT); runs that trained their batch-norm statistics get them re-estimated
+on clean training films."""
 
 from __future__ import annotations
 
