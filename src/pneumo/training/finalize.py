@@ -77,9 +77,11 @@ def write_model(
     output: Path,
     half: bool = False,
     bn_reference: dict | None = None,
+    variant: dict | None = None,
 ) -> Path:
     """Save weights, OOD statistics, the training films' batch-norm statistics (the reference
-    ``pneumo adapt`` measures a site against) and metadata into ``output``."""
+    ``pneumo adapt`` measures a site against) and metadata into ``output``. ``variant`` says
+    which averaging of which runs the weights are (``pneumo variants --export``)."""
     from pneumo.inference.ood import fit_ood
 
     ood_tensors, ood_settings = fit_ood(train_features, val_features)
@@ -93,7 +95,7 @@ def write_model(
         ood=ood_settings,
         data_fingerprint=fingerprint,
         metrics={"split": "validation (patient-level, carved from train)", **metrics},
-        training=cfg.to_dict(),
+        training={**cfg.to_dict(), **({"variant": variant} if variant else {})},
         pneumo_version=__version__,
     )
     save_model(

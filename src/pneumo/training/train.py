@@ -156,9 +156,11 @@ def write_outputs(
     ood_train,
     *,
     output=None,
+    variant: dict | None = None,
 ) -> dict:
     """Calibrate, choose the threshold, and write the model, history, metrics and validation
-    report of a run (``output`` overrides where the model goes)."""
+    report of a run (``output`` overrides where the model goes; ``variant`` is recorded in its
+    metadata)."""
     from pneumo.training.averaging import batchnorm_statistics
     from pneumo.training.finalize import calibrate_and_select, write_json, write_model
     from pneumo.training.loops import clean_batches
@@ -178,6 +180,7 @@ def write_outputs(
         fingerprint=fingerprint(train_recs),
         output=output or run_dir / "model",
         bn_reference=batchnorm_statistics(model, clean_batches(train_recs, dcfg, cfg)),
+        variant=variant,
     )
     write_json(run_dir / "history.json", history)
     write_json(

@@ -1,8 +1,8 @@
 """One table of the weight-averaging choices of a fine-tuning run, computed from its
 checkpoints without training again: the linear-probe start, the last epoch, the EMA of weights,
-WiSE-FT mixes of start and EMA, and a greedy soup when other runs from the same start are
-given. Each gets its batch-norm statistics re-estimated, then validation (carved from train)
-and the official 16-image val split (the canary) figures at the run's threshold rule.
+WiSE-FT mixes of start and EMA, and soups when other runs from the same start are given. Each
+(with its batch-norm statistics re-estimated, for runs that trained them) gets validation
+(carved from train) and official 16-image val split (the canary) figures at p = 0.5.
 
 Validation is near-separable and cannot rank these under the train-to-test shift; the table is
 there to catch a variant that breaks, and to show what each choice costs and changes."""
@@ -14,12 +14,10 @@ import logging
 from pathlib import Path
 
 from pneumo.config import TrainConfig
-from pneumo.training.averaging import (
-    average_states,
-    greedy_soup,
-    interpolate,
-    recompute_batchnorm,
-)
+from pneumo.training.train import validation_pass
+
+# torch (through pneumo.training.averaging) is imported inside the functions: the CLI imports
+# this module at start-up for its help text.
 
 log = logging.getLogger(__name__)
 
@@ -62,35 +60,40 @@ def compare_variants(
     """Compare the weight-averaging variants of a fine-tuning run in one table.
 
     Computes, from RUN's checkpoints, the start (ImageNet backbone + linear probe head), the
-    last epoch, the EMA of weights and WiSE-FT mixes of start and EMA (--alphas), plus a greedy
-    soup of the EMA weights of RUN and --soup runs (fine-tunes from the same start). Each variant
-    gets batch-norm statistics re-estimated on clean training films and is measured on the
-    validation split and on the official 16-image val split (the canary, never selected on).
-    Writes RUN/variants.json and RUN/variants.md.
+    last epoch, the EMA of weights and WiSE-FT mixes of start and EMA (--alphas), plus uniform
+    and greedy soups of the EMA weights of RUN and --soup runs (fine-tunes from the same start).
+    Each variant (with batch-norm statistics re-estimated, for runs that trained them) is
+    measured on the validation split and on the official 16-image val split (the canary, never
+    selected on). Writes RUN/variants.json and RUN/variants.md.
     """
-    from pneumo.evaluation.calibration import calibrated_probabilities, fit_temperature
+    from pneumo.evaluation.calibration import (
+        calibrated_probabilities,
+        fit_temperature,
+        negative_log_likelihood,
+    )
     from pneumo.evaluation.metrics import compute_metrics
     from pneumo.models.registry import create_model, data_config
-    from pneumo.training.loops import clean_batches
-    from pneumo.training.splits import training_records
-    from pneumo.training.train import validation_pass
+    from pneumo.training.averaging import greedy_soup
+    from pneumo.training.splits import canary_records, training_records
 
     run = Path(run)
     cfg = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
     train_recs, val_recs = training_records(cfg)
     model = create_model(cfg.backbone, pretrained=False)
     dcfg = data_config(model)
-    canary_recs = _canary(cfg) if canary else []
+    canary_recs = canary_records(cfg.data) if canary else []
 
     states = variant_states(run, alphas, soup_runs)
     averaged = states.get("EMA of weights", states["last epoch"])
     live = states["last epoch"]
 
+    def logits_of(state: dict, records) -> tuple:
+        _load_variant(model, state, cfg, train_recs, dcfg)
+        logits, y, _, _ = validation_pass(model, records, dcfg, cfg)
+        return logits, y
+
     def measure(state: dict) -> dict:
-        model.load_state_dict(state)
-        if not cfg.freeze_bn:
-            recompute_batchnorm(model, clean_batches(train_recs, dcfg, cfg))
-        logits, y, _, _ = validation_pass(model, val_recs, dcfg, cfg)
+        logits, y = logits_of(state, val_recs)
         # As the shipped model: the temperature may soften, never sharpen (see finalize).
         temperature = max(
             1.0, float(fit_temperature(logits, y, balanced=cfg.class_balance != "none"))
@@ -105,6 +108,7 @@ def compare_variants(
             "temperature": temperature,
         }
         if canary_recs:
+            # The model already holds this state (and its statistics): run it as it is.
             c_logits, c_y, _, _ = validation_pass(model, canary_recs, dcfg, cfg)
             c_p = calibrated_probabilities(c_logits, temperature)[:, 1]
             row.update(
@@ -115,13 +119,16 @@ def compare_variants(
             )
         return row
 
+    def validation_nll(state: dict) -> float:
+        return negative_log_likelihood(*logits_of(state, val_recs), balanced=True)
+
     rows = []
     for name, state in states.items():
         rows.append({"variant": name, **measure(state)})
         log.info("%s: %s", name, rows[-1])
     if soup_runs:
         ingredients = [averaged] + [_shipped(r, live) for r in soup_runs]
-        soup, kept, _ = greedy_soup(ingredients, lambda s: -_val_loss(model, s, cfg, dcfg))
+        soup, kept, _ = greedy_soup(ingredients, lambda s: -validation_nll(s))
         names = [([run, *soup_runs][i]).name for i in sorted(kept)]
         rows.append({"variant": f"greedy soup keeps {' + '.join(names)}", **measure(soup)})
     output = output or run / "variants.json"
@@ -130,28 +137,16 @@ def compare_variants(
     return rows
 
 
-def _val_loss(model, state, cfg, dcfg) -> float:
-    from pneumo.evaluation.calibration import negative_log_likelihood
+def _load_variant(model, state: dict, cfg: TrainConfig, train_recs, dcfg) -> None:
+    """Load ``state``; a run that trained its batch-norm statistics gets them re-estimated for
+    these weights (frozen statistics stay: the weights were trained against them)."""
+    from pneumo.training.averaging import recompute_batchnorm
     from pneumo.training.loops import clean_batches
-    from pneumo.training.splits import training_records
-    from pneumo.training.train import validation_pass
 
-    train_recs, val_recs = training_records(cfg)
     model.load_state_dict(state)
     if not cfg.freeze_bn:
         recompute_batchnorm(model, clean_batches(train_recs, dcfg, cfg))
-    logits, y, _, _ = validation_pass(model, val_recs, dcfg, cfg)
-    return negative_log_likelihood(logits, y, balanced=True)
-
-
-def _canary(cfg: TrainConfig):
-    from pneumo.data.discover import find_images
-    from pneumo.errors import DataError
-
-    try:
-        return find_images(cfg.data, ["val"])
-    except DataError:
-        return []
+    model.eval()
 
 
 def variants_markdown(rows: list[dict]) -> str:
@@ -195,6 +190,8 @@ def variant_states(
 ) -> dict[str, dict]:
     """Every variant's weights by name: start, last epoch, EMA, WiSE-FT mixes of start and EMA,
     and the uniform soup of RUN's and ``soup_runs``' EMA weights."""
+    from pneumo.training.averaging import average_states, interpolate
+
     states = run_states(run)
     live = states["last epoch"]
     if "EMA of weights" in states:
@@ -214,9 +211,8 @@ def export_variant(run: Path, name: str, output: Path, alphas=(0.5, 0.75), soup_
     """Write variant ``name`` of ``run`` as a model directory, calibrated and thresholded by
     the run's own rule, exactly as ``pneumo train`` writes its model."""
     from pneumo.models.registry import create_model, data_config
-    from pneumo.training.loops import clean_batches
     from pneumo.training.splits import training_records
-    from pneumo.training.train import ood_reference_features, validation_pass, write_outputs
+    from pneumo.training.train import ood_reference_features, write_outputs
 
     run = Path(run)
     cfg = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
@@ -226,13 +222,10 @@ def export_variant(run: Path, name: str, output: Path, alphas=(0.5, 0.75), soup_
     train_recs, val_recs = training_records(cfg)
     model = create_model(cfg.backbone, pretrained=False)
     dcfg = data_config(model)
-    model.load_state_dict(states[name])
-    if not cfg.freeze_bn:
-        recompute_batchnorm(model, clean_batches(train_recs, dcfg, cfg))
-    model.eval()
+    _load_variant(model, states[name], cfg, train_recs, dcfg)
     logits, y, feats, val_recs = validation_pass(model, val_recs, dcfg, cfg)
     history = json.loads((run / "history.json").read_text())
-    selection = write_outputs(
+    return write_outputs(
         cfg,
         model,
         dcfg,
@@ -242,21 +235,10 @@ def export_variant(run: Path, name: str, output: Path, alphas=(0.5, 0.75), soup_
         (logits, y, feats),
         ood_reference_features(model, train_recs, dcfg, cfg),
         output=Path(output),
+        variant={
+            "name": name,
+            "run": str(run),
+            "soup_runs": [str(r) for r in soup_runs],
+            "alphas": list(alphas),
+        },
     )
-    _record_variant(Path(output), name, run, soup_runs, alphas)
-    return selection
-
-
-def _record_variant(model_dir: Path, name: str, run: Path, soup_runs, alphas) -> None:
-    """Note in model.json which variant of which runs the weights are (for the model card)."""
-    from pneumo.models.checkpoint import METADATA_FILE
-
-    path = model_dir / METADATA_FILE
-    meta = json.loads(path.read_text())
-    meta["training"]["variant"] = {
-        "name": name,
-        "run": str(run),
-        "soup_runs": [str(r) for r in soup_runs],
-        "alphas": list(alphas),
-    }
-    path.write_text(json.dumps(meta, indent=2) + "\n")
