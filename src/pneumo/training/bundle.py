@@ -93,21 +93,11 @@ def _threshold_rule(cfg: TrainConfig, threshold: float) -> str:
     return f"the middle of validation's balanced-accuracy plateau: {threshold:.3f}"
 
 
-def _rates(y: np.ndarray, p: np.ndarray, t: float) -> tuple[float | None, float | None]:
-    called = p >= t
-    sens = float(called[y == 1].mean()) if (y == 1).any() else None
-    spec = float((~called[y == 0]).mean()) if (y == 0).any() else None
-    return sens, spec
-
-
 def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{100 * v:.1f}%"
 
 
-def _predict(model_dir: Path, records) -> tuple[np.ndarray, np.ndarray]:
-    from pneumo.inference.engine import load_predictor
-
-    predictor = load_predictor(model_dir, backend="torch")
+def _predict(predictor, records) -> tuple[np.ndarray, np.ndarray]:
     preds = predictor.predict_sources([r.path for r in records])
     keep = [i for i, pred in enumerate(preds) if pred.error is None]
     p = np.array([preds[i].probability for i in keep])
@@ -118,16 +108,15 @@ def _predict(model_dir: Path, records) -> tuple[np.ndarray, np.ndarray]:
 def shipped_figures(model_dir: Path, cfg: TrainConfig) -> dict:
     """Validation and canary (official val split) figures of the shipped weights, at the
     model's threshold and across ``THRESHOLDS``."""
-    from pneumo.data.discover import find_images
-    from pneumo.errors import DataError
     from pneumo.evaluation.calibration import expected_calibration_error
     from pneumo.evaluation.metrics import compute_metrics
-    from pneumo.models.checkpoint import read_metadata
-    from pneumo.training.splits import training_records
+    from pneumo.inference.engine import load_predictor
+    from pneumo.training.splits import canary_records, training_records
 
-    meta = read_metadata(model_dir)
+    predictor = load_predictor(model_dir, backend="torch")
+    meta = predictor.metadata
     _, val_recs = training_records(cfg)
-    y, p = _predict(model_dir, val_recs)
+    y, p = _predict(predictor, val_recs)
     in_band = (p >= meta.uncertain_band[0]) & (p <= meta.uncertain_band[1])
     wrong = (p >= meta.threshold) != (y == 1)
     figures = {
@@ -140,23 +129,22 @@ def shipped_figures(model_dir: Path, cfg: TrainConfig) -> dict:
         },
         "sweep": [],
     }
-    try:
-        canary = find_images(cfg.data, ["val"])
-    except DataError:
-        canary = []
-    cy, cp = _predict(model_dir, canary) if canary else (np.array([]), np.array([]))
+    canary = canary_records(cfg.data)
     if canary:
+        cy, cp = _predict(predictor, canary)
         figures["canary"] = {
             "n": int(len(cy)),
             "correct": int(((cp >= meta.threshold) == cy).sum()),
             "normal_p": [round(float(v), 3) for v in np.sort(cp[cy == 0])],
             "pneumonia_p": [round(float(v), 3) for v in np.sort(cp[cy == 1])],
         }
+    sets = {"val": (y, p), **({"canary": (cy, cp)} if canary else {})}
     for t in sorted({*THRESHOLDS, round(meta.threshold, 3)}):
         row = {"threshold": t, "is_model": abs(t - meta.threshold) < 5e-4}
-        row["val_sensitivity"], row["val_specificity"] = _rates(y, p, t)
-        if canary:
-            row["canary_sensitivity"], row["canary_specificity"] = _rates(cy, cp, t)
+        for prefix, (labels, probs) in sets.items():
+            m = compute_metrics(labels, probs, t)
+            row[f"{prefix}_sensitivity"] = m["sensitivity"]
+            row[f"{prefix}_specificity"] = m["specificity"]
         figures["sweep"].append(row)
     return figures
 

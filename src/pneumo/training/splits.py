@@ -45,6 +45,15 @@ def training_records(cfg: TrainConfig) -> tuple[list[ImageRecord], list[ImageRec
     return train, val
 
 
+def canary_records(data) -> list[ImageRecord]:
+    """The official 16-image val split (the canary: reported, never selected on), or none when
+    the data root has no val folder."""
+    try:
+        return find_images(data_root_of(data), ["val"])
+    except DataError:
+        return []
+
+
 def fingerprint(records: list[ImageRecord]) -> str:
     """sha256 over each record's relative path, label and file content."""
     digest = hashlib.sha256()
