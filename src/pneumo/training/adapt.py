@@ -73,6 +73,7 @@ def _check_counts(records: list[ImageRecord], labeled: bool, folder: Path) -> No
 
 
 def _run(model, records, data_config, workers: int) -> dict:
+    """Logits and features of the site's films, and the ones that could not be read."""
     from pneumo.data.dataset import XrayDataset, make_loader
     from pneumo.training.loops import predict_loader
 
@@ -131,7 +132,6 @@ def adapt(
     from pneumo.evaluation.calibration import calibrated_probabilities, fit_temperature
     from pneumo.evaluation.metrics import compute_metrics
     from pneumo.evaluation.thresholds import choose_threshold
-    from pneumo.inference.ood import fit_ood
     from pneumo.models.checkpoint import load_model, resolve_model_dir, save_model
     from pneumo.training.averaging import (
         BN_REFERENCE,
@@ -140,6 +140,7 @@ def adapt(
         shift_batchnorm,
     )
     from pneumo.training.finalize import uncertain_band
+    from pneumo.training.loops import image_batches
 
     if not 0 < target_sensitivity <= 1:
         raise ValueError(f"target_sensitivity must be in (0, 1], got {target_sensitivity}")
@@ -153,7 +154,7 @@ def adapt(
     dcfg = meta.data_config
 
     before = _run(base, records, dcfg, workers)
-    kept = {p for p in before["paths"]}
+    kept = set(before["paths"])
     if len(kept) < len(records):
         log.warning("%d of %d films could not be read", len(records) - len(kept), len(records))
     records = [r for r in records if str(r.path) in kept]
@@ -165,10 +166,10 @@ def adapt(
     if reference:
         # Relative: moved by how the site differs from the training films, so a site that
         # looks like them leaves the network as it is.
-        site = batchnorm_statistics(base, _batches(records, dcfg, workers))
+        site = batchnorm_statistics(base, image_batches(records, dcfg, workers=workers))
         shift_batchnorm(adapted, reference, site)
     else:  # models written before the reference was stored
-        recompute_batchnorm(adapted, _batches(records, dcfg, workers))
+        recompute_batchnorm(adapted, image_batches(records, dcfg, workers=workers))
     after = _run(adapted, records, dcfg, workers)
     if after["paths"] != before["paths"]:
         raise DataError("the site's films changed while adapting; run again")
@@ -214,9 +215,9 @@ def adapt(
             decisions_changed=float(np.mean((p >= threshold) != (p_before >= meta.threshold))),
         )
 
-    ood_tensors, ood_settings = _refit_ood(after["features"], extra, meta.ood, fit_ood)
-    if "ood" not in refit:
-        ood_tensors, ood_settings = None, meta.ood
+    ood_tensors, ood_settings = (
+        _refit_ood(after["features"], meta.ood) if "ood" in refit else (None, meta.ood)
+    )
     new_meta = copy.deepcopy(meta)
     new_meta.threshold = threshold
     new_meta.temperature = temperature
@@ -248,9 +249,11 @@ def adapt(
     return result
 
 
-def _refit_ood(features: np.ndarray, extra: dict, settings: dict, fit_ood):
+def _refit_ood(features: np.ndarray, settings: dict):
     """A new OOD reference from the site's films: half as reference, half to set the cut-off
     (the same quantile and margin as the base model)."""
+    from pneumo.inference.ood import fit_ood
+
     rng = np.random.default_rng(0)
     order = rng.permutation(len(features))
     half = len(order) // 2
@@ -261,10 +264,3 @@ def _refit_ood(features: np.ndarray, extra: dict, settings: dict, fit_ood):
         quantile=float(settings.get("quantile", 0.995)),
         margin=float(settings.get("margin", 1.2)),
     )
-
-
-def _batches(records: list[ImageRecord], data_config, workers: int):
-    from pneumo.data.dataset import XrayDataset, make_loader
-
-    loader = make_loader(XrayDataset(records, data_config), batch_size=32, workers=workers)
-    return (batch["image"] for batch in loader)

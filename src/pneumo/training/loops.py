@@ -83,15 +83,19 @@ def epoch_metrics(logits: np.ndarray, labels: np.ndarray, weights: torch.Tensor)
     }
 
 
+def image_batches(records: list, data_config, *, batch_size: int = 32, workers: int = 2):
+    """Preprocessed image batches of ``records``, without augmentation (unreadable files are
+    skipped with a warning)."""
+    from pneumo.data.dataset import XrayDataset, make_loader
+
+    loader = make_loader(XrayDataset(records, data_config), batch_size=batch_size, workers=workers)
+    return (batch["image"] for batch in loader)
+
+
 def clean_batches(records: list, data_config, cfg, limit: int = 1024):
     """Image batches of a seeded sample of up to ``limit`` training films, without augmentation,
     for batch-norm re-estimation."""
     import random
 
-    from pneumo.data.dataset import XrayDataset, make_loader
-
     picked = random.Random(cfg.seed).sample(records, min(limit, len(records)))
-    loader = make_loader(
-        XrayDataset(picked, data_config), batch_size=cfg.batch_size, workers=cfg.workers
-    )
-    return (batch["image"] for batch in loader if batch is not None)
+    return image_batches(picked, data_config, batch_size=cfg.batch_size, workers=cfg.workers)
