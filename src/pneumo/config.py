@@ -21,6 +21,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 HEAD_INITS = ("probe", "zero", "random")
 DEVICES = ("cpu", "cuda")
 THRESHOLD_METHODS = ("bayes", "sensitivity", "balanced_accuracy")
+SELECT_EPOCHS = ("last", "best")
 
 
 @dataclass
@@ -126,8 +127,8 @@ class TrainConfig:
             raise ValueError(f"threshold_method must be one of {THRESHOLD_METHODS}")
         if self.head_init not in HEAD_INITS:
             raise ValueError(f"head_init must be one of {HEAD_INITS}, got {self.head_init!r}")
-        if self.select_epoch not in ("last", "best"):
-            raise ValueError("select_epoch must be last or best")
+        if self.select_epoch not in SELECT_EPOCHS:
+            raise ValueError(f"select_epoch must be one of {SELECT_EPOCHS}")
         if not (self.ema_decay == 0 or 0 < self.ema_decay < 1):
             raise ValueError(f"ema_decay must be 0 (off) or in (0, 1), got {self.ema_decay}")
         if not 0 <= self.wise_alpha <= 1:

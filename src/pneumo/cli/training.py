@@ -10,7 +10,13 @@ from pneumo.cli.common import add_command, add_data_arg, add_model_arg, data_dir
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
-    from pneumo.config import DEVICES, HEAD_INITS, THRESHOLD_METHODS, TrainConfig
+    from pneumo.config import (
+        DEVICES,
+        HEAD_INITS,
+        SELECT_EPOCHS,
+        THRESHOLD_METHODS,
+        TrainConfig,
+    )
 
     add_data_arg(p)
     d = TrainConfig()
@@ -106,7 +112,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--select-epoch",
-        choices=["last", "best"],
+        choices=SELECT_EPOCHS,
         default=d.select_epoch,
         help="ship the last epoch (default) or the one with the lowest validation loss",
     )

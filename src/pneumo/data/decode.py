@@ -531,8 +531,9 @@ def _probe_dicom(path: Path, label: str) -> ImageInfo:
     try:
         import pydicom
 
-        _check_deflated(path.read_bytes()[:MAX_FILE_BYTES], label, MAX_FILE_BYTES)
-        ds = pydicom.dcmread(path)
+        data = read_bytes(path, label)  # once: the deflate check and the parser share it
+        _check_deflated(data, label, MAX_FILE_BYTES)
+        ds = pydicom.dcmread(io.BytesIO(data))
     except ImageDecodeError:
         raise
     except Exception as exc:

@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import re
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
-
-log = logging.getLogger(__name__)
 
 
 def _gamma(g: float) -> Callable[[Image.Image, np.random.Generator], Image.Image]:
