@@ -355,6 +355,12 @@ def _decode_dicom(data: bytes, label: str, max_pixels: int) -> Image.Image:
                 pixels = apply_voi_lut(pixels, ds)
         except ImageDecodeError:
             raise
+        except (NotImplementedError, RuntimeError) as exc:
+            if "plugin" not in str(exc) and "not supported" not in str(exc):
+                raise ImageDecodeError(
+                    label, f"cannot decode the DICOM pixels ({_reason(exc)})"
+                ) from None
+            raise ImageDecodeError(label, _unsupported_syntax(ds)) from None
         except Exception as exc:
             raise ImageDecodeError(
                 label, f"cannot decode the DICOM pixels ({_reason(exc)})"
@@ -363,6 +369,17 @@ def _decode_dicom(data: bytes, label: str, max_pixels: int) -> Image.Image:
     if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         grey = 255 - grey  # MONOCHROME1 stores bright bone as low values
     return Image.fromarray(grey, mode="L")
+
+
+def _unsupported_syntax(ds) -> str:
+    """Name the compression a DICOM uses when no installed decoder reads it, so the user can
+    ask for an uncompressed or JPEG/JPEG-LS/JPEG 2000/RLE export instead of a stack trace."""
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    name = getattr(syntax, "name", "") or "unknown"
+    return (
+        f"DICOM pixels compressed as {printable(name)} ({printable(str(syntax))}), which cannot "
+        "be decoded here; export the study uncompressed or as JPEG, JPEG-LS, JPEG 2000 or RLE"
+    )
 
 
 def _reason(exc: BaseException) -> str:
