@@ -162,7 +162,8 @@ def test_compare_ranks_backbones_and_retrains_the_winner(tiny_data, tiny_config,
 
 
 @pytest.mark.slow
-def test_distributed_training_with_two_processes(tiny_data, tmp_path):
+@pytest.mark.parametrize("class_balance", ["loss", "sampler"])
+def test_distributed_training_with_two_processes(tiny_data, tmp_path, class_balance):
     """torchrun with 2 CPU processes (gloo) trains one model; rank 0 writes the run."""
     out = tmp_path / "ddp"
     cmd = [
@@ -194,6 +195,8 @@ def test_distributed_training_with_two_processes(tiny_data, tmp_path):
         "fp32",
         "--val-fraction",
         "0.25",
+        "--class-balance",
+        class_balance,
     ]
     env = {
         **__import__("os").environ,
@@ -205,6 +208,17 @@ def test_distributed_training_with_two_processes(tiny_data, tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config["world_size"] == 2
     _check_run(out, 2)
+    # Each rank trained on its own half of the films, every epoch, and the two ended with the
+    # same weights (gradients were averaged, not each rank training its own model).
+    report = json.loads((out / "distributed.json").read_text())
+    n_train = config["n_train"]
+    assert [e["epoch"] for e in report["epochs"]] == [1, 2]
+    for epoch in report["epochs"]:
+        assert epoch["films_per_rank"] == [n_train // 2, n_train // 2]
+        if class_balance == "loss":
+            assert epoch["shared_films"] == 0
+            assert epoch["distinct_films"] == 2 * (n_train // 2)
+    assert len(report["weights_sha256"]) == 2 and report["identical_weights"]
 
 
 @pytest.mark.parametrize("head_init", ["probe", "zero"])

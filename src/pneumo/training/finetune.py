@@ -36,23 +36,25 @@ from pneumo.training.loops import (
     predict_loader,
 )
 from pneumo.training.runtime import DistInfo, autocast
+from pneumo.training.sharding import gather_report, shard_sampler, write_report
 
 log = logging.getLogger(__name__)
 
 
 def _train_loader(cfg, dataset, labels, dist: DistInfo):
-    sampler = None
+    weights = None
     if cfg.class_balance == "sampler":
         weights = class_weights(labels)[torch.tensor(labels)]
+    if dist.enabled:
+        sampler = shard_sampler(dataset, weights, dist, cfg.seed)
+    elif weights is not None:
         sampler = torch.utils.data.WeightedRandomSampler(
             weights.double(),
             num_samples=len(labels),
             generator=torch.Generator().manual_seed(cfg.seed),
         )
-    if dist.enabled:
-        sampler = torch.utils.data.distributed.DistributedSampler(
-            dataset, num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=cfg.seed
-        )
+    else:
+        sampler = None
     return make_loader(
         dataset,
         batch_size=cfg.batch_size,
@@ -104,6 +106,7 @@ def finetune(
     )
 
     history: list[dict] = []
+    shards: dict[int, list[int]] = {}  # epoch -> the films this rank drew (under torchrun)
     start_epoch, best_loss, stale = 1, math.inf, 0
     if cfg.resume:
         info = load_checkpoint(ckpt_dir, LAST, model, optimizer, scheduler, ema=ema)
@@ -117,8 +120,9 @@ def finetune(
     for epoch in range(start_epoch, cfg.epochs + 1):
         if stale >= cfg.patience:
             break
-        if isinstance(train_loader.sampler, torch.utils.data.distributed.DistributedSampler):
+        if dist.enabled:
             train_loader.sampler.set_epoch(epoch)
+            shards[epoch] = list(train_loader.sampler)
         model.train()
         keep_frozen_eval(getattr(model, "module", model), all_norms=cfg.freeze_bn)
         started = time.perf_counter()
@@ -183,6 +187,10 @@ def finetune(
             torch.distributed.broadcast(flag, 0)
             stale = int(flag)
 
+    if dist.enabled:
+        report = gather_report(dist, shards, model)
+        if report is not None:
+            write_report(report, run_dir)
     model = _with_live_buffers(ema, model)
     if dist.is_main and cfg.select_epoch == "best":
         best = load_checkpoint(ckpt_dir, BEST, model)
