@@ -31,7 +31,8 @@ def serve(
     port: int = 8000,
     model: str | Path | None = None,
     workers: int = 1,
-    backend: str = "onnx",
+    backend: str = "auto",
+    precision: str = "auto",
     api_key: str | None = None,
 ) -> None:
     """Serve the REST API: POST /v1/predict (multipart field `files`: JPEG, PNG or DICOM),
@@ -43,7 +44,9 @@ def serve(
     PNEUMO_MAX_PIXELS and PNEUMO_MAX_REQUEST_PIXELS (decoded pixels per image, default 40
     million, and per request, default 160 million, read from the headers before decoding),
     PNEUMO_DECODE_BUDGET_MB (memory for concurrent decodes, default 1536), PNEUMO_MODEL,
-    PNEUMO_BACKEND, PNEUMO_THREADS. Each worker process loads the model once; threads are split
+    PNEUMO_BACKEND, PNEUMO_PRECISION, PNEUMO_THREADS, PNEUMO_BATCH_WAIT_MS (how long a request
+waits for others to share its forward pass, default 2) and PNEUMO_QUEUE_IMAGES (images waiting
+for the network before new requests get 503 and Retry-After, default 256). Each worker process loads the model once; threads are split
     between them. Access logs leave out query strings.
     """
     from pneumo.errors import PneumoError
@@ -62,17 +65,17 @@ def serve(
     # settings travel to worker processes through the environment
     os.environ["PNEUMO_MODEL"] = str(resolve_model_dir(model))
     os.environ["PNEUMO_BACKEND"] = backend
+    os.environ["PNEUMO_PRECISION"] = precision
     if api_key:
         os.environ["PNEUMO_API_KEY"] = api_key
     if workers > 1 and "PNEUMO_THREADS" not in os.environ:
         os.environ["PNEUMO_THREADS"] = str(max(1, default_threads() // workers))
     ApiSettings.from_env()  # fail here, with a clear message, rather than in each worker
     if workers > 1:
-        # every worker would export the same ONNX file at once: do it before they start
-        from pneumo.inference.export import ensure_onnx
+        # every worker would export (and guard) the same model at once: do it before they start
+        from pneumo.inference.engine import prepare_model
 
-        if backend == "onnx":
-            ensure_onnx(os.environ["PNEUMO_MODEL"])
+        prepare_model(os.environ["PNEUMO_MODEL"], backend=backend, precision=precision)
     uvicorn.run(
         "pneumo.api.main:app_from_env",
         factory=True,

@@ -21,8 +21,16 @@ class ApiSettings:
     """Most files in one predict request (PNEUMO_MAX_FILES)."""
     model_dir: Path | None = None
     """Model directory (PNEUMO_MODEL); None means the bundled model."""
-    backend: str = "onnx"
-    """Inference backend, onnx or torch (PNEUMO_BACKEND)."""
+    backend: str = "auto"
+    """Inference backend: auto, openvino, onnx or torch (PNEUMO_BACKEND)."""
+    precision: str = "auto"
+    """fp32, bf16, int8, or auto: what the accuracy guard allows (PNEUMO_PRECISION)."""
+    batch_wait_ms: float = 2.0
+    """How long the first request of a batch waits for others to join it (PNEUMO_BATCH_WAIT_MS):
+    a few ms of latency buy one forward pass for many concurrent requests."""
+    queue_images: int = 256
+    """Images waiting for the network before new requests are turned away with 503 and
+    Retry-After (PNEUMO_QUEUE_IMAGES): a bounded wait instead of an unbounded one."""
     threads: int | None = None
     """Intra-op threads per process (PNEUMO_THREADS); None means cores / workers."""
     max_pixels: int = 40_000_000
@@ -47,8 +55,20 @@ class ApiSettings:
             )
         if self.max_files < 1:
             raise PneumoError(f"PNEUMO_MAX_FILES must be >= 1, got {self.max_files}")
-        if self.backend not in ("onnx", "torch"):
-            raise PneumoError(f"PNEUMO_BACKEND must be onnx or torch, got {self.backend!r}")
+        from pneumo.inference.engine import BACKENDS, PRECISIONS
+
+        if self.backend not in BACKENDS:
+            raise PneumoError(
+                f"PNEUMO_BACKEND must be one of {', '.join(BACKENDS)}, got {self.backend!r}"
+            )
+        if self.precision not in PRECISIONS:
+            raise PneumoError(
+                f"PNEUMO_PRECISION must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
+        if not 0 <= self.batch_wait_ms <= 1000:
+            raise PneumoError(f"PNEUMO_BATCH_WAIT_MS must be in 0..1000, got {self.batch_wait_ms}")
+        if self.queue_images < 1:
+            raise PneumoError(f"PNEUMO_QUEUE_IMAGES must be >= 1, got {self.queue_images}")
         if self.threads is not None and self.threads < 1:
             raise PneumoError(f"PNEUMO_THREADS must be >= 1, got {self.threads}")
         if not 16 * 16 <= self.max_pixels <= 500_000_000:
@@ -96,6 +116,9 @@ class ApiSettings:
             max_files=number("PNEUMO_MAX_FILES", int, cls.max_files),
             model_dir=Path(model) if model else None,
             backend=env.get("PNEUMO_BACKEND", "").strip() or cls.backend,
+            precision=env.get("PNEUMO_PRECISION", "").strip() or cls.precision,
+            batch_wait_ms=number("PNEUMO_BATCH_WAIT_MS", float, cls.batch_wait_ms),
+            queue_images=number("PNEUMO_QUEUE_IMAGES", int, cls.queue_images),
             threads=number("PNEUMO_THREADS", int, None),
             max_pixels=number("PNEUMO_MAX_PIXELS", int, cls.max_pixels),
             max_request_pixels=number("PNEUMO_MAX_REQUEST_PIXELS", int, cls.max_request_pixels),

@@ -30,6 +30,7 @@ def _predict(args: argparse.Namespace) -> int:
         args.paths,
         model=args.model,
         backend=args.backend,
+        precision=args.precision,
         output=args.output,
         batch_size=args.batch_size,
         threads=args.threads,
@@ -54,9 +55,33 @@ def _export(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     serve(
-        host=args.host, port=args.port, model=args.model, workers=args.workers, backend=args.backend
+        host=args.host,
+        port=args.port,
+        model=args.model,
+        workers=args.workers,
+        backend=args.backend,
+        precision=args.precision,
     )
     return 0
+
+
+def add_engine_args(parser: argparse.ArgumentParser) -> None:
+    """--backend and --precision, with the engine's own choices and defaults."""
+    from pneumo.inference.engine import BACKENDS, PRECISIONS
+
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="inference engine (default auto: OpenVINO when installed, else ONNX Runtime)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="default auto: bf16 or int8 only where the accuracy guard passed them, else fp32 "
+        "(see `pneumo models`); naming one forces it",
+    )
 
 
 def register(sub) -> None:
@@ -64,7 +89,7 @@ def register(sub) -> None:
     p = add_command(sub, "predict", predict_files, _predict)
     p.add_argument("paths", nargs="*", help="image files, folders or CSV files with a path column")
     add_model_arg(p)
-    p.add_argument("--backend", choices=("onnx", "torch"), default="onnx")
+    add_engine_args(p)
     p.add_argument(
         "--output",
         "-o",
@@ -102,4 +127,4 @@ def register(sub) -> None:
     p.add_argument("--port", type=int, default=8000)
     add_model_arg(p)
     p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
-    p.add_argument("--backend", choices=("onnx", "torch"), default="onnx")
+    add_engine_args(p)

@@ -12,7 +12,7 @@ import logging
 import os
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -147,6 +147,12 @@ def _source_chroma(raw: bytes, name: str) -> float:
         raise ImageDecodeError(name, f"colour check failed ({type(exc).__name__})") from None
 
 
+def _name_of(source: str | Path | bytes) -> str:
+    if isinstance(source, bytes):
+        return "<bytes>"
+    return source if isinstance(source, str) else str(source)
+
+
 class Predictor(ABC):
     """Classifies chest X-rays. Implementations are created once and are thread-safe."""
 
@@ -158,7 +164,9 @@ class Predictor(ABC):
     decode_workers: int = 2
     """Threads decoding and preprocessing files in ``predict_sources``."""
     backend: str = "?"
-    """Short name of the backend for logs and the API (``onnx`` or ``torch``)."""
+    """Short name of the backend for logs and the API (``openvino``, ``onnx`` or ``torch``)."""
+    precision: str = "fp32"
+    """Numeric precision the forward pass runs at (``fp32``, ``bf16`` or ``int8``)."""
 
     @abstractmethod
     def forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -278,47 +286,51 @@ class Predictor(ABC):
         return self.predict_arrays(arr[None], [name], [stats])
 
     def iter_predict_sources(
-        self, sources: list[str | Path | bytes], names: list[str] | None = None
+        self,
+        sources: Iterable[str | Path | bytes],
+        names: Iterable[str] | None = None,
     ) -> Iterator[list[Prediction]]:
-        """Like ``predict_sources`` but yields one list per batch, in input order, so callers
-        can show progress. Decoding runs in ``decode_workers`` threads, at most two batches ahead
-        of the model (memory stays flat on folders of any size)."""
-        if names is None:
-            names = [
-                s if isinstance(s, str) else ("<bytes>" if isinstance(s, bytes) else str(s))
-                for s in sources
-            ]
-        if len(names) != len(sources):
-            raise ValueError(f"{len(sources)} sources but {len(names)} names")
-        if len(sources) == 1:  # the common API request: no thread pool to start
-            yield self._predict_one(sources[0], names[0])
-            return
+        """Like ``predict_sources`` but yields one list per batch, in input order, as soon as it
+        is ready. ``sources`` may be any iterable (a generator over a huge folder): it is read
+        only as far as the pipeline needs. Decoding runs in ``decode_workers`` threads, at most
+        two batches ahead of the network, so memory stays flat and decoders that are ahead sleep
+        instead of taking cores from the network."""
+        if isinstance(sources, list | tuple):
+            if names is not None and len(names) != len(sources):  # type: ignore[arg-type]
+                raise ValueError(f"{len(sources)} sources but {len(names)} names")  # type: ignore[arg-type]
+            if len(sources) == 1:  # the common API request: no thread pool to start
+                only = next(iter(names)) if names is not None else _name_of(sources[0])
+                yield self._predict_one(sources[0], only)
+                return
+        items = (
+            zip(sources, names, strict=True)
+            if names is not None
+            else ((s, _name_of(s)) for s in sources)
+        )
         lookahead = 2 * self.batch_size
         with ThreadPoolExecutor(max(1, self.decode_workers), "pneumo-decode") as pool:
-            pending: deque[tuple[int, Future]] = deque()
-            next_index = 0
+            pending: deque[tuple[str, Future]] = deque()
 
             def fill():
-                nonlocal next_index
-                while next_index < len(sources) and len(pending) < lookahead:
-                    i = next_index
-                    pending.append((i, pool.submit(self._load, sources[i], names[i])))
-                    next_index += 1
+                for source, name in items:
+                    pending.append((name, pool.submit(self._load, source, name)))
+                    if len(pending) >= lookahead:
+                        return
 
             fill()
             while pending:
                 chunk: list[Prediction | None] = []
                 arrays, stats, slots, good_names = [], [], [], []
                 while pending and len(chunk) < self.batch_size:
-                    i, fut = pending.popleft()
+                    name, fut = pending.popleft()
                     try:
                         arr, st = fut.result()
                     except PneumoError as exc:
-                        chunk.append(Prediction(source=names[i], error=str(exc)))
+                        chunk.append(Prediction(source=name, error=str(exc)))
                         continue
                     except Exception as exc:  # noqa: BLE001 - one bad file must not stop the rest
                         log.warning("unexpected error decoding an image", exc_info=True)
-                        chunk.append(Prediction(source=names[i], error=f"{names[i]}: {exc}"))
+                        chunk.append(Prediction(source=name, error=f"{name}: {exc}"))
                         continue
                     finally:
                         fill()
@@ -326,7 +338,7 @@ class Predictor(ABC):
                     chunk.append(None)
                     arrays.append(arr)
                     stats.append(st)
-                    good_names.append(names[i])
+                    good_names.append(name)
                 if arrays:
                     preds = self.predict_arrays(np.stack(arrays), good_names, stats)
                     for slot, pred in zip(slots, preds, strict=True):

@@ -1,7 +1,7 @@
-"""The two backends behind ``Predictor``: ONNX Runtime (default; faster than torch eager on CPU,
-see ``benchmarks/engine_medians.py`` for this machine's figures) and torch (for Grad-CAM and bf16
-autocast on CPUs with AMX). Build one with
-``load_predictor`` once per process and share it: both are thread-safe."""
+"""The backends behind ``Predictor``: OpenVINO (the default where installed, with bf16/int8
+behind an accuracy guard), ONNX Runtime (the fallback) and torch (for Grad-CAM). Figures for
+this machine are in ``benchmarks/``. Build one with ``load_predictor`` once per process and
+share it: all are thread-safe."""
 
 from __future__ import annotations
 
@@ -20,8 +20,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("onnx", "torch")
-PRECISIONS = ("fp32", "bf16", "int8")
+BACKENDS = ("auto", "openvino", "onnx", "torch")
+"""``auto``: OpenVINO when installed, else ONNX Runtime."""
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
+"""``auto``: on OpenVINO, what the accuracy guard chose for this model; elsewhere fp32."""
+
+
+def resolve_backend(backend: str = "auto") -> str:
+    """The backend ``backend`` stands for on this machine (``auto`` resolved)."""
+    if backend not in BACKENDS:
+        raise ModelError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    if backend != "auto":
+        return backend
+    from pneumo.inference.openvino_backend import openvino_available
+
+    return "openvino" if openvino_available() else "onnx"
 
 
 def read_ood_tensors(model_dir: str | Path) -> dict[str, np.ndarray]:
@@ -40,6 +53,7 @@ class OnnxPredictor(Predictor):
     """ONNX Runtime on CPU; one session per process, whose ``run`` is thread-safe."""
 
     backend = "onnx"
+    precision = "fp32"
 
     def __init__(
         self,
@@ -135,41 +149,120 @@ class TorchPredictor(Predictor):
 def load_predictor(
     model_dir: str | Path | None = None,
     *,
-    backend: str = "onnx",
+    backend: str = "auto",
     threads: int | None = None,
-    precision: str = "fp32",
+    precision: str = "auto",
     batch_size: int = 32,
 ) -> Predictor:
     """Load a model directory (default: $PNEUMO_MODEL or the bundled model) as a Predictor.
 
-    ``backend="onnx"`` runs the ONNX export cached per machine (exported on first use);
-    ``"torch"`` runs the module itself. ``precision``: fp32, int8 (ONNX, dynamic quantisation)
-    or bf16 (torch autocast). ``threads`` defaults to the usable core count.
+    ``backend``: ``openvino`` and ``onnx`` run the export cached per machine (made on first
+    use), ``torch`` runs the module itself, ``auto`` is OpenVINO when installed, else ONNX
+    Runtime. ``precision``: fp32; bf16 (OpenVINO, or torch autocast); int8 (OpenVINO, NNCF
+    static quantisation calibrated on training films); ``auto`` is fp32 except on OpenVINO,
+    where it is what the accuracy guard chose (``pneumo.inference.guard``). ``threads``
+    defaults to the usable core count.
     """
-    if backend not in BACKENDS:
-        raise ModelError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    backend = resolve_backend(backend)
     if precision not in PRECISIONS:
         raise ModelError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
     model_dir = resolve_model_dir(model_dir)
-    if backend == "onnx":
+    if backend == "openvino":
+        predictor = _load_openvino(model_dir, precision, threads, batch_size)
+    elif backend == "onnx":
         from pneumo.inference.export import ensure_onnx
 
-        if precision == "bf16":
-            raise ModelError("bf16 runs on the torch backend: use backend='torch'")
-        meta = read_metadata(model_dir)
-        path = ensure_onnx(model_dir, precision)
-        predictor: Predictor = OnnxPredictor(
-            path, meta, read_ood_tensors(model_dir), threads=threads, batch_size=batch_size
+        if precision not in ("auto", "fp32"):
+            raise ModelError(
+                f"{precision} runs on the OpenVINO backend (bf16 also on torch); "
+                "ONNX Runtime runs fp32"
+            )
+        predictor = OnnxPredictor(
+            ensure_onnx(model_dir),
+            read_metadata(model_dir),
+            read_ood_tensors(model_dir),
+            threads=threads,
+            batch_size=batch_size,
         )
     else:
         if precision == "int8":
-            raise ModelError("int8 runs on the ONNX backend: use backend='onnx'")
+            raise ModelError("int8 runs on the OpenVINO backend: use backend='openvino'")
         from pneumo.models.checkpoint import load_model
 
         model, meta, extra = load_model(model_dir)
         ood = {k: v.float().numpy() for k, v in extra.items() if k.startswith("ood.")}
         predictor = TorchPredictor(
-            model, meta, ood, threads=threads, batch_size=batch_size, precision=precision
+            model,
+            meta,
+            ood,
+            threads=threads,
+            batch_size=batch_size,
+            precision="fp32" if precision == "auto" else precision,
         )
-    log.info("loaded %s (%s, %s, %s)", model_dir, meta.backbone, backend, precision)
+    log.info(
+        "loaded %s (%s, %s, %s)",
+        model_dir,
+        predictor.metadata.backbone,
+        predictor.backend,
+        predictor.precision,
+    )
     return predictor
+
+
+def prepare_model(
+    model_dir: str | Path | None = None, *, backend: str = "auto", precision: str = "auto"
+) -> None:
+    """Do the one-off work of a first use on this machine now (ONNX export, OpenVINO IR, the
+    accuracy guard), so worker processes started next find it cached instead of racing."""
+    backend = resolve_backend(backend)
+    model_dir = resolve_model_dir(model_dir)
+    if backend == "torch":
+        return
+    from pneumo.inference.export import ensure_onnx
+
+    ensure_onnx(model_dir)
+    if backend == "openvino":
+        from pneumo.inference.openvino_backend import ensure_ir
+
+        ensure_ir(model_dir)
+        if precision == "auto":
+            from pneumo.inference.guard import guarded_precision
+
+            guarded_precision(model_dir)
+
+
+def _load_openvino(
+    model_dir: Path, precision: str, threads: int | None, batch_size: int
+) -> Predictor:
+    from pneumo.inference.openvino_backend import OpenVinoPredictor, cached_ir_path, ensure_ir
+
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        raise ModelError(
+            "the OpenVINO backend is not installed: pip install 'pneumo[openvino]' "
+            "(or use --backend onnx)"
+        ) from None
+    meta = read_metadata(model_dir)
+    if precision == "auto":
+        from pneumo.inference.guard import guarded_precision
+
+        precision = guarded_precision(model_dir, threads=threads)
+    xml = ensure_ir(model_dir)
+    if precision == "int8":
+        xml = cached_ir_path(model_dir, "int8")
+        if not xml.is_file():  # forced int8 before the guard made it: calibrate now
+            from pneumo.inference.guard import calibration_records, validation_records
+            from pneumo.inference.quantize import ensure_int8_ir
+
+            train, _ = validation_records(meta)
+            fp32 = OpenVinoPredictor(ensure_ir(model_dir), meta, threads=threads)
+            xml = ensure_int8_ir(model_dir, fp32, calibration_records(train))
+    return OpenVinoPredictor(
+        xml,
+        meta,
+        read_ood_tensors(model_dir),
+        precision=precision,
+        threads=threads,
+        batch_size=batch_size,
+    )

@@ -30,12 +30,11 @@ def weights_digest(model_dir: str | Path) -> str:
     return h.hexdigest()
 
 
-def cached_onnx_path(model_dir: str | Path, precision: str = "fp32") -> Path:
-    """Where the exported (and optionally quantised) ONNX of ``model_dir`` is cached."""
-    suffix = "" if precision == "fp32" else f".{precision}"
+def cached_onnx_path(model_dir: str | Path) -> Path:
+    """Where the exported ONNX of ``model_dir`` is cached."""
     from pneumo.config import cache_dir
 
-    return cache_dir() / "onnx" / f"{weights_digest(model_dir)}.v{EXPORT_VERSION}{suffix}.onnx"
+    return cache_dir() / "onnx" / f"{weights_digest(model_dir)}.v{EXPORT_VERSION}.onnx"
 
 
 def _atomic_target(output: Path):
@@ -108,39 +107,15 @@ def export_onnx(
     return output
 
 
-def quantize_int8(fp32_path: str | Path, output: str | Path) -> Path:
-    """Dynamic int8 quantisation of an exported model (weights int8, activations at run time)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    output = Path(output)
-    tmp = _atomic_target(output)
-    try:
-        quantize_dynamic(str(fp32_path), str(tmp), weight_type=QuantType.QInt8)
-        os.replace(tmp, output)
-    except Exception as exc:
-        tmp.unlink(missing_ok=True)
-        raise ModelError(f"{fp32_path}: int8 quantisation failed ({exc})") from exc
-    return output
-
-
-def ensure_onnx(model_dir: str | Path | None = None, precision: str = "fp32") -> Path:
-    """The cached ONNX file for ``model_dir`` at ``precision``, exporting it on first use."""
+def ensure_onnx(model_dir: str | Path | None = None) -> Path:
+    """The cached fp32 ONNX file for ``model_dir``, exported on first use (other precisions
+    are made from it by the OpenVINO backend)."""
     model_dir = resolve_model_dir(model_dir)
-    fp32 = cached_onnx_path(model_dir, "fp32")
-    if not fp32.is_file():
+    path = cached_onnx_path(model_dir)
+    if not path.is_file():
         log.info("first use of this model on this machine: exporting to ONNX (once)")
-        export_onnx(model_dir, fp32)
-    if precision == "fp32":
-        return fp32
-    if precision == "int8":
-        int8 = cached_onnx_path(model_dir, "int8")
-        if not int8.is_file():
-            quantize_int8(fp32, int8)
-        return int8
-    raise ModelError(
-        f"precision {precision!r} is not available for ONNX (use fp32 or int8; "
-        "bf16 runs on the torch backend)"
-    )
+        export_onnx(model_dir, path)
+    return path
 
 
 def embedded_metadata(onnx_path: str | Path):

@@ -4,26 +4,30 @@ processes (``torchrun`` or ``--shard i/n``): each process takes every n-th input
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
-import io
 import json
 import logging
 import os
-import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from pneumo.data.decode import DICOM_SUFFIXES, IMAGE_SUFFIXES, printable, sniff_file
 from pneumo.errors import PneumoError
+from pneumo.inference.rows import (
+    COLUMNS,  # noqa: F401 - part of this module's interface since before rows.py
+    RowWriter,
+    output_format,
+    prediction_row,
+    read_rows,
+    write_rows,
+)
 from pneumo.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("path", "class", "probability", "confidence", "uncertain", "ood", "ood_score", "error")
-"""Output columns, in order, for CSV and JSON alike."""
 INPUT_SUFFIXES = IMAGE_SUFFIXES + DICOM_SUFFIXES
 
 
@@ -180,71 +184,6 @@ def collect_inputs(paths: list[str | Path]) -> list[Input]:
     return out
 
 
-def _rows(preds) -> list[dict]:
-    return [
-        {
-            "path": printable(p.source),
-            "class": p.label,
-            "probability": None if p.probability is None else round(p.probability, 6),
-            "confidence": None if p.confidence is None else round(p.confidence, 6),
-            "uncertain": p.uncertain if p.error is None else None,
-            "ood": p.ood if p.error is None else None,
-            "ood_score": None if p.ood_score is None else round(p.ood_score, 4),
-            "error": None if p.error is None else printable(p.error),
-        }
-        for p in preds
-    ]
-
-
-def _format(path: Path | None) -> str:
-    if path is None or path.suffix.lower() == ".csv":
-        return "csv"
-    if path.suffix.lower() == ".json":
-        return "json"
-    raise PneumoError(f"{path}: output must end in .csv or .json")
-
-
-def write_rows(rows: list[dict], output: Path | None) -> None:
-    """Write rows as CSV or JSON (by suffix) atomically; ``None`` writes CSV to stdout."""
-    fmt = _format(output)
-    buf = io.StringIO()
-    if fmt == "json":
-        json.dump(rows, buf, indent=1)
-        buf.write("\n")
-    else:
-        writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: "" if v is None else v for k, v in row.items()})
-    if output is None:
-        text = buf.getvalue()
-        encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
-        sys.stdout.write(text.encode(encoding, "backslashreplace").decode(encoding))
-        return
-    tmp = output.with_name(output.name + f".{os.getpid()}.tmp")
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(buf.getvalue(), encoding="utf-8", errors="backslashreplace")
-        os.replace(tmp, output)  # readers (the merging rank) never see half a file
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise PneumoError(
-            f"{printable(str(output))}: cannot write ({exc.strerror or exc})"
-        ) from None
-
-
-def read_rows(path: Path) -> list[dict]:
-    """Rows written by ``write_rows`` (CSV values stay strings)."""
-    try:
-        if _format(path) == "json":
-            return json.loads(path.read_text(encoding="utf-8"))
-        with open(path, newline="", encoding="utf-8") as f:
-            return list(csv.DictReader(f))
-    except (OSError, ValueError, csv.Error) as exc:
-        raise PneumoError(f"{path}: unreadable part ({exc}); run that part again") from None
-
-
 def shard_path(output: Path, rank: int) -> Path:
     """``out.csv`` -> ``out.rank{rank}.csv``."""
     return output.with_name(f"{output.stem}.rank{rank}{output.suffix}")
@@ -334,11 +273,23 @@ def _wait_and_merge(
     return None
 
 
+def stream_predictions(predictor, inputs: list[Input]) -> Iterator:
+    """One Prediction per input, in order, as the pipeline produces them; inputs that were
+    already known to be bad (an empty folder) get their error without being decoded."""
+    from pneumo.inference.base import Prediction
+
+    good = (x.path for x in inputs if x.error is None)
+    results = (p for chunk in predictor.iter_predict_sources(good) for p in chunk)
+    for x in inputs:
+        yield Prediction(source=x.path, error=x.error) if x.error is not None else next(results)
+
+
 def predict_files(
     paths: list[str | Path],
     *,
     model: str | Path | None = None,
-    backend: str = "onnx",
+    backend: str = "auto",
+    precision: str = "auto",
     output: str | Path | None = None,
     batch_size: int = 32,
     threads: int | None = None,
@@ -355,7 +306,6 @@ def predict_files(
     n-th input and writes OUT.rank{i}.csv; rank 0 merges the parts into OUT when all are done
     (or run `pneumo predict --merge --output OUT` later).
     """
-    from pneumo.inference.base import Prediction
     from pneumo.inference.engine import load_predictor
 
     if not 1 <= batch_size <= 4096:
@@ -365,7 +315,7 @@ def predict_files(
     sh = Shard.parse(shard)
     output = Path(output) if output is not None else None
     if output is not None:
-        _format(output)
+        output_format(output)
         if output.is_dir():  # found now, not after classifying every input
             raise PneumoError(f"{printable(str(output))}: is a folder; give a .csv or .json file")
     if sh.world > 1 and output is None:
@@ -382,31 +332,26 @@ def predict_files(
 
         local = int(os.environ.get("LOCAL_WORLD_SIZE", sh.world))
         threads = max(1, default_threads() // local)
-    predictor = load_predictor(model, backend=backend, threads=threads, batch_size=batch_size)
-    preds: list = [
-        None if x.error is None else Prediction(source=x.path, error=x.error) for x in mine
-    ]
-    todo = [i for i, x in enumerate(mine) if x.error is None]
-    slots = iter(todo)
-    with progress_bar(
-        len(mine), "predict", enabled=progress and bool(mine), transient=True
-    ) as advance:
-        advance(len(mine) - len(todo))
-        for chunk in predictor.iter_predict_sources([mine[i].path for i in todo]):
-            for pred in chunk:
-                preds[next(slots)] = pred
-            advance(len(chunk))
-    errors = sum(p.error is not None for p in preds)
-    rows = _rows(preds)
-    summary = PredictSummary(total=len(preds), errors=errors, output=output)
+    predictor = load_predictor(
+        model, backend=backend, precision=precision, threads=threads, batch_size=batch_size
+    )
+    target = output if sh.world == 1 else shard_path(output, sh.rank)
+    errors = 0
+    with (
+        progress_bar(
+            len(mine), "predict", enabled=progress and bool(mine), transient=True
+        ) as advance,
+        RowWriter(target) as writer,
+    ):
+        for pred in stream_predictions(predictor, mine):
+            errors += pred.error is not None
+            writer.write(prediction_row(pred))
+            advance(1)
+    summary = PredictSummary(total=len(mine), errors=errors, output=target)
     if sh.world == 1:
-        write_rows(rows, output)
         return summary
-    part = shard_path(output, sh.rank)
-    write_rows(rows, part)
-    summary.output = part
     digest = _inputs_digest(inputs)
-    marker = {"rank": sh.rank, "world": sh.world, "inputs": digest, "rows": len(rows)}
+    marker = {"rank": sh.rank, "world": sh.world, "inputs": digest, "rows": len(mine)}
     _done_path(output, sh.rank).write_text(json.dumps(marker))
     if sh.rank == 0:
         summary.merged = _wait_and_merge(output, sh.world, digest, merge_timeout, started)

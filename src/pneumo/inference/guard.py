@@ -1,0 +1,357 @@
+"""The accuracy guard for reduced precision: bf16 or int8 is served only when, on the model's
+own validation split, it decides like fp32. The figures are computed once per machine and
+model, written beside the cached IR (``<sha256>.v1.guard.json``) and shown by ``pneumo models``
+and ``GET /v1/model``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from pneumo.errors import PneumoError
+
+if TYPE_CHECKING:
+    from pneumo.data.discover import ImageRecord
+    from pneumo.models.checkpoint import ModelMetadata
+
+log = logging.getLogger(__name__)
+
+REDUCED = ("int8", "bf16")
+"""Reduced precisions the guard judges, fastest first (AMX int8, then AMX bf16)."""
+CALIBRATION_IMAGES = 300
+"""Training films int8 is calibrated on (never validation: the guard must judge unseen films)."""
+_CHUNK = 64
+
+
+@dataclass(frozen=True)
+class GuardLimits:
+    """How close to fp32 a reduced precision must stay on validation to be used."""
+
+    max_auc_change: float = 0.002
+    """Largest allowed |ROC-AUC - fp32 ROC-AUC|."""
+    max_flip_share: float = 0.005
+    """Largest share of films whose decision differs from fp32's."""
+    flips_in_band: bool = True
+    """Every flipped decision must have both probabilities inside the uncertain band."""
+    max_probability_change: float | None = None
+    """Optional cap on the largest probability change (None: not checked)."""
+
+
+@dataclass
+class Verdict:
+    """One reduced precision against fp32 on the same films."""
+
+    precision: str
+    roc_auc: float
+    auc_change: float
+    flips: int
+    flip_share: float
+    flips_outside_band: int
+    max_probability_change: float
+    passed: bool
+    reasons: list[str] = field(default_factory=list)
+    """Which limits it broke (empty when it passed)."""
+    images_per_s: float | None = None
+    """Forward passes alone, in the same run as fp32's figure."""
+
+
+@dataclass
+class GuardReport:
+    """What the guard measured and chose for one model on this machine."""
+
+    chosen: str
+    """The precision ``precision="auto"`` loads: the fastest that passed, else fp32."""
+    split: str
+    """Which films were judged (the validation split's description)."""
+    n: int
+    roc_auc_fp32: float
+    fp32_images_per_s: float | None
+    limits: dict
+    verdicts: dict[str, Verdict]
+    created: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> GuardReport:
+        verdicts = {k: Verdict(**v) for k, v in d.get("verdicts", {}).items()}
+        return cls(**{**d, "verdicts": verdicts})
+
+
+def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
+    """ROC-AUC by the rank-sum formula, ties counted half (no sklearn on this path)."""
+    y = np.asarray(y).astype(bool)
+    pos, neg = p[y], p[~y]
+    if not len(pos) or not len(neg):
+        return float("nan")
+    order = np.argsort(p, kind="mergesort")
+    ranks = np.empty(len(p))
+    sorted_p = p[order]
+    # average ranks over ties
+    _, first, counts = np.unique(sorted_p, return_index=True, return_counts=True)
+    avg = first + (counts - 1) / 2.0 + 1.0
+    ranks[order] = np.repeat(avg, counts)
+    return float((ranks[y].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def judge(
+    precision: str,
+    y: np.ndarray,
+    p_fp32: np.ndarray,
+    p: np.ndarray,
+    *,
+    threshold: float,
+    band: tuple[float, float],
+    limits: GuardLimits,
+) -> Verdict:
+    """Compare one precision's probabilities with fp32's on the same labelled films."""
+    auc32, auc = roc_auc(y, p_fp32), roc_auc(y, p)
+    flipped = (p_fp32 >= threshold) != (p >= threshold)
+    lo, hi = band
+    in_band = (p_fp32 >= lo) & (p_fp32 <= hi) & (p >= lo) & (p <= hi)
+    outside = int((flipped & ~in_band).sum())
+    change = float(np.abs(p - p_fp32).max()) if len(p) else 0.0
+    v = Verdict(
+        precision=precision,
+        roc_auc=auc,
+        auc_change=abs(auc - auc32),
+        flips=int(flipped.sum()),
+        flip_share=float(flipped.mean()) if len(p) else 0.0,
+        flips_outside_band=outside,
+        max_probability_change=change,
+        passed=True,
+    )
+    if not v.auc_change <= limits.max_auc_change:  # NaN fails too
+        v.reasons.append(f"ROC-AUC moved {v.auc_change:.4f} > {limits.max_auc_change}")
+    if v.flip_share > limits.max_flip_share:
+        v.reasons.append(f"{v.flips} decisions flipped ({v.flip_share:.2%})")
+    if limits.flips_in_band and outside:
+        v.reasons.append(f"{outside} flipped decisions outside the uncertain band")
+    if limits.max_probability_change is not None and change > limits.max_probability_change:
+        v.reasons.append(f"probability moved up to {change:.4f}")
+    v.passed = not v.reasons
+    return v
+
+
+def guard_path(model_dir: str | Path) -> Path:
+    """The report beside the cached IR of ``model_dir``."""
+    from pneumo.inference.openvino_backend import cached_ir_path
+
+    return cached_ir_path(model_dir).with_suffix(".guard.json")
+
+
+def read_guard(model_dir: str | Path) -> GuardReport | None:
+    """The cached report, or None when the guard has not run here (or the file is damaged)."""
+    path = guard_path(model_dir)
+    try:
+        return GuardReport.from_dict(json.loads(path.read_text()))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError) as exc:
+        log.warning("ignoring an unreadable precision guard report %s (%s)", path, exc)
+        return None
+
+
+def validation_records(
+    meta: ModelMetadata, data: str | Path | None = None
+) -> tuple[list[ImageRecord], list[ImageRecord]]:
+    """(train, validation) records the model was trained and validated on, rebuilt from its
+    training config: ``data``, else $PNEUMO_DATA, else the data root it records. Raises
+    PneumoError when they cannot be found or do not match the recorded validation size."""
+    from dataclasses import replace
+
+    from pneumo.config import TrainConfig
+    from pneumo.models.checkpoint import BUNDLED_MODEL_DIR
+    from pneumo.training.splits import training_records
+
+    if not meta.training:
+        raise PneumoError("the model records no training data to validate on")
+    cfg = TrainConfig.from_dict(meta.training)
+    recorded = Path(cfg.data)
+    roots = [data, os.environ.get("PNEUMO_DATA"), recorded]
+    if not recorded.is_absolute():  # relative to where training ran, usually the repo root
+        roots.append(BUNDLED_MODEL_DIR.parents[1] / recorded)
+    expected = meta.metrics.get("n") if isinstance(meta.metrics, dict) else None
+    problems = []
+    for root in roots:
+        if not root or not Path(root).is_dir():
+            continue
+        try:
+            train, val = training_records(replace(cfg, data=Path(root), max_images=None))
+        except PneumoError as exc:
+            problems.append(f"{root}: {exc}")
+            continue
+        if expected is not None and len(val) != expected:
+            problems.append(f"{root}: {len(val)} validation films, the model recorded {expected}")
+            continue
+        return train, val
+    raise PneumoError(
+        "the validation split was not found ("
+        + ("; ".join(problems) or "set PNEUMO_DATA to the data set the model was trained on")
+        + ")"
+    )
+
+
+def calibration_records(train: list[ImageRecord], n: int = CALIBRATION_IMAGES) -> list:
+    """``n`` training films spread over the split (the same ones every time)."""
+    import random
+
+    if len(train) <= n:
+        return list(train)
+    return sorted(random.Random(0).sample(train, n), key=lambda r: r.relpath)
+
+
+def _decoded_chunks(predictor, records, size: int = _CHUNK):
+    """(arrays, labels) of ``records`` ``size`` at a time; unreadable films are left out."""
+    with ThreadPoolExecutor(predictor.decode_workers) as pool:
+        for start in range(0, len(records), size):
+            chunk = records[start : start + size]
+
+            def load(r):
+                try:
+                    return predictor._load(r.path, str(r.path))[0]
+                except PneumoError:
+                    return None
+
+            arrays = list(pool.map(load, chunk))
+            keep = [i for i, a in enumerate(arrays) if a is not None]
+            if keep:
+                yield (
+                    np.stack([arrays[i] for i in keep]),
+                    np.array([chunk[i].label_index for i in keep]),
+                )
+
+
+def run_guard(
+    model_dir: str | Path,
+    validation: list[ImageRecord],
+    calibration: list[ImageRecord],
+    *,
+    limits: GuardLimits | None = None,
+    precisions: tuple[str, ...] = REDUCED,
+    split: str = "validation",
+    threads: int | None = None,
+) -> GuardReport:
+    """Judge each reduced precision against fp32 on ``validation`` (int8 is first calibrated on
+    ``calibration``), choose the fastest that passes, and write the report to the cache."""
+    from pneumo.inference.openvino_backend import OpenVinoPredictor, ensure_ir
+    from pneumo.inference.quantize import ensure_int8_ir
+    from pneumo.models.checkpoint import read_metadata
+
+    limits = limits or GuardLimits()
+    meta = read_metadata(model_dir)
+    fp32 = OpenVinoPredictor(ensure_ir(model_dir), meta, precision="fp32", threads=threads)
+    candidates = {"fp32": fp32}
+    for precision in precisions:
+        xml = (
+            ensure_int8_ir(model_dir, fp32, calibration) if precision == "int8" else fp32.model_path
+        )
+        candidates[precision] = OpenVinoPredictor(xml, meta, precision=precision, threads=threads)
+    probs: dict[str, list[np.ndarray]] = {k: [] for k in candidates}
+    seconds = dict.fromkeys(candidates, 0.0)
+    labels = []
+    for arrays, y in _decoded_chunks(fp32, validation):
+        labels.append(y)
+        for name, predictor in candidates.items():
+            start = time.perf_counter()
+            logits, _ = predictor.forward(arrays)
+            seconds[name] += time.perf_counter() - start
+            probs[name].append(predictor.probabilities(logits))
+    if not labels:
+        raise PneumoError("no validation film could be read")
+    y = np.concatenate(labels)
+    p32 = np.concatenate(probs["fp32"])
+
+    def speed(name: str) -> float:
+        return round(len(y) / seconds[name], 1) if seconds[name] > 0 else 0.0
+
+    verdicts = {}
+    for precision in precisions:
+        v = judge(
+            precision,
+            y,
+            p32,
+            np.concatenate(probs[precision]),
+            threshold=meta.threshold,
+            band=tuple(meta.uncertain_band),
+            limits=limits,
+        )
+        v.images_per_s = speed(precision)
+        verdicts[precision] = v
+    passed = [v for v in verdicts.values() if v.passed and v.images_per_s > speed("fp32")]
+    chosen = max(passed, key=lambda v: v.images_per_s).precision if passed else "fp32"
+    report = GuardReport(
+        chosen=chosen,
+        split=f"{split} ({len(y)} films)",
+        n=len(y),
+        roc_auc_fp32=roc_auc(y, p32),
+        fp32_images_per_s=speed("fp32"),
+        limits=asdict(limits),
+        verdicts=verdicts,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    _write_json(guard_path(model_dir), report.to_dict())
+    for v in verdicts.values():
+        log.info(
+            "%s against fp32 on %d validation films: ROC-AUC %+.4f, %d flips, %s",
+            v.precision,
+            len(y),
+            v.roc_auc - report.roc_auc_fp32,
+            v.flips,
+            "passed" if v.passed else "; ".join(v.reasons),
+        )
+    return report
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def guarded_precision(model_dir: str | Path, *, threads: int | None = None) -> str:
+    """The precision ``auto`` means for ``model_dir`` on this machine: the cached guard's choice;
+    without one, the guard runs now (once, other processes wait for it) when the validation
+    split can be found, else fp32."""
+    report = read_guard(model_dir)
+    if report is not None:
+        return report.chosen
+    import fcntl
+
+    from pneumo.models.checkpoint import read_metadata
+
+    lock_path = guard_path(model_dir).with_suffix(".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        report = read_guard(model_dir)  # another process may have finished it meanwhile
+        if report is not None:
+            return report.chosen
+        try:
+            train, val = validation_records(read_metadata(model_dir))
+        except PneumoError as exc:
+            log.info("fp32: reduced precision needs the accuracy guard, which cannot run (%s)", exc)
+            return "fp32"
+        log.info(
+            "first use on this machine: checking bf16 and int8 against fp32 on %d validation "
+            "films (once; the result is cached)",
+            len(val),
+        )
+        return run_guard(
+            model_dir,
+            val,
+            calibration_records(train),
+            split="patient-level validation split",
+            threads=threads,
+        ).chosen

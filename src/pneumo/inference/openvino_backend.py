@@ -1,0 +1,133 @@
+"""OpenVINO on CPU: the fastest backend on x86 here (AMX bf16 and int8; figures in
+``benchmarks/``). The ONNX export is converted once to OpenVINO IR beside it in the per-machine
+cache, and OpenVINO's own CACHE_DIR keeps the compiled blob, so a warm start is a file read."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from pneumo.errors import ModelError
+from pneumo.inference.base import Predictor, default_threads
+
+if TYPE_CHECKING:
+    from pneumo.models.checkpoint import ModelMetadata
+
+log = logging.getLogger(__name__)
+
+HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
+"""INFERENCE_PRECISION_HINT per precision: int8 comes from the quantised IR itself, its
+remaining float layers stay f32 so the guard measures int8 alone."""
+
+
+def openvino_available() -> bool:
+    """Whether the ``openvino`` package can be imported (without importing it)."""
+    from importlib.util import find_spec
+
+    return find_spec("openvino") is not None
+
+
+def ov_cache_dir() -> Path:
+    """Where IR files, compiled blobs and precision-guard reports live on this machine."""
+    from pneumo.config import cache_dir
+
+    return cache_dir() / "openvino"
+
+
+def cached_ir_path(model_dir: str | Path, precision: str = "fp32") -> Path:
+    """IR (``.xml`` + ``.bin``) of ``model_dir``: fp32 (converted from ONNX) or int8 (NNCF)."""
+    from pneumo.inference.export import EXPORT_VERSION, weights_digest
+
+    suffix = "" if precision == "fp32" else f".{precision}"
+    return ov_cache_dir() / f"{weights_digest(model_dir)}.v{EXPORT_VERSION}{suffix}.xml"
+
+
+def ensure_ir(model_dir: str | Path) -> Path:
+    """The fp32 IR of ``model_dir``, converted from the cached ONNX export on first use."""
+    import openvino as ov
+
+    from pneumo.inference.export import _atomic_target, ensure_onnx
+
+    xml = cached_ir_path(model_dir)
+    if xml.is_file() and xml.with_suffix(".bin").is_file():
+        return xml
+    onnx_path = ensure_onnx(model_dir)
+    tmp = _atomic_target(xml)
+    tmp_xml = tmp.with_suffix(".xml")
+    try:
+        ov.save_model(ov.Core().read_model(str(onnx_path)), str(tmp_xml), compress_to_fp16=False)
+        # .bin first: a reader that sees the .xml always finds its weights
+        tmp_xml.with_suffix(".bin").replace(xml.with_suffix(".bin"))
+        tmp_xml.replace(xml)
+    except Exception as exc:
+        raise ModelError(f"{model_dir}: conversion to OpenVINO failed ({exc})") from exc
+    finally:
+        for leftover in (tmp, tmp_xml, tmp_xml.with_suffix(".bin")):
+            leftover.unlink(missing_ok=True)
+    return xml
+
+
+def compile_model(xml: str | Path, precision: str, threads: int):
+    """A CPU compiled model tuned for one request at a time using every thread (the callers
+    batch themselves); the blob is cached so later starts skip compilation."""
+    import openvino as ov
+
+    cache = ov_cache_dir() / "blobs"
+    cache.mkdir(parents=True, exist_ok=True)
+    config = {
+        "INFERENCE_PRECISION_HINT": HINTS[precision],
+        "INFERENCE_NUM_THREADS": threads,
+        "PERFORMANCE_HINT": "LATENCY",
+        "CACHE_DIR": str(cache),
+        "ENABLE_CPU_PINNING": False,  # decode threads share the cores: let the OS place them
+    }
+    try:
+        return ov.Core().compile_model(str(xml), "CPU", config)
+    except Exception as exc:
+        raise ModelError(f"{xml}: OpenVINO cannot compile this model ({exc})") from None
+
+
+class OpenVinoPredictor(Predictor):
+    """OpenVINO on CPU; one compiled model, one infer request per calling thread (a request
+    is not thread-safe, the compiled model is)."""
+
+    backend = "openvino"
+
+    def __init__(
+        self,
+        xml: str | Path,
+        metadata: ModelMetadata,
+        ood_tensors: dict[str, np.ndarray] | None = None,
+        *,
+        precision: str = "fp32",
+        threads: int | None = None,
+        batch_size: int = 32,
+    ):
+        if precision not in HINTS:
+            raise ModelError(f"precision {precision!r} is not available for OpenVINO")
+        self.metadata = metadata
+        self.ood_tensors = ood_tensors or {}
+        self.batch_size = batch_size
+        self.precision = precision
+        self.threads = threads or default_threads()
+        self.decode_workers = self.threads
+        self.model_path = Path(xml)
+        self.compiled = compile_model(xml, precision, self.threads)
+        names = set().union(*(o.get_names() for o in self.compiled.outputs))
+        if not {"logits", "features"} <= names:
+            raise ModelError(f"{xml}: outputs {sorted(names)}, expected logits and features")
+        self._logits = self.compiled.output("logits")
+        self._features = self.compiled.output("features")
+        self._local = threading.local()
+
+    def forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self.compiled.create_infer_request()
+        out = request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
+        # the request reuses its output buffers on the next call: copy them out
+        return np.array(out[self._logits]), np.array(out[self._features])

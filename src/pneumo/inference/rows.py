@@ -1,0 +1,129 @@
+"""Prediction rows as CSV or JSON, written one at a time as they come: a run over a million
+files holds one row in memory, and a reader never sees half a file (written beside it, then
+renamed into place)."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from pneumo.data.decode import printable
+from pneumo.errors import PneumoError
+
+COLUMNS = ("path", "class", "probability", "confidence", "uncertain", "ood", "ood_score", "error")
+"""Output columns, in order, for CSV and JSON alike."""
+
+
+def prediction_row(p) -> dict:
+    """One Prediction as an output row (rounded, escaped for display)."""
+    return {
+        "path": printable(p.source),
+        "class": p.label,
+        "probability": None if p.probability is None else round(p.probability, 6),
+        "confidence": None if p.confidence is None else round(p.confidence, 6),
+        "uncertain": p.uncertain if p.error is None else None,
+        "ood": p.ood if p.error is None else None,
+        "ood_score": None if p.ood_score is None else round(p.ood_score, 4),
+        "error": None if p.error is None else printable(p.error),
+    }
+
+
+def output_format(path: Path | None) -> str:
+    """``csv`` or ``json`` by suffix (CSV for stdout); anything else is refused."""
+    if path is None or path.suffix.lower() == ".csv":
+        return "csv"
+    if path.suffix.lower() == ".json":
+        return "json"
+    raise PneumoError(f"{path}: output must end in .csv or .json")
+
+
+class _Stdout:
+    """sys.stdout that escapes what its encoding cannot show (a file name in Latin-1 on a
+    UTF-8 terminal), instead of failing on the row."""
+
+    def write(self, text: str) -> None:
+        encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+        sys.stdout.write(text.encode(encoding, "backslashreplace").decode(encoding))
+
+
+class RowWriter:
+    """Writes rows to ``output`` (CSV or JSON by suffix; CSV on stdout for None) as they come.
+    Use as a context manager: the file appears under its name only when the block succeeds."""
+
+    def __init__(self, output: Path | None):
+        self.output = output
+        self.format = output_format(output)
+        self.rows = 0
+        self._tmp: Path | None = None
+        self._file: TextIO | _Stdout | None = None
+
+    def __enter__(self) -> RowWriter:
+        if self.output is None:
+            self._file = _Stdout()
+        else:
+            self._tmp = self.output.with_name(self.output.name + f".{os.getpid()}.tmp")
+            try:
+                self.output.parent.mkdir(parents=True, exist_ok=True)
+                self._file = open(  # noqa: SIM115 - closed in __exit__
+                    self._tmp, "w", encoding="utf-8", errors="backslashreplace", newline=""
+                )
+            except OSError as exc:
+                raise self._cannot_write(exc) from None
+        if self.format == "csv":
+            self._csv = csv.DictWriter(self._file, fieldnames=COLUMNS, lineterminator="\n")
+            self._csv.writeheader()
+        else:
+            self._file.write("[")
+        return self
+
+    def write(self, row: dict) -> None:
+        if self.format == "csv":
+            self._csv.writerow({k: "" if v is None else v for k, v in row.items()})
+        else:
+            self._file.write(("," if self.rows else "") + "\n " + json.dumps(row))
+        self.rows += 1
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        assert self._file is not None
+        try:
+            if exc_type is None and self.format == "json":
+                self._file.write("\n]\n")
+            if self._tmp is None:
+                sys.stdout.flush()
+                return
+            self._file.close()
+            if exc_type is None:
+                os.replace(self._tmp, self.output)  # readers never see half a file
+        except OSError as exc:
+            if exc_type is None:
+                raise self._cannot_write(exc) from None
+        finally:
+            if self._tmp is not None:
+                with contextlib.suppress(OSError):
+                    self._tmp.unlink()
+
+    def _cannot_write(self, exc: OSError) -> PneumoError:
+        return PneumoError(f"{printable(str(self.output))}: cannot write ({exc.strerror or exc})")
+
+
+def write_rows(rows, output: Path | None) -> None:
+    """Write an iterable of rows as CSV or JSON (by suffix); ``None`` writes CSV to stdout."""
+    with RowWriter(output) as writer:
+        for row in rows:
+            writer.write(row)
+
+
+def read_rows(path: Path) -> list[dict]:
+    """Rows written by ``RowWriter`` (CSV values stay strings)."""
+    try:
+        if output_format(path) == "json":
+            return json.loads(path.read_text(encoding="utf-8"))
+        with open(path, newline="", encoding="utf-8") as f:
+            return list(csv.DictReader(f))
+    except (OSError, ValueError, csv.Error) as exc:
+        raise PneumoError(f"{path}: unreadable part ({exc}); run that part again") from None

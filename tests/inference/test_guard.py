@@ -1,0 +1,122 @@
+"""The accuracy guard: reduced precision is used only when it decides like fp32 on validation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pneumo.inference.guard import GuardLimits, judge, roc_auc
+
+BAND = (0.2, 0.8)
+
+
+def _judge(p_fp32, p, y, **limits):
+    return judge(
+        "bf16",
+        np.array(y),
+        np.array(p_fp32, dtype=float),
+        np.array(p, dtype=float),
+        threshold=0.5,
+        band=BAND,
+        limits=GuardLimits(**limits),
+    )
+
+
+def test_roc_auc_matches_sklearn():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 300)
+    p = np.round(rng.random(300), 2)  # with ties
+    assert roc_auc(y, p) == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+
+
+def test_identical_probabilities_pass():
+    v = _judge([0.1, 0.6, 0.9], [0.1, 0.6, 0.9], [0, 1, 1])
+    assert v.passed and v.flips == 0 and v.auc_change == 0 and not v.reasons
+
+
+def test_a_flip_outside_the_uncertain_band_fails_even_when_rare():
+    y = [0] * 500 + [1] * 500
+    ref = [0.1] * 500 + [0.9] * 500
+    near = ref.copy()
+    near[0] = 0.55  # 0.1 -> 0.55: flipped, and fp32 was sure: outside the band
+    v = _judge(ref, near, y, max_auc_change=1.0)
+    assert v.flips == 1 and v.flip_share == pytest.approx(0.001)
+    assert not v.passed and v.flips_outside_band == 1 and "outside" in v.reasons[0]
+
+
+def test_flips_inside_the_band_pass_until_their_share_is_too_large():
+    y = [0] * 500 + [1] * 500
+    ref = [0.45] * 10 + [0.1] * 490 + [0.9] * 500
+    moved = [0.55] * 10 + [0.1] * 490 + [0.9] * 500
+    few = ref.copy()
+    few[:5] = moved[:5]
+    assert _judge(ref, few, y, max_auc_change=1.0).passed  # 0.5%: at the limit
+    many = _judge(ref, moved, y, max_auc_change=1.0)
+    assert not many.passed and many.flips == 10 and "flipped" in many.reasons[0]
+
+
+def test_roc_auc_change_over_the_limit_fails():
+    y = [0, 0, 1, 1]
+    v = _judge([0.1, 0.2, 0.3, 0.4], [0.1, 0.35, 0.3, 0.4], y)  # no flip, AUC 1 -> 0.75
+    assert v.flips == 0 and not v.passed and "ROC-AUC" in v.reasons[0]
+
+
+@pytest.fixture(scope="module")
+def guard_inputs(tmp_path_factory):
+    from pneumo.data.discover import find_images
+    from synthetic import write_dataset
+
+    root = write_dataset(
+        tmp_path_factory.mktemp("data") / "chest_xray", {"train": (8, 8), "val": (8, 8)}
+    )
+    return find_images(root, ["val"]), find_images(root, ["train"])
+
+
+@pytest.mark.slow
+def test_a_model_failing_the_guard_stays_fp32(tiny_model, guard_inputs):
+    """int8 always moves probabilities a little: a zero-tolerance guard must refuse it, and
+    ``precision="auto"`` must then load fp32."""
+    pytest.importorskip("nncf")
+    from pneumo.inference.engine import load_predictor
+    from pneumo.inference.guard import guard_path, read_guard, run_guard
+
+    val, train = guard_inputs
+    strict = GuardLimits(max_probability_change=1e-6)
+    report = run_guard(tiny_model, val, train, limits=strict, precisions=("int8",))
+    verdict = report.verdicts["int8"]
+    assert not verdict.passed and "probability moved" in " ".join(verdict.reasons)
+    assert report.chosen == "fp32" and report.n == len(val)
+    on_disk = json.loads(guard_path(tiny_model).read_text())
+    assert on_disk["chosen"] == "fp32" and on_disk["verdicts"]["int8"]["passed"] is False
+    assert read_guard(tiny_model).verdicts["int8"].flips == verdict.flips
+    predictor = load_predictor(tiny_model, backend="openvino")
+    assert predictor.precision == "fp32"
+    # a forced precision is the user's call, guard or not
+    assert load_predictor(tiny_model, backend="openvino", precision="int8").precision == "int8"
+
+
+def test_auto_loads_what_the_guard_chose(tiny_model, tmp_path, monkeypatch):
+    pytest.importorskip("openvino")
+    from pneumo.inference.engine import load_predictor
+    from pneumo.inference.guard import GuardReport, _write_json, guard_path
+
+    monkeypatch.setenv("PNEUMO_CACHE", str(tmp_path))
+    report = GuardReport("bf16", "validation (4 films)", 4, 1.0, 100.0, {}, {})
+    _write_json(guard_path(tiny_model), report.to_dict())
+    assert load_predictor(tiny_model, backend="openvino").precision == "bf16"
+    assert load_predictor(tiny_model, backend="onnx").precision == "fp32"  # no bf16 in ORT
+
+
+def test_without_validation_data_auto_is_fp32_and_nothing_is_cached(
+    tiny_model, tmp_path, monkeypatch
+):
+    pytest.importorskip("openvino")
+    from pneumo.inference.guard import guard_path, guarded_precision
+
+    monkeypatch.setenv("PNEUMO_CACHE", str(tmp_path))
+    assert guarded_precision(tiny_model) == "fp32"  # the tiny model records no training data
+    assert not guard_path(tiny_model).exists()
