@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import fields
 from pathlib import Path
 
 from pneumo.cli.common import add_command, add_data_arg, add_model_arg, data_dir
+from pneumo.errors import PneumoError
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
@@ -172,9 +174,13 @@ def _compare(args: argparse.Namespace) -> int:
 
     backbones = [b.strip() for b in args.backbones.split(",") if b.strip()]
     base = config_from_args(args, backbones[0])
-    compare(
-        base, backbones, output=args.output or Path("runs/compare"), retrain=not args.no_retrain
-    )
+    output = args.output or Path("runs/compare")
+    summary = compare(base, backbones, output=output, retrain=not args.no_retrain)
+    if summary["winner"] is None:
+        raise PneumoError(
+            f"no backbone could be trained; the reasons are in {output}/comparison.md"
+        )
+    sys.stderr.write(f"winner: {summary['winner']}; comparison in {output}/comparison.md\n")
     return 0
 
 
