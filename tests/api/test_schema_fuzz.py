@@ -16,7 +16,7 @@ def test_no_server_errors_from_schema_fuzzing(keyed_client, api_key):
         "/openapi.json", keyed_client.app, headers={"X-API-Key": api_key}
     )
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert {op.path for op in operations} == {"/v1/predict", "/v1/health", "/v1/model"}
+    assert {op.path for op in operations} == {"/v1/predict", "/v1/health", "/v1/ready", "/v1/model"}
     seen: dict[str, list[int]] = {}
     for op in operations:
 

@@ -16,6 +16,7 @@ from pneumo.api.deps import require_docs_access
 from pneumo.api.routers import meta, predict
 from pneumo.api.settings import ApiSettings
 from pneumo.errors import PneumoError
+from pneumo.inference.batching import Overloaded
 
 log = logging.getLogger(__name__)
 
@@ -116,11 +117,14 @@ def create_app(settings: ApiSettings | None = None, predictor=None) -> FastAPI:
                 load_predictor,
                 settings.model_dir,
                 backend=settings.backend,
+                precision=settings.precision,
                 threads=settings.threads,
             )
-        batcher = BatchingPredictor(inner)
+        batcher = BatchingPredictor(
+            inner, max_wait_ms=settings.batch_wait_ms, max_images=settings.queue_images
+        )
         app.state.predictor = batcher
-        log.info("serving %s on %s", inner.metadata.backbone, inner.backend)
+        log.info("serving %s on %s %s", inner.metadata.backbone, inner.backend, inner.precision)
         try:
             yield
         finally:
@@ -156,6 +160,14 @@ def create_app(settings: ApiSettings | None = None, predictor=None) -> FastAPI:
     app.state.predictor = None
     app.include_router(meta.router)
     app.include_router(predict.router)
+
+    @app.exception_handler(Overloaded)
+    async def overloaded(_: Request, exc: Overloaded):
+        return JSONResponse(
+            {"detail": str(exc)},
+            status_code=503,
+            headers={"Retry-After": str(exc.retry_after)},
+        )
 
     @app.exception_handler(PneumoError)
     async def pneumo_error(_: Request, exc: PneumoError):

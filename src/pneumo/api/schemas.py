@@ -53,4 +53,20 @@ class ModelInfo(BaseModel):
     created: str
     model_version: str = Field(description="pneumo version that trained the model.")
     server_version: str = Field(description="pneumo version serving it.")
-    backend: str
+    backend: str = Field(description="Inference engine: openvino, onnx or torch.")
+    precision: str = Field(description="Precision the network runs at: fp32, bf16 or int8.")
+    precision_guard: dict | None = Field(
+        None,
+        description="The accuracy guard's figures for reduced precision on this machine "
+        "(validation ROC-AUC change, decision flips, flips outside the uncertain band, speed), "
+        "None when it has not run for this model.",
+    )
+
+
+class ReadyResponse(BaseModel):
+    """Whether this process takes predictions now."""
+
+    ready: bool = Field(description="Model loaded and room in the queue.")
+    model_loaded: bool
+    images_in_flight: int = Field(description="Images admitted and not yet answered.")
+    queue_limit: int = Field(description="Images admitted at most (PNEUMO_QUEUE_IMAGES).")

@@ -12,17 +12,42 @@ log = logging.getLogger(__name__)
 JEMALLOC = Path("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")
 
 
-def _maybe_reexec_with_jemalloc() -> None:
+def _maybe_reexec_with_jemalloc(backend: str) -> None:
     """Restart this process with jemalloc preloaded, which returns freed decode buffers to the
     system instead of letting the heap grow under load (`benchmarks/run_all.py --only api`
-    measures peak memory both ways). PNEUMO_JEMALLOC=0 turns it off."""
+    measures peak memory both ways). PNEUMO_JEMALLOC=0 turns it off. Never under OpenVINO:
+    its runtime aborts (double free) when jemalloc is preloaded."""
     if os.environ.get("PNEUMO_JEMALLOC", "1") == "0" or not JEMALLOC.is_file():
+        return
+    if backend == "openvino":
         return
     if "jemalloc" in os.environ.get("LD_PRELOAD", ""):
         return
     env = dict(os.environ, LD_PRELOAD=f"{JEMALLOC}:{os.environ.get('LD_PRELOAD', '')}".rstrip(":"))
     log.debug("re-executing with %s preloaded", JEMALLOC)
     os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+
+
+def _prepare_apart(model_dir: str, backend: str, precision: str) -> None:
+    """Do a first use's one-off work (ONNX export with torch, the accuracy guard with NNCF) in
+    a child process, once, before any worker starts: the serving processes then load only the
+    cached files and never import torch, and workers do not race to export."""
+    import subprocess
+
+    from pneumo.errors import PneumoError
+    from pneumo.inference.engine import model_prepared
+
+    if model_prepared(model_dir, backend=backend, precision=precision):
+        return
+    code = (
+        "import logging, sys\n"
+        "logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')\n"
+        "from pneumo.inference.engine import prepare_model\n"
+        "prepare_model(sys.argv[1], backend=sys.argv[2], precision=sys.argv[3])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code, model_dir, backend, precision], check=False)
+    if done.returncode != 0:
+        raise PneumoError(f"{model_dir}: preparing the model for serving failed (see above)")
 
 
 def serve(
@@ -36,18 +61,18 @@ def serve(
     api_key: str | None = None,
 ) -> None:
     """Serve the REST API: POST /v1/predict (multipart field `files`: JPEG, PNG or DICOM),
-    GET /v1/health, GET /v1/model; OpenAPI at /openapi.json and docs at /docs.
+        GET /v1/health, GET /v1/model; OpenAPI at /openapi.json and docs at /docs.
 
-    Settings come from the environment: PNEUMO_API_KEY (then the X-API-Key header is required,
-    exactly once, on everything but /v1/health; /docs, /redoc and /openapi.json too unless
-    PNEUMO_PUBLIC_DOCS=1), PNEUMO_MAX_UPLOAD_MB (request size cap, default 20),
-    PNEUMO_MAX_PIXELS and PNEUMO_MAX_REQUEST_PIXELS (decoded pixels per image, default 40
-    million, and per request, default 160 million, read from the headers before decoding),
-    PNEUMO_DECODE_BUDGET_MB (memory for concurrent decodes, default 1536), PNEUMO_MODEL,
-    PNEUMO_BACKEND, PNEUMO_PRECISION, PNEUMO_THREADS, PNEUMO_BATCH_WAIT_MS (how long a request
-waits for others to share its forward pass, default 2) and PNEUMO_QUEUE_IMAGES (images waiting
-for the network before new requests get 503 and Retry-After, default 256). Each worker process loads the model once; threads are split
-    between them. Access logs leave out query strings.
+        Settings come from the environment: PNEUMO_API_KEY (then the X-API-Key header is required,
+        exactly once, on everything but /v1/health; /docs, /redoc and /openapi.json too unless
+        PNEUMO_PUBLIC_DOCS=1), PNEUMO_MAX_UPLOAD_MB (request size cap, default 20),
+        PNEUMO_MAX_PIXELS and PNEUMO_MAX_REQUEST_PIXELS (decoded pixels per image, default 40
+        million, and per request, default 160 million, read from the headers before decoding),
+        PNEUMO_DECODE_BUDGET_MB (memory for concurrent decodes, default 1536), PNEUMO_MODEL,
+        PNEUMO_BACKEND, PNEUMO_PRECISION, PNEUMO_THREADS, PNEUMO_BATCH_WAIT_MS (how long a request
+    waits for others to share its forward pass, default 2) and PNEUMO_QUEUE_IMAGES (images waiting
+    for the network before new requests get 503 and Retry-After, default 256). Each worker process loads the model once; threads are split
+        between them. Access logs leave out query strings.
     """
     from pneumo.errors import PneumoError
 
@@ -55,7 +80,9 @@ for the network before new requests get 503 and Retry-After, default 256). Each 
         raise PneumoError(f"--port must be in 1..65535, got {port}")
     if not 1 <= workers <= 256:
         raise PneumoError(f"--workers must be in 1..256, got {workers}")
-    _maybe_reexec_with_jemalloc()
+    from pneumo.inference.engine import resolve_backend
+
+    _maybe_reexec_with_jemalloc(resolve_backend(backend))
     import uvicorn
 
     from pneumo.api.settings import ApiSettings
@@ -71,11 +98,7 @@ for the network before new requests get 503 and Retry-After, default 256). Each 
     if workers > 1 and "PNEUMO_THREADS" not in os.environ:
         os.environ["PNEUMO_THREADS"] = str(max(1, default_threads() // workers))
     ApiSettings.from_env()  # fail here, with a clear message, rather than in each worker
-    if workers > 1:
-        # every worker would export (and guard) the same model at once: do it before they start
-        from pneumo.inference.engine import prepare_model
-
-        prepare_model(os.environ["PNEUMO_MODEL"], backend=backend, precision=precision)
+    _prepare_apart(os.environ["PNEUMO_MODEL"], backend, precision)
     uvicorn.run(
         "pneumo.api.main:app_from_env",
         factory=True,

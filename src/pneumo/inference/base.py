@@ -167,6 +167,8 @@ class Predictor(ABC):
     """Short name of the backend for logs and the API (``openvino``, ``onnx`` or ``torch``)."""
     precision: str = "fp32"
     """Numeric precision the forward pass runs at (``fp32``, ``bf16`` or ``int8``)."""
+    precision_guard: dict | None = None
+    """The accuracy guard's report for this model on this machine (OpenVINO), if it ran."""
 
     @abstractmethod
     def forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

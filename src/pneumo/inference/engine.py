@@ -209,6 +209,30 @@ def load_predictor(
     return predictor
 
 
+def model_prepared(
+    model_dir: str | Path | None = None, *, backend: str = "auto", precision: str = "auto"
+) -> bool:
+    """Whether loading ``model_dir`` will find its per-machine files cached (no export, no
+    guard run): then loading imports neither torch nor NNCF."""
+    backend = resolve_backend(backend)
+    model_dir = resolve_model_dir(model_dir)
+    if backend == "torch":
+        return True
+    from pneumo.inference.export import cached_onnx_path
+
+    if backend == "onnx":
+        return cached_onnx_path(model_dir).is_file()
+    from pneumo.inference.guard import guard_path
+    from pneumo.inference.openvino_backend import cached_ir_path
+
+    needed = [cached_ir_path(model_dir)]
+    if precision == "auto":
+        needed.append(guard_path(model_dir))
+    elif precision == "int8":
+        needed.append(cached_ir_path(model_dir, "int8"))
+    return all(path.is_file() for path in needed)
+
+
 def prepare_model(
     model_dir: str | Path | None = None, *, backend: str = "auto", precision: str = "auto"
 ) -> None:
@@ -258,7 +282,9 @@ def _load_openvino(
             train, _ = validation_records(meta)
             fp32 = OpenVinoPredictor(ensure_ir(model_dir), meta, threads=threads)
             xml = ensure_int8_ir(model_dir, fp32, calibration_records(train))
-    return OpenVinoPredictor(
+    from pneumo.inference.guard import read_guard
+
+    predictor = OpenVinoPredictor(
         xml,
         meta,
         read_ood_tensors(model_dir),
@@ -266,3 +292,6 @@ def _load_openvino(
         threads=threads,
         batch_size=batch_size,
     )
+    report = read_guard(model_dir)
+    predictor.precision_guard = None if report is None else report.to_dict()
+    return predictor

@@ -12,7 +12,8 @@ from pneumo.api.deps import get_predictor, get_settings, require_api_key
 from pneumo.api.schemas import ErrorResponse, PredictionOut, PredictResponse
 from pneumo.api.settings import ApiSettings
 from pneumo.data.decode import BOMB_PIXELS, header_pixels
-from pneumo.inference.base import Prediction, Predictor
+from pneumo.inference.base import Prediction
+from pneumo.inference.batching import BatchingPredictor
 
 router = APIRouter(prefix="/v1", tags=["predict"])
 
@@ -24,12 +25,17 @@ router = APIRouter(prefix="/v1", tags=["predict"])
     responses={
         401: {"model": ErrorResponse, "description": "Missing or wrong API key."},
         413: {"model": ErrorResponse, "description": "Request body over the size cap."},
+        503: {
+            "model": ErrorResponse,
+            "description": "Too many images in flight (PNEUMO_QUEUE_IMAGES): retry after the "
+            "seconds in the Retry-After header.",
+        },
         422: {"model": PredictResponse, "description": "No file could be read: see each error."},
     },
 )
 async def predict(
     files: Annotated[list[UploadFile], File(description="One or more JPEG, PNG or DICOM files.")],
-    predictor: Annotated[Predictor, Depends(get_predictor)],
+    predictor: Annotated[BatchingPredictor, Depends(get_predictor)],
     settings: Annotated[ApiSettings, Depends(get_settings)],
 ):
     """Classify each uploaded file. A file that cannot be read gets its reason in ``error``
@@ -60,7 +66,7 @@ async def predict(
 
 
 def _predict_within_limits(
-    predictor: Predictor, datas: list[bytes], names: list[str], settings: ApiSettings
+    predictor: BatchingPredictor, datas: list[bytes], names: list[str], settings: ApiSettings
 ) -> list[Prediction]:
     """Decode and classify only the files whose headers fit the per-image and per-request pixel
     limits; the others get an error of their own, in upload order, without being decoded."""
@@ -85,7 +91,8 @@ def _predict_within_limits(
         else:
             total += pixels
             todo.append(i)
-    preds = predictor.predict_sources([datas[i] for i in todo], [names[i] for i in todo])
+    with predictor.admit(len(todo)):  # 503 now rather than a queue that only grows
+        preds = predictor.predict_sources([datas[i] for i in todo], [names[i] for i in todo])
     for i, pred in zip(todo, preds, strict=True):
         out[i] = pred
     return out  # type: ignore[return-value]
