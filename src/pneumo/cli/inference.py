@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pneumo.api.server import serve
 from pneumo.cli.common import add_command, add_model_arg
+from pneumo.inference.catalog import describe_models
 from pneumo.inference.export import export_onnx
 from pneumo.inference.predict import merge_shards, predict_files
 
@@ -45,6 +46,14 @@ def _predict(args: argparse.Namespace) -> int:
     if summary.merged:
         sys.stderr.write(f"merged all parts into {summary.merged}\n")
     return 0 if ok > 0 or summary.total == 0 else 1
+
+
+def _models(args: argparse.Namespace) -> int:
+    from pneumo.inference.catalog import describe_models, format_summary
+
+    summaries = describe_models(args.models, check=args.check)
+    sys.stdout.write("\n\n".join(format_summary(s) for s in summaries) + "\n")
+    return 0
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -109,6 +118,10 @@ def register(sub) -> None:
         "--merge", action="store_true", help="only merge OUT.rank*.csv parts into --output"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = add_command(sub, "models", describe_models, _models)
+    p.add_argument("models", nargs="*", type=Path, metavar="MODEL", help="model folders")
+    p.add_argument("--check", action="store_true", help="run the accuracy guard again now")
 
     p = add_command(sub, "export", export_onnx, _export)
     p.add_argument(
