@@ -89,6 +89,7 @@ def make_loader(
     sampler=None,
     seed: int = 0,
     drop_last: bool = False,
+    persistent_workers: bool = True,
 ) -> XrayLoader:
     """DataLoader with worker processes, error-skipping collation and a seeded order."""
     generator = torch.Generator().manual_seed(seed)
@@ -100,6 +101,6 @@ def make_loader(
         num_workers=workers,
         collate_fn=collate_skipping_errors,
         generator=generator,
-        persistent_workers=workers > 0,
+        persistent_workers=persistent_workers and workers > 0,
         drop_last=drop_last,
     )

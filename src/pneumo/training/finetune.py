@@ -63,7 +63,22 @@ def _train_loader(cfg, dataset, labels, dist: DistInfo):
         sampler=sampler,
         seed=cfg.seed,
         drop_last=len(dataset) > cfg.batch_size * dist.world_size,
+        persistent_workers=False,  # workers take their seeds anew each epoch (_seed_epoch)
     )
+
+
+def _seed_epoch(loader, seed: int, epoch: int) -> None:
+    """Draw every random choice of an epoch (film order, augmentation, dropout) from the seed
+    and the epoch number alone, so that a run resumed after epoch k trains epoch k + 1 exactly
+    as the uninterrupted run would have."""
+    epoch_seed = seed * 100_003 + epoch
+    torch.manual_seed(epoch_seed)  # dropout, and augmentation without worker processes
+    loader.generator.manual_seed(epoch_seed)  # shuffling, and the workers' seeds
+    sampler = loader.sampler
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch)
+    elif getattr(sampler, "generator", None) is not None:
+        sampler.generator.manual_seed(epoch_seed)
 
 
 def finetune(
@@ -120,8 +135,8 @@ def finetune(
     for epoch in range(start_epoch, cfg.epochs + 1):
         if stale >= cfg.patience:
             break
+        _seed_epoch(train_loader, cfg.seed, epoch)
         if dist.enabled:
-            train_loader.sampler.set_epoch(epoch)
             shards[epoch] = list(train_loader.sampler)
         model.train()
         keep_frozen_eval(getattr(model, "module", model), all_norms=cfg.freeze_bn)
