@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from postgres_server import find_pg_bin, running_postgres
 from synthetic import write_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,3 +57,24 @@ def tiny_data(tmp_path) -> Path:
     return write_dataset(
         tmp_path / "chest_xray", {"train": (24, 24), "val": (4, 4), "test": (6, 6)}
     )
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL server on loopback for the session. Skipped only when its binaries are
+    missing and PNEUMO_REQUIRE_POSTGRES is unset (CI sets it: there it must run)."""
+    bin_dir = find_pg_bin()
+    if bin_dir is None:
+        if os.environ.get("PNEUMO_REQUIRE_POSTGRES"):
+            pytest.fail("PostgreSQL binaries not found (apt-get install postgresql)")
+        pytest.skip("PostgreSQL not installed: apt-get install postgresql")
+    with running_postgres(bin_dir) as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path) -> str:
+    """A fresh, empty database: a SQLite file, then a new database on the PostgreSQL server."""
+    if request.param == "sqlite":
+        return str(tmp_path / "records.db")
+    return request.getfixturevalue("postgres_server").create_database()

@@ -1,4 +1,5 @@
-"""The patient database: schema from the shipped migrations, records, history, audit."""
+"""The patient database: schema from the shipped migrations, records, history, audit; on SQLite
+and on a real PostgreSQL server (``db_url`` runs each test on both)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from pneumo.storage.db import StorageError, create_db_engine, database_url, migr
 
 
 @pytest.fixture
-def factory(tmp_path):
-    return open_database(tmp_path / "records.db")
+def factory(db_url):
+    return open_database(db_url)
 
 
 def _record(session, patient, **overrides):
@@ -43,8 +44,8 @@ def test_migrations_create_schema_on_fresh_sqlite_file(tmp_path):
     assert version == "0001"
 
 
-def test_migrations_match_the_tables_and_are_idempotent(tmp_path):
-    engine = create_db_engine(database_url(tmp_path / "x.db"))
+def test_migrations_match_the_tables_and_are_idempotent(db_url):
+    engine = create_db_engine(database_url(db_url))
     migrate(engine)
     migrate(engine)  # a restart must not fail or duplicate anything
     columns = {c["name"] for c in inspect(engine).get_columns("records")}

@@ -134,6 +134,7 @@ def migrate(engine: Engine, revision: str = "head") -> None:
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     try:
         with engine.begin() as connection:
+            _hold_migration_lock(connection)
             config.attributes["connection"] = connection
             command.upgrade(config, revision)
     except SQLAlchemyError as exc:
@@ -141,6 +142,21 @@ def migrate(engine: Engine, revision: str = "head") -> None:
             f"cannot migrate database {redact(str(engine.url))}: {describe_db_error(exc)}"
         ) from None
     log.info("database %s is at revision %s", redact(str(engine.url)), revision)
+
+
+MIGRATION_LOCK_KEY = 0x706E65756D6F
+"""PostgreSQL advisory lock taken while migrating ("pneumo" in ASCII)."""
+
+
+def _hold_migration_lock(connection) -> None:
+    """Several app servers starting together on a fresh database would each create the tables
+    and all but one fail: one migrates while the others wait (up to the busy timeout on SQLite),
+    then find the schema current. Held until the migration transaction ends."""
+    dialect = connection.dialect.name
+    if dialect == "postgresql":
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
+    elif dialect == "sqlite":
+        connection.exec_driver_sql("BEGIN IMMEDIATE")  # the write lock, before reading the version
 
 
 def open_database(db: str | Path | None = None) -> sessionmaker:

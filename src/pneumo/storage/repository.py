@@ -7,6 +7,7 @@ import unicodedata
 from typing import TYPE_CHECKING
 
 from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
 
 from pneumo.errors import PneumoError
 from pneumo.storage.tables import NAME_MAX, PATIENT_ID_MAX, AuditEvent, Patient, Record
@@ -59,14 +60,33 @@ def get_or_create_patient(session: Session, *, name: str, patient_code: str = ""
     """The patient with this (case-insensitive) name and ID, created when new."""
     name, patient_code = clean_patient(name, patient_code)
     key = name_key(name)
-    patient = session.scalars(
-        select(Patient).where(Patient.name_key == key, Patient.patient_code == patient_code)
-    ).first()
+    same = select(Patient).where(Patient.name_key == key, Patient.patient_code == patient_code)
+    patient = session.scalars(same).first()
     if patient is None:
-        patient = Patient(name=name, name_key=key, patient_code=patient_code)
-        session.add(patient)
-        session.flush()
+        # Another app session (thread or server) may add the same new patient between our
+        # look-up and our insert: the insert then does nothing and we take that session's row.
+        _insert_unless_present(session, name=name, name_key=key, patient_code=patient_code)
+        patient = session.scalars(same).one()
     return patient
+
+
+def _insert_unless_present(session: Session, **values) -> None:
+    """``INSERT ... ON CONFLICT DO NOTHING`` on the patient identity (one atomic statement that
+    leaves the caller's transaction usable); a savepoint elsewhere. Not a savepoint on SQLite:
+    the sqlite3 module commits when the savepoint is released."""
+    dialect = session.get_bind().dialect.name
+    if dialect in ("postgresql", "sqlite"):
+        from importlib import import_module
+
+        insert = import_module(f"sqlalchemy.dialects.{dialect}").insert
+        stmt = insert(Patient).values(**values)
+        session.execute(stmt.on_conflict_do_nothing(index_elements=["name_key", "patient_code"]))
+        return
+    try:
+        with session.begin_nested():
+            session.add(Patient(**values))
+    except IntegrityError:
+        pass
 
 
 def add_record(

@@ -1,0 +1,85 @@
+"""A throw-away PostgreSQL server for the tests: initdb in a temp folder, listening on loopback
+only, stopped at the end of the session. PostgreSQL refuses to run as root, so as root the
+server runs as the ``postgres`` system user."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+PG_BIN_DIRS = [Path(p) for p in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)]
+"""Debian keeps the server binaries off PATH, one folder per major version (newest first)."""
+
+
+def find_pg_bin() -> Path | None:
+    """The folder holding ``initdb`` and ``pg_ctl``: $PNEUMO_PG_BIN, PATH, then Debian's."""
+    if os.environ.get("PNEUMO_PG_BIN"):
+        return Path(os.environ["PNEUMO_PG_BIN"])
+    on_path = shutil.which("pg_ctl")
+    if on_path and shutil.which("initdb"):
+        return Path(on_path).resolve().parent
+    return next((d for d in PG_BIN_DIRS if (d / "initdb").is_file()), None)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class PostgresServer:
+    """A running server; ``url(db)`` is a SQLAlchemy URL for one of its databases."""
+
+    port: int
+    user: str
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+psycopg://{self.user}@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self) -> str:
+        """A new empty database (one per test keeps tests independent); returns its URL."""
+        from sqlalchemy import create_engine, text
+
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        engine = create_engine(self.url(), isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        engine.dispose()
+        return self.url(name)
+
+
+@contextlib.contextmanager
+def running_postgres(bin_dir: Path) -> Iterator[PostgresServer]:
+    """Start a fresh cluster (trust authentication, loopback only) and stop it afterwards."""
+    as_root = os.geteuid() == 0
+    user = "postgres" if as_root else os.environ.get("USER") or "pneumo"
+    prefix = ["runuser", "-u", "postgres", "--"] if as_root else []
+    root = Path(tempfile.mkdtemp(prefix="pneumo-pg-"))
+    data = root / "data"
+    if as_root:
+        shutil.chown(root, "postgres")
+    port = _free_port()
+    log = root / "server.log"
+
+    def run(*args: str) -> None:
+        subprocess.run(prefix + list(args), check=True, capture_output=True, timeout=120)
+
+    try:
+        run(str(bin_dir / "initdb"), "-D", str(data), "-U", user, "-A", "trust", "-E", "UTF8")
+        options = f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off -c max_connections=100"
+        run(str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "start")
+        try:
+            yield PostgresServer(port, user)
+        finally:
+            run(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
