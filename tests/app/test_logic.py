@@ -35,8 +35,22 @@ def cam(tiny_model):
 
 
 @pytest.fixture
-def factory(tmp_path):
-    return open_database(tmp_path / "logic.db")
+def factory(db_url):
+    """A fresh records database: each test that stores runs on SQLite and on PostgreSQL."""
+    return open_database(db_url)
+
+
+POISON_TRIGGER = {  # a real database error for exactly one row, in each engine's own SQL
+    "sqlite": [
+        "CREATE TRIGGER poison BEFORE INSERT ON records "
+        "WHEN NEW.file_name = 'poison.png' BEGIN SELECT RAISE(ABORT, 'boom'); END"
+    ],
+    "postgresql": [
+        "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF NEW.file_name = 'poison.png' THEN RAISE EXCEPTION 'boom'; END IF; RETURN NEW; END $$",
+        "CREATE TRIGGER poison BEFORE INSERT ON records FOR EACH ROW EXECUTE FUNCTION poison()",
+    ],
+}
 
 
 def _items(*names):
@@ -44,13 +58,9 @@ def _items(*names):
 
 
 def test_a_failing_row_never_drops_the_others(predictor, factory):
-    with factory() as s:  # a real database error for exactly one row
-        s.execute(
-            text(
-                "CREATE TRIGGER poison BEFORE INSERT ON records "
-                "WHEN NEW.file_name = 'poison.png' BEGIN SELECT RAISE(ABORT, 'boom'); END"
-            )
-        )
+    with factory() as s:
+        for statement in POISON_TRIGGER[s.get_bind().dialect.name]:
+            s.execute(text(statement))
         s.commit()
     sub = logic.classify_and_store(
         items=_items("a.png", "poison.png", "c.png"),
@@ -104,6 +114,40 @@ def test_image_from_a_url_is_classified_and_stored(predictor, factory):
     import hashlib
 
     assert sub.results[0].sha256 == hashlib.sha256(body).hexdigest()
+
+
+def test_app_sessions_storing_at_once_lose_nothing(predictor, factory):
+    """Several browser sessions of one app server (threads sharing its session factory) store
+    images for the same new patient at the same moment: every image is saved, once, under one
+    patient, and each session's audit row counts its own."""
+    sessions, per_session = 6, 3
+    barrier = threading.Barrier(sessions)
+    submissions = [None] * sessions
+
+    def session(k):
+        barrier.wait()
+        submissions[k] = logic.classify_and_store(
+            items=_items(*[f"s{k}-{i}.png" for i in range(per_session)]),
+            patient_name="Grace Hopper",
+            patient_id="G-1",
+            predictor=predictor,
+            session_factory=factory,
+            session_id=f"session-{k}",
+        )
+
+    threads = [threading.Thread(target=session, args=(k,)) for k in range(sessions)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(r.record_id is not None and r.store_error is None
+               for sub in submissions for r in sub.results)  # fmt: skip
+    with factory() as s:
+        (patient,) = repo.find_patients(s, query="grace")
+        names = sorted(r.file_name for r in repo.patient_records(s, patient_id=patient.id))
+        assert names == sorted(f"s{k}-{i}.png" for k in range(sessions) for i in range(per_session))
+        details = [e.detail for e in repo.audit_events(s, patient_id=patient.id)]
+    assert details == [f"{per_session} stored, 0 failed"] * sessions
 
 
 def test_upload_limits_are_per_file():
