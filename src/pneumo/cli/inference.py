@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pneumo.api.server import serve
 from pneumo.cli.common import add_command, add_model_arg
+from pneumo.inference.base import BATCH_SIZE
 from pneumo.inference.catalog import describe_models
 from pneumo.inference.export import export_onnx
 from pneumo.inference.predict import merge_shards, predict_files
@@ -106,7 +107,7 @@ def register(sub) -> None:
         default=None,
         help="out.csv or out.json (default: CSV on stdout)",
     )
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="images per forward pass")
     p.add_argument("--threads", type=int, default=None, help="inference threads (default: cores)")
     p.add_argument(
         "--shard",

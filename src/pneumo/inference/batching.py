@@ -42,7 +42,7 @@ class BatchingPredictor(Predictor):
         self,
         inner: Predictor,
         *,
-        max_batch: int = 32,
+        max_batch: int = 16,
         max_wait_ms: float = 2.0,
         max_images: int = 256,
     ):

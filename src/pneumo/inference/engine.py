@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pneumo.errors import ModelError
-from pneumo.inference.base import Predictor, default_threads
+from pneumo.inference.base import BATCH_SIZE, Predictor, default_threads, single_threaded_blas
 from pneumo.models.checkpoint import WEIGHTS_FILE, read_metadata, resolve_model_dir
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ class OnnxPredictor(Predictor):
         ood_tensors: dict[str, np.ndarray] | None = None,
         *,
         threads: int | None = None,
-        batch_size: int = 32,
+        batch_size: int = BATCH_SIZE,
         graph_optimization: str = "all",
     ):
         import onnxruntime as ort
@@ -93,6 +93,7 @@ class OnnxPredictor(Predictor):
             raise ModelError(f"{onnx_path}: cannot load ONNX model ({exc})") from None
         self.onnx_path = Path(onnx_path)
         self._input = self.session.get_inputs()[0].name
+        single_threaded_blas()
 
     def forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         logits, features = self.session.run(
@@ -114,7 +115,7 @@ class TorchPredictor(Predictor):
         ood_tensors: dict[str, np.ndarray] | None = None,
         *,
         threads: int | None = None,
-        batch_size: int = 32,
+        batch_size: int = BATCH_SIZE,
         precision: str = "fp32",
     ):
         import torch
@@ -152,7 +153,7 @@ def load_predictor(
     backend: str = "auto",
     threads: int | None = None,
     precision: str = "auto",
-    batch_size: int = 32,
+    batch_size: int = BATCH_SIZE,
 ) -> Predictor:
     """Load a model directory (default: $PNEUMO_MODEL or the bundled model) as a Predictor.
 

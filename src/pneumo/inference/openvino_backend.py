@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pneumo.errors import ModelError
-from pneumo.inference.base import Predictor, default_threads
+from pneumo.inference.base import BATCH_SIZE, Predictor, default_threads, single_threaded_blas
 
 if TYPE_CHECKING:
     from pneumo.models.checkpoint import ModelMetadata
@@ -105,7 +105,7 @@ class OpenVinoPredictor(Predictor):
         *,
         precision: str = "fp32",
         threads: int | None = None,
-        batch_size: int = 32,
+        batch_size: int = BATCH_SIZE,
     ):
         if precision not in HINTS:
             raise ModelError(f"precision {precision!r} is not available for OpenVINO")
@@ -117,6 +117,7 @@ class OpenVinoPredictor(Predictor):
         self.decode_workers = self.threads
         self.model_path = Path(xml)
         self.compiled = compile_model(xml, precision, self.threads)
+        single_threaded_blas()
         names = set().union(*(o.get_names() for o in self.compiled.outputs))
         if not {"logits", "features"} <= names:
             raise ModelError(f"{xml}: outputs {sorted(names)}, expected logits and features")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pneumo.data.decode import DICOM_SUFFIXES, IMAGE_SUFFIXES, printable, sniff_file
 from pneumo.errors import PneumoError
+from pneumo.inference.base import BATCH_SIZE
 from pneumo.inference.rows import (
     COLUMNS,  # noqa: F401 - part of this module's interface since before rows.py
     RowWriter,
@@ -291,7 +292,7 @@ def predict_files(
     backend: str = "auto",
     precision: str = "auto",
     output: str | Path | None = None,
-    batch_size: int = 32,
+    batch_size: int = BATCH_SIZE,
     threads: int | None = None,
     shard: str | None = None,
     merge_timeout: float = 3600.0,
