@@ -4,6 +4,8 @@ in the database, a screenshot saved."""
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import re
 import socket
@@ -159,6 +161,12 @@ def test_classify_five_originals_in_chromium(originals_dir, model_for_browser, t
                 pdf_button.click()
             pdf = Path(download.value.path()).read_bytes()
             assert pdf.startswith(b"%PDF") and pdf.count(b"/Subtype /Image") >= 5
+
+            with page.expect_download(timeout=60_000) as download:
+                page.get_by_role("button", name="Download CSV").click()
+            assert download.value.suggested_filename == "pneumo-results.csv"
+            text = Path(download.value.path()).read_text(encoding="utf-8-sig")
+            table = list(csv.DictReader(io.StringIO(text)))
             browser.close()
         with sqlite3.connect(db) as conn:
             rows = conn.execute(
@@ -169,7 +177,16 @@ def test_classify_five_originals_in_chromium(originals_dir, model_for_browser, t
         assert {r[:2] for r in rows} == {("Test Patient Browser", "E2E-5")}
         assert all(r[3] in ("NORMAL", "PNEUMONIA") and 0.0 <= r[4] <= 1.0 for r in rows)
         audit = [r[0] for r in conn.execute("select action from audit order by id")]
-        assert audit == ["classify", "export"]
+        assert audit == ["classify", "export", "export"]
+        # The CSV holds the same five results as the page and the database.
+        by_file = {r["file"]: r for r in table}
+        assert sorted(by_file) == sorted(f.name for f in files)
+        for f in files:
+            row = by_file[f.name]
+            assert row["result"] == ("Normal" if f.parent.name == "NORMAL" else "Pneumonia")
+            assert (row["patient_name"], row["patient_id"]) == ("Test Patient Browser", "E2E-5")
+        stored = {r[2]: r[4] for r in rows}
+        assert all(abs(float(by_file[n]["p_pneumonia"]) - p) < 1e-3 for n, p in stored.items())
         log.flush()
         assert "Test Patient Browser" not in (tmp_path / "app.log").read_text()  # never logged
     finally:

@@ -253,3 +253,41 @@ def test_password_gate_fails_closed(app_env, monkeypatch, tmp_path):
         config.set_option("secrets.files", previous)
     assert not at.text_input
     assert any("cannot be read" in e.value for e in at.error)
+
+
+def test_torch_backend_gives_the_answers_of_onnx(app_env, monkeypatch):
+    """PNEUMO_BACKEND=torch (no ONNX Runtime session): same results, heatmaps still drawn."""
+    import streamlit as st
+
+    import pneumo.inference.engine as engine
+
+    files = [("first.png", xray_bytes(1), "image/png"), ("second.png", xray_bytes(2), "image/png")]
+    _classify(_page(), files=files)
+    backends = []
+    real = engine.load_predictor
+
+    def spy(*args, **kwargs):
+        predictor = real(*args, **kwargs)
+        backends.append(predictor.backend)
+        return predictor
+
+    monkeypatch.setattr(engine, "load_predictor", spy)
+    monkeypatch.setenv("PNEUMO_BACKEND", "torch")
+    st.cache_resource.clear()
+    at = _classify(_page(), files=files)
+    assert backends == ["torch"]
+    assert _images(at) == 4  # two X-rays, two heatmaps
+    rows = _rows(app_env, "select file_name, prediction, probability from records order by id")
+    onnx_rows, torch_rows = rows[:2], rows[2:]
+    assert [r[:2] for r in torch_rows] == [r[:2] for r in onnx_rows]
+    assert all(abs(t[2] - o[2]) < 1e-4 for t, o in zip(torch_rows, onnx_rows, strict=True))
+
+
+def test_unknown_backend_is_refused_by_name(app_env, monkeypatch):
+    monkeypatch.setenv("PNEUMO_BACKEND", "tensorflow")
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.run()
+    assert not at.exception  # a message, not a stack trace
+    (error,) = [e.value for e in at.error]
+    assert error.startswith("Cannot start: bad app setting") and "'tensorflow'" in error
+    assert not at.text_input  # no form to fill in that could not be served
