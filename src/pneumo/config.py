@@ -18,6 +18,13 @@ def cache_dir() -> Path:
 
 
 PRECISIONS = ("auto", "fp32", "bf16")
+CLASS_BALANCES = ("loss", "sampler", "none")
+# What each mode trains best with when the caller does not say: a dense head on cached
+# features takes a large rate; end-to-end fine-tuning a small one, for longer.
+MODE_DEFAULTS = {
+    "frozen": {"epochs": 3, "lr": 0.002},
+    "finetune": {"epochs": 8, "lr": 1e-4},
+}
 HEAD_INITS = ("probe", "zero", "random")
 DEVICES = ("cpu", "cuda")
 THRESHOLD_METHODS = ("bayes", "sensitivity", "balanced_accuracy")
@@ -26,7 +33,8 @@ SELECT_EPOCHS = ("last", "best")
 
 @dataclass
 class TrainConfig:
-    """One training run. Defaults follow the seed (batch 32, lr 0.002, patience 3) where sound."""
+    """One training run. Defaults follow the seed (batch 32, patience 3) where sound; epochs and
+    learning rate default by mode (MODE_DEFAULTS), the same for the CLI and Python callers."""
 
     backbone: str = "tf_efficientnet_lite0"
     """Registry name of the backbone."""
@@ -53,12 +61,13 @@ class TrainConfig:
     """Start from ImageNet weights (an error, never random weights, when missing)."""
     weights: Path | None = None
     """Explicit ImageNet weights file (.safetensors)."""
-    epochs: int = 3
-    """Maximum number of epochs."""
+    epochs: int | None = None
+    """Maximum number of epochs (None: the mode's default, MODE_DEFAULTS)."""
     batch_size: int = 32
     """Images per optimisation step."""
-    lr: float = 0.002
-    """Peak learning rate of AdamW (cosine schedule with a short warm-up)."""
+    lr: float | None = None
+    """Peak learning rate of AdamW, cosine schedule with a short warm-up (None: the mode's
+    default, MODE_DEFAULTS)."""
     weight_decay: float = 1e-4
     """AdamW weight decay."""
     label_smoothing: float = 0.0
@@ -117,12 +126,15 @@ class TrainConfig:
             )
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        for name, value in MODE_DEFAULTS[self.mode].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.class_balance not in ("loss", "sampler", "none"):
-            raise ValueError("class_balance must be loss, sampler or none")
+        if self.class_balance not in CLASS_BALANCES:
+            raise ValueError(f"class_balance must be one of {CLASS_BALANCES}")
         if self.threshold_method not in THRESHOLD_METHODS:
             raise ValueError(f"threshold_method must be one of {THRESHOLD_METHODS}")
         if self.head_init not in HEAD_INITS:

@@ -13,8 +13,12 @@ from pneumo.errors import PneumoError
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
     from pneumo.config import (
+        CLASS_BALANCES,
         DEVICES,
         HEAD_INITS,
+        MODE_DEFAULTS,
+        MODES,
+        PRECISIONS,
         SELECT_EPOCHS,
         THRESHOLD_METHODS,
         TrainConfig,
@@ -24,7 +28,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     p.add_argument(
         "--mode",
-        choices=["frozen", "finetune"],
+        choices=MODES,
         default=d.mode,
         help="frozen: cached features + dense head (the seed's); finetune: end to end",
     )
@@ -61,23 +65,30 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--weights", type=Path, help="ImageNet weights file (.safetensors)")
     p.add_argument(
-        "--epochs", type=int, default=None, help="maximum epochs (default 3 frozen, 8 finetune)"
+        "--epochs",
+        type=int,
+        default=None,
+        help="maximum epochs (default "
+        + ", ".join(f"{v['epochs']} {m}" for m, v in MODE_DEFAULTS.items())
+        + ")",
     )
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument(
         "--lr",
         type=float,
         default=None,
-        help="peak learning rate (default 0.002 frozen, 0.0001 finetune)",
+        help="peak learning rate (default "
+        + ", ".join(f"{v['lr']:g} {m}" for m, v in MODE_DEFAULTS.items())
+        + ")",
     )
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument(
         "--label-smoothing", type=float, default=None, help="cross-entropy label smoothing"
     )
-    p.add_argument("--class-balance", choices=["loss", "sampler", "none"], default=d.class_balance)
+    p.add_argument("--class-balance", choices=CLASS_BALANCES, default=d.class_balance)
     p.add_argument("--patience", type=int, default=d.patience)
     p.add_argument("--no-augment", action="store_true", help="fine-tune without augmentation")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=d.precision)
+    p.add_argument("--precision", choices=PRECISIONS, default=d.precision)
     p.add_argument("--workers", type=int, default=d.workers)
     p.add_argument(
         "--device", choices=DEVICES, default=d.device, help="cpu, or cuda on a GPU machine"
@@ -137,18 +148,15 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace, backbone: str):
-    """A TrainConfig from parsed options, with the mode-dependent defaults filled in."""
+    """A TrainConfig from parsed options; options left out take TrainConfig's defaults."""
     from pneumo.config import TrainConfig
     from pneumo.data.augment import AugmentConfig
 
-    finetune = args.mode == "finetune"
     names = {f.name for f in fields(TrainConfig)}
     values = {k: v for k, v in vars(args).items() if k in names and v is not None}
     values.update(
         backbone=backbone,
         data=data_dir(args),
-        epochs=args.epochs if args.epochs is not None else (8 if finetune else 3),
-        lr=args.lr if args.lr is not None else (1e-4 if finetune else 0.002),
         augment=AugmentConfig.none() if args.no_augment else AugmentConfig(),
         output=args.output or Path("runs") / f"{backbone}-{args.mode}",
     )
