@@ -7,9 +7,12 @@ plus a Markdown table.
   decoded tensors, for the bundled model (random tf_efficientnet_lite0 when it is missing),
   densenet121 and resnet50 (random weights: timing only);
 - latency: p50/p95 from a full-size JPEG on disk (PNEUMO_ORIGINALS) to a probability;
-- variants: ONNX graph optimisation and thread settings, int8 and bf16, with how much their
-  predictions move on real images (PNEUMO_DATA);
-- memory: peak RSS of `pneumo predict` and `pneumo serve`, with and without jemalloc;
+- variants: ONNX graph optimisation and thread settings, OpenVINO fp32/bf16/int8 and torch
+  bf16, with how much their predictions move on real images (PNEUMO_DATA);
+- memory: peak RSS of `pneumo predict` and `pneumo serve`, with and without jemalloc (jemalloc
+  rows run ONNX Runtime: OpenVINO aborts with jemalloc preloaded);
+
+Issue 9's figures (network, pipeline, API as medians and same-run ratios) are in speed.py.
 - api: `pneumo serve` under 32 concurrent clients from this (second) process on loopback.
 """
 
@@ -148,10 +151,16 @@ def bench_variants(model: Path, quick: bool) -> dict:
     if not sample:
         return out
     paths, labels = [s[0] for s in sample], np.array([s[1] for s in sample])
-    ref = load_predictor(model)
+    ref = load_predictor(model, backend="onnx")
     ref_p = np.array([p.probability for p in ref.predict_sources(paths)])
     out["variants"] = []
-    for backend, precision in (("onnx", "fp32"), ("onnx", "int8"), ("torch", "bf16")):
+    for backend, precision in (
+        ("onnx", "fp32"),
+        ("openvino", "fp32"),
+        ("openvino", "bf16"),
+        ("openvino", "int8"),
+        ("torch", "bf16"),
+    ):
         p = load_predictor(model, backend=backend, precision=precision)
         probs = np.array([x.probability for x in p.predict_sources(paths)])
         thr = p.metadata.threshold
@@ -197,6 +206,7 @@ def bench_memory(model: Path, quick: bool) -> list[dict]:
                     "-o",
                     f"{tmp}/out.csv",
                     "--no-progress",
+                    *(["--backend", "onnx"] if jemalloc else []),
                 ],
                 env=env,
                 stderr=subprocess.DEVNULL,
@@ -294,7 +304,15 @@ def bench_api(model: Path, quick: bool) -> list[dict]:
             env["LD_PRELOAD"] = JEMALLOC
         env.pop("PNEUMO_API_KEY", None)
         proc = subprocess.Popen(
-            [*PNEUMO, "serve", "--port", str(port), "--model", str(model)],
+            [
+                *PNEUMO,
+                "serve",
+                "--port",
+                str(port),
+                "--model",
+                str(model),
+                *(["--backend", "onnx"] if jemalloc else []),
+            ],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

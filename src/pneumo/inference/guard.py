@@ -1,6 +1,6 @@
 """The accuracy guard for reduced precision: bf16 or int8 is served only when, on the model's
 own validation split, it decides like fp32. The figures are computed once per machine and
-model, written beside the cached IR (``<sha256>.v1.guard.json``) and shown by ``pneumo models``
+model, written beside the cached IR (``<sha256>.v1.guard-r2.json``) and shown by ``pneumo models``
 and ``GET /v1/model``."""
 
 from __future__ import annotations
@@ -145,9 +145,9 @@ def judge(
 
 def guard_path(model_dir: str | Path) -> Path:
     """The report beside the cached IR of ``model_dir``."""
-    from pneumo.inference.openvino_backend import cached_ir_path
+    from pneumo.inference.openvino_backend import INT8_RECIPE, cached_ir_path
 
-    return cached_ir_path(model_dir).with_suffix(".guard.json")
+    return cached_ir_path(model_dir).with_suffix(f".guard-r{INT8_RECIPE}.json")
 
 
 def read_guard(model_dir: str | Path) -> GuardReport | None:

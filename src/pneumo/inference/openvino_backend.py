@@ -38,11 +38,16 @@ def ov_cache_dir() -> Path:
     return cache_dir() / "openvino"
 
 
+INT8_RECIPE = "2"
+"""Bumped when the quantisation recipe changes, so stale int8 files and guard reports are not
+reused."""
+
+
 def cached_ir_path(model_dir: str | Path, precision: str = "fp32") -> Path:
     """IR (``.xml`` + ``.bin``) of ``model_dir``: fp32 (converted from ONNX) or int8 (NNCF)."""
     from pneumo.inference.export import EXPORT_VERSION, weights_digest
 
-    suffix = "" if precision == "fp32" else f".{precision}"
+    suffix = "" if precision == "fp32" else f".{precision}-r{INT8_RECIPE}"
     return ov_cache_dir() / f"{weights_digest(model_dir)}.v{EXPORT_VERSION}{suffix}.xml"
 
 

@@ -1,0 +1,329 @@
+"""Issue 9's figures in one run: what the network alone does, what `pneumo predict` does end to
+end, and what `pneumo serve` does, each as a median of several runs or as a ratio measured in
+the same run (the machine may be shared: read ratios first).
+
+    python benchmarks/speed.py [--runs 5] [--seconds 30] [--only network,pipeline,api]
+
+Films: 624 from the *train* folder (every 8th; the test split is never touched) and the full-size
+originals (PNEUMO_ORIGINALS). Results: benchmarks/results/speed.json and a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+ORIGINALS = Path(os.environ.get("PNEUMO_ORIGINALS", ROOT.parent / "shared/data/originals"))
+DATA = Path(os.environ.get("PNEUMO_DATA", ROOT.parent / "shared/data/chest_xray"))
+PNEUMO = [sys.executable, "-m", "pneumo"]
+EAGER_SCRIPT = ROOT / "benchmarks" / "torch_eager_script.py"
+
+
+def films_624(workdir: Path) -> Path:
+    """A CSV list of 624 224x224 films from the train folder (every 8th, sorted)."""
+    files = sorted((DATA / "train").glob("*/*.jpeg"))[::8][:624]
+    if len(files) < 624:
+        raise SystemExit(f"need 624 training films under {DATA}/train, found {len(files)}")
+    path = workdir / "films624.csv"
+    path.write_text("path\n" + "\n".join(str(f) for f in files) + "\n")
+    return path
+
+
+def run_peak(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
+    """(wall seconds, peak RSS MiB) of a command. The peak comes from GNU time, which forks the
+    command from its own small process: a child forked from this benchmark would count this
+    process's pages in its high-water mark until it execs."""
+    start = time.perf_counter()
+    done = subprocess.run(
+        ["/usr/bin/time", "-f", "PEAK_RSS_KB %M", *cmd],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {done.stderr[-2000:]}")
+    peak = next(line for line in done.stderr.splitlines() if line.startswith("PEAK_RSS_KB"))
+    return wall, int(peak.split()[1]) / 1024
+
+
+# --- the network alone ----------------------------------------------------------------------
+
+
+def bench_network(runs: int) -> list[dict]:
+    """Forward passes on random input, engines interleaved round by round, medians."""
+    from pneumo.inference.engine import load_predictor
+    from pneumo.inference.openvino_backend import cached_ir_path
+    from pneumo.models.checkpoint import BUNDLED_MODEL_DIR
+
+    engines = {
+        "ONNX Runtime fp32": ("onnx", "fp32"),
+        "OpenVINO fp32": ("openvino", "fp32"),
+        "OpenVINO bf16 (forced)": ("openvino", "bf16"),
+        "torch eager fp32": ("torch", "fp32"),
+    }
+    if cached_ir_path(BUNDLED_MODEL_DIR, "int8").is_file():
+        engines["OpenVINO int8 (forced)"] = ("openvino", "int8")
+    predictors = {k: load_predictor(backend=b, precision=p) for k, (b, p) in engines.items()}
+    h, w = next(iter(predictors.values())).metadata.data_config.input_size
+    x = np.random.default_rng(0).normal(0, 1, (64, 3, h, w)).astype(np.float32)
+    rows = []
+    for batch in (1, 8, 32):
+        rates: dict[str, list[float]] = {k: [] for k in predictors}
+        for p in predictors.values():
+            p.forward(x[:batch])  # warm-up
+        for _ in range(runs):
+            for name, p in predictors.items():
+                start = time.perf_counter()
+                for s in range(0, 64, batch):
+                    p.forward(x[s : s + batch])
+                rates[name].append(64 / (time.perf_counter() - start))
+        base = float(np.median(rates["ONNX Runtime fp32"]))
+        for name, r in rates.items():
+            rows.append(
+                {
+                    "engine": name,
+                    "batch": batch,
+                    "img_s": round(float(np.median(r)), 1),
+                    "vs_onnxruntime": round(float(np.median(r)) / base, 2),
+                }
+            )
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+# --- the pipeline end to end ----------------------------------------------------------------
+
+
+def bench_pipeline(runs: int, workdir: Path) -> list[dict]:
+    """`pneumo predict` end to end (start-up included, cache warm), interleaved with the plain
+    torch-eager script on the originals; medians and a same-run ratio."""
+    jobs = {"624 films (224x224)": str(films_624(workdir))}
+    if ORIGINALS.is_dir():
+        jobs["80 full-size originals"] = str(ORIGINALS)
+    out = str(workdir / "out.csv")
+    run_peak([*PNEUMO, "predict", *jobs.values(), "-o", out, "--no-progress"])  # warm the cache
+    times: dict[str, list[tuple[float, float]]] = {}
+    for _ in range(runs):
+        for name, inputs in jobs.items():
+            times.setdefault(name, []).append(
+                run_peak([*PNEUMO, "predict", inputs, "-o", out, "--no-progress"])
+            )
+        if ORIGINALS.is_dir():
+            times.setdefault("eager", []).append(
+                run_peak([sys.executable, str(EAGER_SCRIPT), str(ORIGINALS)])
+            )
+    rows = []
+    for name, inputs in jobs.items():
+        n = len(Path(inputs).read_text().splitlines()) - 1 if inputs.endswith(".csv") else 80
+        wall = float(np.median([t for t, _ in times[name]]))
+        row = {
+            "inputs": name,
+            "runs": runs,
+            "median_s": round(wall, 2),
+            "img_s": round(n / wall, 1),
+            "peak_rss_mib": round(max(m for _, m in times[name])),
+        }
+        if name.startswith("80") and "eager" in times:
+            ratios = [e / p for (p, _), (e, _) in zip(times[name], times["eager"], strict=True)]
+            row["torch_eager_median_s"] = round(float(np.median([t for t, _ in times["eager"]])), 2)
+            row["speedup_vs_torch_eager"] = round(float(np.median(ratios)), 2)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+# --- the API ----------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _vmhwm(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _pct(values: list[float], q: float) -> float:
+    return round(float(np.percentile(np.asarray(values) * 1000.0, q)), 1)
+
+
+def load_test(url: str, payloads, clients: int, seconds: float, key: str) -> dict:
+    """``clients`` keep-alive clients posting one image each, back to back, for ``seconds``."""
+    import httpx
+
+    lat, codes, lock = [], {}, threading.Lock()
+    stop = time.perf_counter() + seconds
+
+    def client(k: int):
+        with httpx.Client(timeout=60.0, headers={"X-API-Key": key}) as c:
+            i = k
+            while time.perf_counter() < stop:
+                name, data = payloads[i % len(payloads)]
+                i += clients
+                t = time.perf_counter()
+                try:
+                    code = c.post(url, files=[("files", (name, data, "image/jpeg"))]).status_code
+                except httpx.HTTPError:
+                    code = 0
+                with lock:
+                    lat.append(time.perf_counter() - t)
+                    codes[code] = codes.get(code, 0) + 1
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    start = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    wall = time.perf_counter() - start
+    return {
+        "clients": clients,
+        "seconds": round(wall, 1),
+        "requests": len(lat),
+        "req_s": round(len(lat) / wall, 1),
+        "p50_ms": _pct(lat, 50),
+        "p95_ms": _pct(lat, 95),
+        "errors": sum(v for k, v in codes.items() if k != 200),
+        "status_codes": {str(k): v for k, v in sorted(codes.items())},
+    }
+
+
+def bench_api(seconds: float) -> list[dict]:
+    import httpx
+
+    files = sorted(ORIGINALS.rglob("*.jpeg")) if ORIGINALS.is_dir() else []
+    if not files:
+        print("no originals: API benchmark skipped")
+        return []
+    payloads = [(f.name, f.read_bytes()) for f in files]
+    port, key = _free_port(), "bench-" + "k" * 20
+    env = {**os.environ, "PNEUMO_API_KEY": key}
+    proc = subprocess.Popen(
+        [*PNEUMO, "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    rows = []
+    try:
+        deadline = time.time() + 300
+        while True:
+            try:
+                if httpx.get(f"{base}/v1/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.time() > deadline or proc.poll() is not None:
+                raise RuntimeError("pneumo serve did not become ready")
+            time.sleep(0.3)
+        meta = httpx.get(f"{base}/v1/model", headers={"X-API-Key": key}).json()
+        engine = f"{meta['backend']} {meta['precision']}"
+        with httpx.Client(headers={"X-API-Key": key}, timeout=60) as c:  # one keep-alive client
+            lat = []
+            for i in range(200):
+                name, data = payloads[i % len(payloads)]
+                t = time.perf_counter()
+                r = c.post(f"{base}/v1/predict", files=[("files", (name, data, "image/jpeg"))])
+                lat.append(time.perf_counter() - t)
+                assert r.status_code == 200, r.text
+        rows.append(
+            {
+                "test": "1 keep-alive client, 200 requests",
+                "engine": engine,
+                "p50_ms": _pct(lat, 50),
+                "p95_ms": _pct(lat, 95),
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+        row = load_test(f"{base}/v1/predict", payloads, 32, seconds, key)
+        row = {"test": f"32 concurrent clients, {seconds:.0f} s", "engine": engine, **row}
+        row["server_peak_rss_mib"] = round(_vmhwm(proc.pid))
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    return rows
+
+
+def markdown(res: dict) -> str:
+    lines = [f"Run {res['when']} on {res['machine']} (load average at start {res['load']})."]
+    if res.get("network"):
+        lines += ["", "| engine | batch | img/s (median) | vs ONNX Runtime |", "|---|---|---|---|"]
+        lines += [
+            f"| {r['engine']} | {r['batch']} | {r['img_s']} | {r['vs_onnxruntime']}x |"
+            for r in res["network"]
+        ]
+    if res.get("pipeline"):
+        lines += [
+            "",
+            "| `pneumo predict` on | median s (start-up incl.) | img/s | peak RSS MiB | vs torch eager |",
+            "|---|---|---|---|---|",
+        ]
+        for r in res["pipeline"]:
+            ratio = f"{r['speedup_vs_torch_eager']}x" if "speedup_vs_torch_eager" in r else ""
+            lines.append(
+                f"| {r['inputs']} | {r['median_s']} | {r['img_s']} | {r['peak_rss_mib']} | {ratio} |"
+            )
+    if res.get("api"):
+        lines += ["", "| API test | engine | req/s | p50 ms | p95 ms | errors | peak RSS MiB |"]
+        lines += ["|---|---|---|---|---|---|---|"]
+        for r in res["api"]:
+            lines.append(
+                f"| {r['test']} | {r['engine']} | {r.get('req_s', '')} | {r['p50_ms']} | "
+                f"{r['p95_ms']} | {r.get('errors', '')} | {r.get('server_peak_rss_mib', '')} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--only", default="network,pipeline,api")
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+    res: dict = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{os.cpu_count()} CPUs, {os.uname().machine}",
+        "load": round(os.getloadavg()[0], 2),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        if "network" in only:
+            res["network"] = bench_network(args.runs)
+        if "pipeline" in only:
+            res["pipeline"] = bench_pipeline(args.runs, Path(tmp))
+        if "api" in only:
+            res["api"] = bench_api(args.seconds)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "speed.json").write_text(json.dumps(res, indent=1) + "\n")
+    table = markdown(res)
+    (RESULTS / "speed.md").write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
