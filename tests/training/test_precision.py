@@ -52,7 +52,7 @@ def test_auto_run_records_what_it_chose(tiny_data, tiny_config, tmp_path, monkey
     monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: True)
     monkeypatch.setattr(runtime, "measure_bf16_speedup", lambda *a, **k: 3.0)
     cfg = tiny_config(tiny_data, tmp_path / "run", mode=mode, epochs=1, precision="auto")
-    config = json.loads((train(cfg) / "config.json").read_text())
+    config = json.loads((train(cfg).run_dir / "config.json").read_text())
     assert config["precision"] == "auto"
     # Frozen heads must see the fp32 features serving computes, whatever bf16 would gain.
     assert config["resolved_precision"] == ("fp32" if mode == "frozen" else "bf16")

@@ -38,8 +38,16 @@ def _check_run(run_dir, epochs):
 
 def test_frozen_training_writes_a_complete_run(tiny_data, tiny_config, tmp_path):
     cfg = tiny_config(tiny_data, tmp_path / "run", mode="frozen", epochs=3)
-    run_dir = train(cfg)
-    _check_run(run_dir, 3)
+    run = train(cfg)
+    run_dir = run.run_dir
+    history, meta = _check_run(run_dir, 3)
+    # What train() hands back is what it wrote.
+    assert run.history == history
+    assert (run.selection.threshold, run.selection.temperature) == (
+        meta.threshold,
+        meta.temperature,
+    )
+    assert run.best_epoch == min(history, key=lambda h: h["val_loss"])["epoch"]
     assert (run_dir / "report" / "validation.json").is_file()
     # The second run reads every feature from the cache.
     cache = list((tmp_path / "cache" / "features").glob("*.safetensors"))
@@ -85,7 +93,7 @@ def test_finetune_resumes_after_an_interruption(
 
     monkeypatch.setattr(torch.optim.AdamW, "step", counting_step)
     cfg.resume = True
-    history, _ = _check_run(train(cfg), 2)
+    history, _ = _check_run(train(cfg).run_dir, 2)
     assert history[0] == last["history"][0]  # epoch 1 was not trained again
     # The resumed process trained one epoch, and the optimizer and schedule carried on from the
     # first: a restart would have stepped twice as often from zero.
@@ -96,7 +104,9 @@ def test_finetune_resumes_after_an_interruption(
     # Film order, augmentation and dropout of epoch 2 came from the seed and the epoch, so the
     # resumed run ends with the very weights of a run that was never interrupted.
     monkeypatch.setattr(torch.optim.AdamW, "step", real_step)
-    whole = train(tiny_config(tiny_data, tmp_path / "whole", mode="finetune", epochs=2, **extra))
+    whole = train(
+        tiny_config(tiny_data, tmp_path / "whole", mode="finetune", epochs=2, **extra)
+    ).run_dir
     resumed = load_file(str(tmp_path / "run" / "checkpoints" / "last.safetensors"))
     uninterrupted = load_file(str(whole / "checkpoints" / "last.safetensors"))
     assert resumed.keys() == uninterrupted.keys()
@@ -242,7 +252,7 @@ def test_finetune_starts_from_a_sound_head(tiny_data, tiny_config, tmp_path, hea
     from safetensors.torch import load_file
 
     cfg = tiny_config(tiny_data, tmp_path / "run", mode="finetune", epochs=1, head_init=head_init)
-    run_dir = train(cfg)
+    run_dir = train(cfg).run_dir
     start = load_file(str(run_dir / "checkpoints" / "start.safetensors"))
     head = start["classifier.weight"]
     info = json.loads((run_dir / "head_init.json").read_text())
@@ -264,7 +274,7 @@ def test_finetune_starts_from_a_sound_head(tiny_data, tiny_config, tmp_path, hea
 
 def test_prevalence_moves_the_threshold_by_bayes_rule(tiny_data, tiny_config, tmp_path):
     cfg = tiny_config(tiny_data, tmp_path / "run", mode="frozen", epochs=1, prevalence=0.8)
-    meta = read_metadata(train(cfg) / "model")
+    meta = read_metadata(train(cfg).model_dir)
     assert meta.threshold == pytest.approx(0.2)
 
 
@@ -272,7 +282,7 @@ def test_variants_table_and_export(tiny_data, tiny_config, tmp_path):
     from pneumo.training.variants import compare_variants, export_variant
 
     cfg = tiny_config(tiny_data, tmp_path / "run", mode="finetune", epochs=1)
-    run_dir = train(cfg)
+    run_dir = train(cfg).run_dir
     rows = compare_variants(run_dir, alphas=(0.5,))
     names = [r["variant"] for r in rows]
     assert names[:3] == [
@@ -296,7 +306,7 @@ def test_bundle_writes_fp16_weights_and_a_card_computed_from_the_run(
     from pneumo.training.bundle import bundle_model
 
     cfg = tiny_config(tiny_data, tmp_path / "run", mode="finetune", epochs=1, wise_alpha=0.5)
-    run_dir = train(cfg)
+    run_dir = train(cfg).run_dir
     dest = bundle_model(run_dir, tmp_path / "bundled")
     from safetensors.torch import load_file
 
@@ -327,7 +337,7 @@ def test_runs_from_one_start_can_be_souped_and_bundled(tiny_data, tiny_config, t
     from pneumo.training.bundle import bundle_model
     from pneumo.training.variants import compare_variants, export_variant, soup_name
 
-    first = train(tiny_config(tiny_data, tmp_path / "a", mode="finetune", epochs=1))
+    first = train(tiny_config(tiny_data, tmp_path / "a", mode="finetune", epochs=1)).run_dir
     start = first / "checkpoints" / "start.safetensors"
     second_cfg = tiny_config(
         tiny_data,
@@ -338,7 +348,7 @@ def test_runs_from_one_start_can_be_souped_and_bundled(tiny_data, tiny_config, t
         split_seed=0,
         start_weights=start,
     )
-    second = train(second_cfg)
+    second = train(second_cfg).run_dir
     # The second run starts exactly where the first did, on the same validation patients.
     from safetensors.torch import load_file
 

@@ -170,9 +170,9 @@ def _train(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args, args.backbone)
     cfg.resume = args.resume
-    run_dir = train(cfg)
+    run = train(cfg)
     Console(stderr=True).print(
-        f"run written to [bold]{run_dir}[/bold]; model in {run_dir / 'model'}"
+        f"run written to [bold]{run.run_dir}[/bold]; model in {run.model_dir}"
     )
     return 0
 

@@ -88,22 +88,20 @@ def compare(base, backbones: list[str], *, output: Path, retrain: bool = True) -
         cfg = replace(base, backbone=name, output=output / name)
         started = time.perf_counter()
         try:
-            run_dir = train(cfg)
+            run = train(cfg)
         except PneumoError as exc:  # e.g. ImageNet weights not available offline
             log.error("%s: %s", name, exc)
             results.append({"backbone": name, "mode": cfg.mode, "error": str(exc)})
             continue
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-        history = json.loads((run_dir / "history.json").read_text())
-        best_epoch = int(min(history, key=lambda h: h["val_loss"])["epoch"])
+        chosen = run.selection.summary()
         results.append(
             {
                 "backbone": name,
                 "mode": cfg.mode,
-                "run": str(run_dir),
-                "best_epoch": best_epoch,
+                "run": str(run.run_dir),
+                "best_epoch": run.best_epoch,
                 "seconds": time.perf_counter() - started,
-                **{k: metrics.get(k) for k in (*COLUMNS, "threshold", "temperature")},
+                **{k: chosen.get(k) for k in (*COLUMNS, "threshold", "temperature")},
             }
         )
     ranked = rank(results)
@@ -127,7 +125,6 @@ def retrain_on_all(base, winner: dict, output: Path) -> Path:
     from pneumo.data.discover import data_root_of, find_images
     from pneumo.data.labels import write_label_file
     from pneumo.errors import DataError
-    from pneumo.models.checkpoint import read_metadata
     from pneumo.training.splits import training_records
 
     train, val = training_records(base)
@@ -154,9 +151,10 @@ def retrain_on_all(base, winner: dict, output: Path) -> Path:
     )
     from pneumo.training.train import train as run_train
 
-    run_dir = run_train(cfg)
-    chosen = read_metadata(Path(winner["run"]) / "model")
-    _keep_selection(run_dir / "model", threshold=chosen.threshold, temperature=chosen.temperature)
+    run_dir = run_train(cfg).run_dir
+    _keep_selection(
+        run_dir / "model", threshold=winner["threshold"], temperature=winner["temperature"]
+    )
     return run_dir
 
 

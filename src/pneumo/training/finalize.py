@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +20,34 @@ from pneumo.training.averaging import BN_REFERENCE
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Selection:
+    """The operating point chosen on validation and what it gives there."""
+
+    temperature: float
+    threshold: float
+    metrics: dict
+    """Validation figures at ``threshold`` (compute_metrics)."""
+    p: np.ndarray
+    """Calibrated validation probabilities of pneumonia."""
+
+    @property
+    def uncertain_band(self) -> tuple[float, float]:
+        return uncertain_band(self.threshold)
+
+    def summary(self) -> dict:
+        """What ``metrics.json`` records."""
+        return {
+            "split": "validation",
+            "threshold": self.threshold,
+            "temperature": self.temperature,
+            **self.metrics,
+        }
+
+
 def calibrate_and_select(
     cfg: TrainConfig, logits: np.ndarray, labels: np.ndarray, train_labels: np.ndarray
-) -> dict:
+) -> Selection:
     """Temperature (NLL on validation), then the threshold by ``cfg.threshold_method``, then the
     validation figures at that threshold."""
     from pneumo.evaluation.calibration import calibrated_probabilities, fit_temperature
@@ -46,7 +72,7 @@ def calibrate_and_select(
             )
         )
     metrics = compute_metrics(labels, p, threshold)
-    return {"temperature": temperature, "threshold": threshold, "metrics": metrics, "p": p}
+    return Selection(temperature=temperature, threshold=threshold, metrics=metrics, p=p)
 
 
 UNCERTAIN_ODDS = 4.0
@@ -70,7 +96,7 @@ def write_model(
     model: torch.nn.Module,
     data_config: DataConfig,
     *,
-    selection: dict,
+    selection: Selection,
     train_features: np.ndarray,
     val_features: np.ndarray,
     fingerprint: str,
@@ -85,16 +111,15 @@ def write_model(
     from pneumo.inference.ood import fit_ood
 
     ood_tensors, ood_settings = fit_ood(train_features, val_features)
-    metrics = {k: v for k, v in selection["metrics"].items()}
     metadata = ModelMetadata(
         backbone=cfg.backbone,
         data_config=data_config,
-        threshold=selection["threshold"],
-        temperature=selection["temperature"],
-        uncertain_band=uncertain_band(selection["threshold"]),
+        threshold=selection.threshold,
+        temperature=selection.temperature,
+        uncertain_band=selection.uncertain_band,
         ood=ood_settings,
         data_fingerprint=fingerprint,
-        metrics={"split": "validation (patient-level, carved from train)", **metrics},
+        metrics={"split": "validation (patient-level, carved from train)", **selection.metrics},
         training={**cfg.to_dict(), **({"variant": variant} if variant else {})},
         pneumo_version=__version__,
     )

@@ -4,11 +4,36 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pneumo.config import TrainConfig, cache_dir
 
+if TYPE_CHECKING:
+    from pneumo.training.finalize import Selection
+
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a training run produced, for callers that go on with it (compare, the CLI)."""
+
+    run_dir: Path
+    history: list[dict]
+    """One row per epoch: train and validation loss, accuracy, ROC-AUC..."""
+    selection: Selection | None
+    """The operating point chosen on validation; None on torchrun ranks other than 0."""
+
+    @property
+    def model_dir(self) -> Path:
+        return self.run_dir / "model"
+
+    @property
+    def best_epoch(self) -> int:
+        """The epoch with the lowest validation loss (how long to retrain on everything)."""
+        return int(min(self.history, key=lambda h: h["val_loss"])["epoch"])
 
 
 def ood_reference_features(model, records, data_config, cfg: TrainConfig):
@@ -26,7 +51,7 @@ def ood_reference_features(model, records, data_config, cfg: TrainConfig):
     return predict_loader(model, loader)["features"]
 
 
-def train(cfg: TrainConfig) -> Path:
+def train(cfg: TrainConfig) -> RunResult:
     """Train a classifier (frozen features + head, or fine-tuned) and write its run directory.
 
     The run directory holds config.json, history.json, checkpoints/ (for --resume), model/
@@ -120,16 +145,16 @@ def train(cfg: TrainConfig) -> Path:
             cfg, model, dcfg, train_recs, val_recs, precision=precision, dist=dist
         )
         if not dist.is_main:
-            return run_dir
+            return RunResult(run_dir, history, None)
         val_logits, val_y, val_x, val_recs = validation_pass(model, val_recs, dcfg, cfg)
         ood_train = ood_reference_features(model, train_recs, dcfg, cfg)
 
     if not dist.is_main:
-        return run_dir
-    write_outputs(
+        return RunResult(run_dir, history, None)
+    selection = write_outputs(
         cfg, model, dcfg, train_recs, val_recs, history, (val_logits, val_y, val_x), ood_train
     )
-    return run_dir
+    return RunResult(run_dir, history, selection)
 
 
 def validation_pass(model, val_recs, dcfg, cfg: TrainConfig):
@@ -157,7 +182,7 @@ def write_outputs(
     *,
     output=None,
     variant: dict | None = None,
-) -> dict:
+) -> Selection:
     """Calibrate, choose the threshold, and write the model, history, metrics and validation
     report of a run (``output`` overrides where the model goes; ``variant`` is recorded in its
     metadata)."""
@@ -183,22 +208,14 @@ def write_outputs(
         variant=variant,
     )
     write_json(run_dir / "history.json", history)
-    write_json(
-        run_dir / "metrics.json",
-        {
-            "split": "validation",
-            "threshold": selection["threshold"],
-            "temperature": selection["temperature"],
-            **selection["metrics"],
-        },
-    )
+    write_json(run_dir / "metrics.json", selection.summary())
     from pneumo.evaluation.report import write_report
 
     write_report(
         run_dir / "report" / "validation.json",
         y_true=val_y,
-        p=selection["p"],
-        threshold=selection["threshold"],
+        p=selection.p,
+        threshold=selection.threshold,
         groups=[r.patient for r in val_recs],
         history=history,
         model_info={"backbone": cfg.backbone, "run": str(run_dir)},

@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 
 from pneumo.config import TrainConfig
+from pneumo.training.finalize import Selection
 from pneumo.training.train import validation_pass
 
 # torch (through pneumo.training.averaging) is imported inside the functions: the CLI imports
@@ -207,7 +208,9 @@ def variant_states(
     return states
 
 
-def export_variant(run: Path, name: str, output: Path, alphas=(0.5, 0.75), soup_runs=()) -> dict:
+def export_variant(
+    run: Path, name: str, output: Path, alphas=(0.5, 0.75), soup_runs=()
+) -> Selection:
     """Write variant ``name`` of ``run`` as a model directory, calibrated and thresholded by
     the run's own rule, exactly as ``pneumo train`` writes its model."""
     from pneumo.models.registry import create_model, data_config
