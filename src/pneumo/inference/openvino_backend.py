@@ -76,9 +76,20 @@ def ensure_ir(model_dir: str | Path) -> Path:
     return xml
 
 
+MAX_STREAMS = 4
+"""At most this many single-threaded streams; more threads than that go into each stream."""
+
+
+def stream_count(threads: int) -> int:
+    """Streams for ``threads`` cores: one thread each, up to ``MAX_STREAMS``."""
+    return max(1, min(threads, MAX_STREAMS))
+
+
 def compile_model(xml: str | Path, precision: str, threads: int):
-    """A CPU compiled model tuned for one request at a time using every thread (the callers
-    batch themselves); the blob is cached so later starts skip compilation."""
+    """A CPU compiled model with ``stream_count(threads)`` streams sharing ``threads``. On 2
+    busy cores two one-thread streams, each running half the batch, ran about 1.35x the images
+    of one two-thread stream: no barrier between threads for a decode thread to stall. The blob
+    is cached so later starts skip compilation."""
     import openvino as ov
 
     cache = ov_cache_dir() / "blobs"
@@ -86,7 +97,8 @@ def compile_model(xml: str | Path, precision: str, threads: int):
     config = {
         "INFERENCE_PRECISION_HINT": HINTS[precision],
         "INFERENCE_NUM_THREADS": threads,
-        "PERFORMANCE_HINT": "LATENCY",
+        "PERFORMANCE_HINT": "THROUGHPUT",
+        "NUM_STREAMS": stream_count(threads),
         "CACHE_DIR": str(cache),
         "ENABLE_CPU_PINNING": False,  # decode threads share the cores: let the OS place them
     }
@@ -97,8 +109,8 @@ def compile_model(xml: str | Path, precision: str, threads: int):
 
 
 class OpenVinoPredictor(Predictor):
-    """OpenVINO on CPU; one compiled model, one infer request per calling thread (a request
-    is not thread-safe, the compiled model is)."""
+    """OpenVINO on CPU; one compiled model, one infer request per stream and calling thread (a
+    request is not thread-safe, the compiled model is). A batch is split across the streams."""
 
     backend = "openvino"
 
@@ -128,12 +140,22 @@ class OpenVinoPredictor(Predictor):
             raise ModelError(f"{xml}: outputs {sorted(names)}, expected logits and features")
         self._logits = self.compiled.output("logits")
         self._features = self.compiled.output("features")
+        self.streams = stream_count(self.threads)
         self._local = threading.local()
 
     def forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        request = getattr(self._local, "request", None)
-        if request is None:
-            request = self._local.request = self.compiled.create_infer_request()
-        out = request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
-        # the request reuses its output buffers on the next call: copy them out
-        return np.array(out[self._logits]), np.array(out[self._features])
+        requests = getattr(self._local, "requests", None)
+        if requests is None:
+            requests = [self.compiled.create_infer_request() for _ in range(self.streams)]
+            self._local.requests = requests
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        parts = np.array_split(batch, min(len(requests), len(batch)))
+        for request, part in zip(requests, parts, strict=False):
+            request.start_async({0: part})
+        logits, features = [], []
+        for request, _ in zip(requests, parts, strict=False):
+            request.wait()
+            # the request reuses its output buffers on the next call: copy them out
+            logits.append(np.array(request.get_tensor(self._logits).data))
+            features.append(np.array(request.get_tensor(self._features).data))
+        return np.concatenate(logits), np.concatenate(features)
