@@ -74,7 +74,8 @@ def running_postgres(bin_dir: Path) -> Iterator[PostgresServer]:
         subprocess.run(prefix + list(args), check=True, capture_output=True, timeout=120)
 
     try:
-        run(str(bin_dir / "initdb"), "-D", str(data), "-U", user, "-A", "trust", "-E", "UTF8")
+        initdb = [str(bin_dir / "initdb"), "-D", str(data), "-U", user, "-A", "trust"]
+        run(*initdb, "-E", "UTF8", "--no-locale")  # no dependence on the machine's locales
         options = f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off -c max_connections=100"
         run(str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "start")
         try:

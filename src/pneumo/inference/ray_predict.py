@@ -4,7 +4,7 @@ the rows come back to this process in input order, written exactly as the local 
 them (CSV or JSON; Parquet for large runs). Ray retries failed tasks and restarts dead actors,
 so a worker lost mid-run costs time, not rows.
 
-Only ``pneumo predict --ray`` imports this module: the local path never loads Ray."""
+Meant for ``pneumo predict --ray``; nothing on the local path imports this module or Ray."""
 
 from __future__ import annotations
 
@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 PARQUET_SUFFIX = ".parquet"
 DECODE_MEMORY = 256 * 2**20
 """Memory reserved per decode task (bytes)."""
+MAX_BLOCKS = 2000
+"""Most blocks the inputs are cut into: enough to spread decoding over a large cluster, few
+enough that Ray's bookkeeping per block stays small on a run over millions of files."""
 MODEL_SHARE = 0.5
 """Share of the cluster's CPUs given to the model actors; decoding full-size films costs about
 as much CPU as the network, and the decode tasks get the rest."""
@@ -255,7 +258,9 @@ def predict_with_ray(
         ctx.enable_progress_bars = progress
         items = [{"index": i, "path": x.path, "error": x.error or ""} for i, x in enumerate(inputs)]
         rows = (
-            ray.data.from_items(items, override_num_blocks=max(1, len(items) // batch_size))
+            ray.data.from_items(
+                items, override_num_blocks=min(MAX_BLOCKS, -(-len(items) // batch_size))
+            )
             .map_batches(
                 _decode_batch,
                 fn_kwargs={"model_dir": model_dir},
@@ -282,10 +287,11 @@ def predict_with_ray(
                 num_cpus=n_threads,
             )  # Ray Data's defaults retry tasks and restart lost actors without limit
         )
-        return _write(rows.iter_batches(batch_size=None, batch_format="pyarrow"), output)
+        tables = rows.iter_batches(batch_size=None, batch_format="pyarrow")
+        return _write(tables, output, expected=len(items))
 
 
-def _write(tables, output: Path | None) -> PredictSummary:
+def _write(tables, output: Path | None, *, expected: int) -> PredictSummary:
     """Rows from Ray (pyarrow tables in input order) to the output; counts the errors."""
     errors = total = 0
     parquet = output is not None and output.suffix.lower() == PARQUET_SUFFIX
@@ -302,4 +308,6 @@ def _write(tables, output: Path | None) -> PredictSummary:
             else:
                 for row in table.to_pylist():
                     writer.write(row)
+        if total != expected:
+            raise PneumoError(f"Ray returned {total} rows for {expected} inputs")
     return PredictSummary(total=total, errors=errors, output=output)
