@@ -70,7 +70,12 @@ class RowWriter:
             try:
                 self.output.parent.mkdir(parents=True, exist_ok=True)
                 self._file = open(  # noqa: SIM115 - closed in __exit__
-                    self._tmp, "w", encoding="utf-8", errors="backslashreplace", newline=""
+                    self._tmp,
+                    "w",
+                    buffering=1,  # line-buffered: each row reaches the disk as it comes
+                    encoding="utf-8",
+                    errors="backslashreplace",
+                    newline="",
                 )
             except OSError as exc:
                 raise self._cannot_write(exc) from None
