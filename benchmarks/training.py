@@ -44,12 +44,13 @@ def seed_vs_cached(backbone: str, n_images: int, work: Path) -> dict:
     import torch
 
     from pneumo.config import TrainConfig
-    from pneumo.data.dataset import XrayDataset, make_loader
+    from pneumo.data.dataset import make_loader
     from pneumo.models.registry import create_model, data_config
     from pneumo.training.features import cached_features, model_key
     from pneumo.training.head import train_head
     from pneumo.training.loops import class_weights, predict_loader
     from pneumo.training.splits import training_records
+    from pneumo.training.transforms import image_dataset
 
     cfg = TrainConfig(
         backbone=backbone,
@@ -68,8 +69,8 @@ def seed_vs_cached(backbone: str, n_images: int, work: Path) -> dict:
     head = torch.nn.Linear(model.num_features, 2)
     opt = torch.optim.Adam(head.parameters(), lr=cfg.lr)
     weights = class_weights([r.label_index for r in train])
-    loader = make_loader(XrayDataset(train, dcfg), batch_size=32, shuffle=True, workers=2)
-    val_loader = make_loader(XrayDataset(val, dcfg), batch_size=64, workers=2)
+    loader = make_loader(image_dataset(train, dcfg), batch_size=32, shuffle=True, workers=2)
+    val_loader = make_loader(image_dataset(val, dcfg), batch_size=64, workers=2)
     for _ in range(cfg.epochs):
         for batch in loader:
             with torch.no_grad():

@@ -41,9 +41,9 @@ def build_tiny_model(root: Path, *, seed: int = 0, with_ood: bool = True) -> Pat
     """A `test_efficientnet` model dir (64x64 input) saved with save_model, as training would."""
     import torch
 
-    from pneumo.data.transforms import DataConfig
     from pneumo.inference.ood import fit_ood
     from pneumo.models.checkpoint import ModelMetadata, save_model
+    from pneumo.models.preprocess import DataConfig
     from pneumo.models.registry import create_model
 
     torch.manual_seed(seed)

@@ -12,8 +12,8 @@ def tiny_model(tmp_path_factory) -> Path:
     """A randomly initialised test backbone saved in the real model format."""
     import torch
 
-    from pneumo.data.transforms import DataConfig
     from pneumo.models.checkpoint import ModelMetadata, save_model
+    from pneumo.models.preprocess import DataConfig
     from pneumo.models.registry import create_model
 
     path = tmp_path_factory.mktemp("model")

@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from pneumo.data.transforms import DataConfig
 from pneumo.inference.cam import GradCam, overlay
 from pneumo.models.checkpoint import ModelMetadata, save_model
+from pneumo.models.preprocess import DataConfig
 from pneumo.models.registry import create_model
 
 CFG = DataConfig((64, 64), (0.5,) * 3, (0.5,) * 3)

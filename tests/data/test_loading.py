@@ -13,14 +13,15 @@ from data_helpers import BAD_FILES, add_bad_file, grey_picture
 from PIL import Image
 
 from pneumo.data.augment import AugmentConfig
-from pneumo.data.dataset import XrayDataset, make_loader
+from pneumo.data.dataset import make_loader
 from pneumo.data.discover import find_images
-from pneumo.data.transforms import DataConfig
+from pneumo.models.preprocess import DataConfig
+from pneumo.training.transforms import image_dataset
 
 
 def test_batches_from_worker_processes(tiny_data):
     records = find_images(tiny_data, splits=["train"])
-    loader = make_loader(XrayDataset(records, DataConfig()), batch_size=16, workers=2)
+    loader = make_loader(image_dataset(records, DataConfig()), batch_size=16, workers=2)
     batches = list(loader)
     assert [b["image"].shape for b in batches] == [(16, 3, 224, 224)] * 3
     assert batches[0]["image"].dtype == torch.float32
@@ -32,7 +33,7 @@ def test_batches_from_worker_processes(tiny_data):
 
 
 def test_shuffled_order_is_seeded(tiny_data):
-    dataset = XrayDataset(find_images(tiny_data, splits=["val"]), DataConfig((32, 32)))
+    dataset = image_dataset(find_images(tiny_data, splits=["val"]), DataConfig((32, 32)))
 
     def order(seed):
         loader = make_loader(dataset, batch_size=4, shuffle=True, workers=0, seed=seed)
@@ -52,14 +53,14 @@ def test_size_and_normalisation_come_from_the_model_data_config(tmp_path):
     Image.new("L", (300, 200), 100).save(path)
     records = find_images(tmp_path)
 
-    image = XrayDataset(records, config)[0]["image"].numpy()
+    image = image_dataset(records, config)[0]["image"].numpy()
     assert image.shape == (3, *config.input_size) == (3, 160, 160)
     expected = [(100 / 255 - m) / s for m, s in zip(config.mean, config.std, strict=True)]
     np.testing.assert_allclose(image.mean(axis=(1, 2)), expected, rtol=1e-5)
     assert np.ptp(image, axis=(1, 2)).max() < 1e-5
 
     other = DataConfig((96, 128), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
-    image = XrayDataset(records, other)[0]["image"].numpy()
+    image = image_dataset(records, other)[0]["image"].numpy()
     assert image.shape == (3, 96, 128)
     np.testing.assert_allclose(image, (100 / 255 - 0.5) / 0.25, rtol=1e-5)
 
@@ -90,7 +91,7 @@ def test_grey_rgb_rgba_palette_and_16bit_give_the_same_input(tmp_path):
     for i, mode in enumerate(("L", "RGB", "RGBA", "P", "I;16")):
         stored[mode] = _save_as(picture, mode, folder / f"person{i}_virus_{i}.png")
     assert stored["P"] == "P" and stored["RGBA"] == "RGBA" and stored["I;16"].startswith("I")
-    dataset = XrayDataset(find_images(tmp_path), DataConfig())
+    dataset = image_dataset(find_images(tmp_path), DataConfig())
     images = [dataset[i]["image"].numpy() for i in range(len(dataset))]
     assert len(images) == 5
     for image in images[1:]:
@@ -106,19 +107,19 @@ def test_grey_rgb_rgba_palette_and_16bit_give_the_same_input(tmp_path):
 
 def test_augmentation_is_off_for_evaluation_and_configurable(tiny_data):
     records = find_images(tiny_data, splits=["val"])[:1]
-    plain = XrayDataset(records, DataConfig())
+    plain = image_dataset(records, DataConfig())
     a, b = plain[0]["image"], plain[0]["image"]
     assert torch.equal(a, b)  # evaluation: the same input every time
 
     torch.manual_seed(0)
-    augmented = XrayDataset(records, DataConfig(), augment=AugmentConfig())
+    augmented = image_dataset(records, DataConfig(), augment=AugmentConfig())
     x, y = augmented[0]["image"], augmented[0]["image"]
     assert x.shape == a.shape
     assert not torch.equal(x, y) and not torch.equal(x, a)
 
     # only a certain horizontal flip: exactly the mirrored evaluation input
     flip_only = AugmentConfig((1.0, 1.0), 0.0, 1.0, (1.0, 1.0), 0.0, 0.0, 0.0, 0.0)
-    flipped = XrayDataset(records, DataConfig(), augment=flip_only)[0]["image"]
+    flipped = image_dataset(records, DataConfig(), augment=flip_only)[0]["image"]
     np.testing.assert_allclose(flipped.numpy(), a.flip(-1).numpy(), atol=0.05)
     assert not np.allclose(flipped.numpy(), a.numpy(), atol=0.05)
 
@@ -127,7 +128,7 @@ def test_broken_file_is_skipped_with_a_warning_and_the_batch_arrives(tiny_data, 
     bad = add_bad_file(tiny_data, "truncated", split="val")
     records = find_images(tiny_data, splits=["val"])
     assert len(records) == 9
-    loader = make_loader(XrayDataset(records, DataConfig((64, 64))), batch_size=9, workers=2)
+    loader = make_loader(image_dataset(records, DataConfig((64, 64))), batch_size=9, workers=2)
     with caplog.at_level(logging.WARNING):
         batches = list(loader)
     assert len(batches) == 1
@@ -145,7 +146,7 @@ def test_batch_of_only_broken_files_is_dropped(tmp_path, kind, caplog):
     bad = add_bad_file(tmp_path, kind)
     Image.fromarray(grey_picture()).save(folder / "IM-0001-0001.png")
     records = sorted(find_images(tmp_path), key=lambda r: r.path != bad)  # bad file first
-    loader = make_loader(XrayDataset(records, DataConfig((32, 32))), batch_size=1, workers=0)
+    loader = make_loader(image_dataset(records, DataConfig((32, 32))), batch_size=1, workers=0)
     batches = list(loader)
     assert [b["path"] for b in batches] == [[str(records[1].path)]]
     assert loader.skipped[0][0] == str(bad) and BAD_FILES[kind][1] in loader.skipped[0][1]

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from pneumo.cli import main
-from pneumo.data.transforms import DataConfig
 from pneumo.evaluation.metrics import RATE_METRICS
+from pneumo.models.preprocess import DataConfig
 
 pytestmark = pytest.mark.slow
 
@@ -99,8 +99,8 @@ def test_probabilities_use_the_metadata_preprocessing_and_temperature(tiny_data,
     import torch
 
     from pneumo.data.decode import load_image
-    from pneumo.data.transforms import preprocess
     from pneumo.models.checkpoint import load_model
+    from pneumo.models.preprocess import preprocess
 
     out = tmp_path / "r.json"
     assert (

@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pneumo.data.transforms import preprocess
 from pneumo.errors import ModelError, WeightsUnavailableError
+from pneumo.models.preprocess import preprocess
 from pneumo.models.registry import BACKBONES, create_model, data_config, get_spec
 
 

@@ -1,15 +1,10 @@
-"""Training augmentation. The official test split is shifted from train (its NORMAL films are
+"""Training augmentation settings (applied by ``pneumo.training.transforms``). The official test split is shifted from train (its NORMAL films are
 harder), and strong photometric and geometric augmentation is what helped there, not a better
 validation score. Evaluation never augments."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-
-import numpy as np
-from PIL import Image
-
-from pneumo.data.transforms import DataConfig, to_array
 
 
 @dataclass(frozen=True)
@@ -49,46 +44,3 @@ class AugmentConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-class TrainTransform:
-    """Grey PIL image -> augmented, normalised float32 array (3, H, W).
-
-    Uses torch's random generator, which DataLoader seeds differently in every worker.
-    """
-
-    def __init__(self, augment: AugmentConfig, config: DataConfig):
-        from torchvision import transforms as T
-
-        self.augment, self.config = augment, config
-        h, w = config.input_size
-        geometric = [
-            T.RandomResizedCrop(
-                (h, w), scale=augment.crop_scale, ratio=(0.85, 1.15), antialias=True
-            )
-        ]
-        if augment.rotation:
-            geometric.append(T.RandomRotation(augment.rotation, fill=0))
-        if augment.hflip:
-            geometric.append(T.RandomHorizontalFlip(augment.hflip))
-        if augment.brightness or augment.contrast:
-            geometric.append(T.ColorJitter(augment.brightness, augment.contrast))
-        if augment.blur:
-            geometric.append(T.RandomApply([T.GaussianBlur(5, (0.1, 1.5))], p=augment.blur))
-        self.pipeline = T.Compose(geometric)
-
-    def __call__(self, img: Image.Image) -> np.ndarray:
-        import torch
-
-        img = self.pipeline(img)
-        lo, hi = self.augment.gamma
-        if hi > lo:
-            gamma = lo + (hi - lo) * float(torch.rand(()))
-            table = [round(255 * (i / 255) ** gamma) for i in range(256)]
-            img = img.point(table * (len(img.getbands())))
-        arr = to_array(img, self.config)
-        if self.augment.noise and float(torch.rand(())) < self.augment.noise:
-            sigma = 0.04 * float(torch.rand(())) / float(np.mean(self.config.std))
-            noise = torch.randn(arr.shape[1:]).numpy() * sigma
-            arr = arr + noise[None]  # the same noise on R, G, B: X-rays are grey
-        return np.ascontiguousarray(arr, dtype=np.float32)

@@ -4,15 +4,20 @@ decoded on demand in worker processes; nothing holds the whole data set in memor
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from pneumo.data.augment import AugmentConfig, TrainTransform
 from pneumo.data.decode import load_grey
 from pneumo.data.discover import ImageRecord
-from pneumo.data.transforms import DataConfig, preprocess
 from pneumo.errors import ImageDecodeError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import numpy as np
+    from PIL import Image
 
 log = logging.getLogger(__name__)
 
@@ -24,12 +29,16 @@ class XrayDataset(Dataset):
     def __init__(
         self,
         records: list[ImageRecord],
-        config: DataConfig,
-        augment: AugmentConfig | None = None,
+        transform: Callable[[Image.Image], np.ndarray],
+        *,
+        draft_size: tuple[int, int] | None = None,
     ):
+        """``transform`` turns a decoded grey film into the network's input; the model owns it
+        (``pneumo.models.preprocess``). ``draft_size`` (width, height) lets JPEGs decode at a
+        reduced size no smaller than it."""
         self.records = list(records)
-        self.config = config
-        self.transform = TrainTransform(augment, config) if augment is not None else None
+        self.transform = transform
+        self.draft_size = draft_size
 
     def __len__(self) -> int:
         return len(self.records)
@@ -37,10 +46,10 @@ class XrayDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         record = self.records[index]
         try:
-            img = load_grey(record.path, draft_size=self.config.input_size[::-1])
+            img = load_grey(record.path, draft_size=self.draft_size)
         except ImageDecodeError as exc:
             return {"error": exc.reason, "path": str(record.path)}
-        array = self.transform(img) if self.transform else preprocess(img, self.config)
+        array = self.transform(img)
         return {
             "image": torch.from_numpy(array),
             "label": record.label_index,

@@ -22,8 +22,8 @@ import numpy as np
 from PIL import Image
 
 from pneumo.data.decode import FORMATS, is_dicom, load_grey, read_bytes, to_grey
-from pneumo.data.transforms import preprocess
 from pneumo.errors import ImageDecodeError, PneumoError
+from pneumo.models.preprocess import preprocess
 
 if TYPE_CHECKING:
     from pneumo.models.checkpoint import ModelMetadata

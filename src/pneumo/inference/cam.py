@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from pneumo.data.transforms import preprocess
+from pneumo.models.preprocess import preprocess
 
 if TYPE_CHECKING:
     import torch

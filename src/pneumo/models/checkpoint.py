@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pneumo import CLASS_NAMES, __version__
-from pneumo.data.transforms import DataConfig
 from pneumo.errors import ModelError
+from pneumo.models.preprocess import DataConfig
 
 if TYPE_CHECKING:
     import torch

@@ -1,9 +1,14 @@
-"""Preprocessing shared by training, evaluation and serving: built from a model's data config
-(input size, mean, std) so that the two sides cannot drift apart."""
+"""A model's input contract and the one function that honours it. ``DataConfig`` (input size,
+mean, std; like timm's pretrained data config) is stored in every model's metadata, and
+``preprocess`` (squash-resize, grey to three channels, scale, normalise) is what training,
+evaluation, serving and ``pneumo adapt`` all feed the network with, so they cannot drift apart.
+The model owns it: the data layer only decodes films and applies a transform it is given."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 from PIL import Image
@@ -63,3 +68,8 @@ def to_array(img: Image.Image, config: DataConfig) -> np.ndarray:
 def preprocess(img: Image.Image, config: DataConfig) -> np.ndarray:
     """Decoded image -> model input (3, H, W) float32: resize, scale to [0, 1], normalise."""
     return to_array(resize(img, config), config)
+
+
+def preprocessor(config: DataConfig) -> Callable[[Image.Image], np.ndarray]:
+    """``preprocess`` bound to ``config``: a picklable transform for data-loader workers."""
+    return partial(preprocess, config=config)

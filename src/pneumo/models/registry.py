@@ -10,7 +10,7 @@ from pneumo.errors import ModelError
 if TYPE_CHECKING:
     import torch
 
-    from pneumo.data.transforms import DataConfig
+    from pneumo.models.preprocess import DataConfig
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,6 @@ def data_config(model: torch.nn.Module) -> DataConfig:
     """Input size, mean and std from timm's data config of ``model`` (never hard-coded)."""
     import timm.data
 
-    from pneumo.data.transforms import DataConfig
+    from pneumo.models.preprocess import DataConfig
 
     return DataConfig.from_timm(timm.data.resolve_model_data_config(model))

@@ -74,10 +74,11 @@ def _check_counts(records: list[ImageRecord], labeled: bool, folder: Path) -> No
 
 def _run(model, records, data_config, workers: int) -> dict:
     """Logits and features of the site's films, and the ones that could not be read."""
-    from pneumo.data.dataset import XrayDataset, make_loader
+    from pneumo.data.dataset import make_loader
     from pneumo.training.loops import predict_loader
+    from pneumo.training.transforms import image_dataset
 
-    loader = make_loader(XrayDataset(records, data_config), batch_size=32, workers=workers)
+    loader = make_loader(image_dataset(records, data_config), batch_size=32, workers=workers)
     out = predict_loader(model, loader)
     out["skipped"] = [path for path, _ in loader.skipped]
     return out

@@ -12,12 +12,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pneumo.data.dataset import XrayDataset, make_loader
+from pneumo.data.dataset import make_loader
 from pneumo.data.discover import ImageRecord
-from pneumo.data.transforms import DataConfig
+from pneumo.models.preprocess import DataConfig
 from pneumo.progress import progress_bar
 from pneumo.training.loops import predict_loader
 from pneumo.training.runtime import autocast
+from pneumo.training.transforms import image_dataset
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def cached_features(
         log.info(
             "extracting features of %d images (%d cached)", len(todo), len(records) - len(todo)
         )
-        loader = make_loader(XrayDataset(todo, data_config), batch_size=64, workers=workers)
+        loader = make_loader(image_dataset(todo, data_config), batch_size=64, workers=workers)
         model = model.to(memory_format=torch.channels_last)
         with progress_bar(len(todo), "features") as advance, autocast(bf16):
             out = predict_loader(model, loader, bf16=bf16, advance=advance)

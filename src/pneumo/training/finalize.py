@@ -13,8 +13,8 @@ import torch
 
 from pneumo import __version__
 from pneumo.config import TrainConfig
-from pneumo.data.transforms import DataConfig
 from pneumo.models.checkpoint import ModelMetadata, save_model
+from pneumo.models.preprocess import DataConfig
 from pneumo.training.averaging import BN_REFERENCE
 
 log = logging.getLogger(__name__)

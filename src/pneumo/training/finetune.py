@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from pneumo.config import TrainConfig
-from pneumo.data.dataset import XrayDataset, make_loader
+from pneumo.data.dataset import make_loader
 from pneumo.data.discover import ImageRecord
 from pneumo.errors import PneumoError
 from pneumo.progress import progress_bar
@@ -37,6 +37,7 @@ from pneumo.training.loops import (
 )
 from pneumo.training.runtime import DistInfo, autocast
 from pneumo.training.sharding import gather_report, shard_sampler, write_report
+from pneumo.training.transforms import image_dataset
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +102,8 @@ def finetune(
     device = torch.device(cfg.device)
     criterion = nn.CrossEntropyLoss(weight=weights.to(device), label_smoothing=cfg.label_smoothing)
 
-    train_ds = XrayDataset(train, data_config, cfg.augment)
-    val_loader = make_loader(XrayDataset(val, data_config), batch_size=64, workers=cfg.workers)
+    train_ds = image_dataset(train, data_config, cfg.augment)
+    val_loader = make_loader(image_dataset(val, data_config), batch_size=64, workers=cfg.workers)
     train_loader = _train_loader(cfg, train_ds, labels, dist)
 
     model = model.to(memory_format=torch.channels_last)

@@ -86,9 +86,10 @@ def epoch_metrics(logits: np.ndarray, labels: np.ndarray, weights: torch.Tensor)
 def image_batches(records: list, data_config, *, batch_size: int = 32, workers: int = 2):
     """Preprocessed image batches of ``records``, without augmentation (unreadable files are
     skipped with a warning)."""
-    from pneumo.data.dataset import XrayDataset, make_loader
+    from pneumo.data.dataset import make_loader
+    from pneumo.training.transforms import image_dataset
 
-    loader = make_loader(XrayDataset(records, data_config), batch_size=batch_size, workers=workers)
+    loader = make_loader(image_dataset(records, data_config), batch_size=batch_size, workers=workers)
     return (batch["image"] for batch in loader)
 
 

@@ -40,13 +40,14 @@ def ood_reference_features(model, records, data_config, cfg: TrainConfig):
     """Pooled features of a seeded sample of up to 1200 training images, for the OOD check."""
     import numpy as np
 
-    from pneumo.data.dataset import XrayDataset, make_loader
+    from pneumo.data.dataset import make_loader
     from pneumo.training.loops import predict_loader
+    from pneumo.training.transforms import image_dataset
 
     rng = np.random.default_rng(cfg.seed)
     picked = sorted(rng.choice(len(records), min(1200, len(records)), replace=False))
     loader = make_loader(
-        XrayDataset([records[i] for i in picked], data_config), batch_size=64, workers=cfg.workers
+        image_dataset([records[i] for i in picked], data_config), batch_size=64, workers=cfg.workers
     )
     return predict_loader(model, loader)["features"]
 
@@ -159,11 +160,12 @@ def train(cfg: TrainConfig) -> RunResult:
 
 def validation_pass(model, val_recs, dcfg, cfg: TrainConfig):
     """Logits, labels and features of the validation films, and the records that were read."""
-    from pneumo.data.dataset import XrayDataset, make_loader
+    from pneumo.data.dataset import make_loader
     from pneumo.training.loops import predict_loader
+    from pneumo.training.transforms import image_dataset
 
     val_out = predict_loader(
-        model, make_loader(XrayDataset(val_recs, dcfg), batch_size=64, workers=cfg.workers)
+        model, make_loader(image_dataset(val_recs, dcfg), batch_size=64, workers=cfg.workers)
     )
     by_path = {str(r.path): r for r in val_recs}
     kept = [by_path[p] for p in val_out["paths"]]
