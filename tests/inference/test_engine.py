@@ -137,9 +137,13 @@ def test_ood_cutoff_and_colour_images_flagged(onnx_predictor, xray_files, tmp_pa
     assert onnx_predictor.predict_images([colour])[0].ood
     saved = onnx_predictor.metadata
     try:
-        onnx_predictor.metadata = dataclasses.replace(meta, ood={**meta.ood, "cutoff": 0.0})
+        onnx_predictor.metadata = dataclasses.replace(
+            meta, ood=dataclasses.replace(meta.ood, cutoff=0.0)
+        )
         assert all(p.ood for p in onnx_predictor.predict_sources(xray_files[:3]))
-        onnx_predictor.metadata = dataclasses.replace(meta, ood={**meta.ood, "cutoff": 1e9})
+        onnx_predictor.metadata = dataclasses.replace(
+            meta, ood=dataclasses.replace(meta.ood, cutoff=1e9)
+        )
         assert not any(p.ood for p in onnx_predictor.predict_sources(xray_files[:3]))
     finally:
         onnx_predictor.metadata = saved

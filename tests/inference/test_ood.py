@@ -12,11 +12,11 @@ def test_far_features_are_flagged_and_near_ones_pass():
     centre = rng.normal(0, 1, 64)
     cloud = centre + rng.normal(0, 0.3, (600, 64))
     tensors, settings = fit_ood(cloud[:400], cloud[400:550], k=5)
-    assert settings["cutoff"] > 0 and settings["method"] == "knn-cosine"
+    assert settings.cutoff > 0 and settings.method == "knn-cosine"
     inside = ood_scores(cloud[550:], tensors, k=5)
     outside = ood_scores(rng.normal(0, 1, (20, 64)), tensors, k=5)
-    assert (inside <= settings["cutoff"]).mean() >= 0.95
-    assert (outside > settings["cutoff"]).all()
+    assert (inside <= settings.cutoff).mean() >= 0.95
+    assert (outside > settings.cutoff).all()
 
 
 def test_reference_sample_is_capped_and_stored_small():
@@ -24,4 +24,4 @@ def test_reference_sample_is_capped_and_stored_small():
     tensors, settings = fit_ood(features, features[:100], max_reference=500)
     assert tensors["ood.reference"].shape == (500, 32)
     assert tensors["ood.reference"].dtype == np.float16
-    assert settings["reference_size"] == 500
+    assert settings.reference_size == 500

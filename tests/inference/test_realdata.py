@@ -60,7 +60,7 @@ def test_feature_distance_flags_grey_pictures_that_are_not_x_rays():
             a = (255 * (a - a.min()) / max(1e-9, np.ptp(a))).astype(np.uint8)
         images.append(Image.fromarray(a).convert("L"))
     predictor = load_predictor(backend="torch")
-    cutoff = predictor.metadata.ood["cutoff"]
+    cutoff = predictor.metadata.ood.cutoff
     preds = predictor.predict_images(images, list(GREY_PICTURES))
     far = [p.source for p in preds if p.ood_score > cutoff]
     assert len(far) >= 11, f"only {far} lie beyond the feature-distance cut-off {cutoff:.3f}"

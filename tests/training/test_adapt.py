@@ -85,7 +85,7 @@ def test_unlabeled_adaptation_keeps_the_share_called_pneumonia(sites, tmp_path, 
     figures = result.figures
     assert figures["share_pneumonia_adapted"] == pytest.approx(figures["share_pneumonia"], abs=0.03)
     meta = read_metadata(tmp_path / "flat")
-    assert meta.ood["reference_size"] == 40  # half the films are the new reference
+    assert meta.ood.reference_size == 40  # half the films are the new reference
 
 
 def test_too_few_films_are_refused_with_the_counts(sites, tmp_path):

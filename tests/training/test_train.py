@@ -30,7 +30,7 @@ def _check_run(run_dir, epochs):
     meta = read_metadata(run_dir / "model")
     assert 0 < meta.threshold < 1 and meta.temperature > 0
     assert meta.data_fingerprint.startswith("sha256:")
-    assert meta.ood["cutoff"] > 0
+    assert meta.ood.cutoff > 0
     model, meta, extra = load_model(run_dir / "model")
     assert any(k.startswith("ood.") for k in extra)
     return history, meta

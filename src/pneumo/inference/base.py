@@ -215,7 +215,8 @@ class Predictor(ABC):
             return None
         from pneumo.inference.ood import ood_scores
 
-        return ood_scores(features, self.ood_tensors, k=int(self.metadata.ood.get("k", 10)))
+        ood = self.metadata.ood
+        return ood_scores(features, self.ood_tensors, k=ood.k if ood else 10)
 
     def postprocess(
         self,
@@ -229,7 +230,7 @@ class Predictor(ABC):
         meta = self.metadata
         probs = self.probabilities(logits)
         scores = self.ood_score(features)
-        cutoff = meta.ood.get("cutoff") if meta.ood else None
+        cutoff = meta.ood.cutoff if meta.ood else None
         lo, hi = meta.uncertain_band
         out = []
         for i, name in enumerate(names):

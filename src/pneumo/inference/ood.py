@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from pneumo.models.checkpoint import OodConfig
+
 PREFIX = "ood."
 
 
@@ -27,10 +29,10 @@ def fit_ood(
     quantile: float = 0.995,
     margin: float = 1.2,
     seed: int = 0,
-) -> tuple[dict[str, np.ndarray], dict]:
+) -> tuple[dict[str, np.ndarray], OodConfig]:
     """Keep up to ``max_reference`` normalised training features and set the cut-off on
-    ``val_features``. Returns ``(tensors, settings)``: tensors to store beside the weights
-    (keys start with ``ood.``) and settings for the model metadata."""
+    ``val_features``. Returns the tensors to store beside the weights (keys start with
+    ``ood.``) and the settings for the model metadata."""
     reference = _normalise(train_features)
     if len(reference) > max_reference:
         keep = np.random.default_rng(seed).choice(len(reference), max_reference, replace=False)
@@ -39,14 +41,9 @@ def fit_ood(
     tensors = {PREFIX + "reference": reference.astype(np.float16)}
     scores = ood_scores(val_features, tensors, k=k)
     cutoff = float(np.quantile(scores, quantile) * margin)
-    settings = {
-        "method": "knn-cosine",
-        "k": k,
-        "quantile": quantile,
-        "margin": margin,
-        "cutoff": cutoff,
-        "reference_size": len(reference),
-    }
+    settings = OodConfig(
+        cutoff=cutoff, k=k, quantile=quantile, margin=margin, reference_size=len(reference)
+    )
     return tensors, settings
 
 

@@ -26,6 +26,27 @@ BUNDLED_MODEL_DIR = Path(__file__).resolve().parents[3] / "models" / "default"
 """Where the bundled default model lives in a source checkout."""
 
 
+@dataclass(frozen=True)
+class OodConfig:
+    """How the out-of-distribution check of a model was fitted (``pneumo.inference.ood``); the
+    reference features themselves are stored beside the weights under ``ood.*``."""
+
+    cutoff: float
+    """Scores above this are flagged: a high validation quantile, widened by ``margin``."""
+    k: int = 10
+    """The score is the cosine distance to the k-th nearest reference feature."""
+    quantile: float = 0.995
+    margin: float = 1.2
+    reference_size: int = 0
+    """How many training features are stored as the reference."""
+    method: str = "knn-cosine"
+
+    @classmethod
+    def from_dict(cls, d: dict) -> OodConfig:
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
 @dataclass
 class ModelMetadata:
     """Everything that travels with the weights; serving builds its preprocessing from this."""
@@ -42,8 +63,8 @@ class ModelMetadata:
     """Logits are divided by this before the softmax (fitted on validation)."""
     uncertain_band: tuple[float, float] = (0.35, 0.65)
     """Calibrated probabilities in this band are reported as uncertain."""
-    ood: dict[str, Any] = field(default_factory=dict)
-    """Out-of-distribution check settings (feature statistics file keys, cut-off)."""
+    ood: OodConfig | None = None
+    """Out-of-distribution check settings; None for a model saved without them."""
     data_fingerprint: str = ""
     """Hash of the training labels and file contents."""
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -59,6 +80,8 @@ class ModelMetadata:
     def __post_init__(self):
         if isinstance(self.data_config, dict):
             self.data_config = DataConfig.from_dict(self.data_config)
+        if isinstance(self.ood, dict):
+            self.ood = OodConfig.from_dict(self.ood) if self.ood else None
         self.class_names = tuple(self.class_names)
         self.uncertain_band = tuple(self.uncertain_band)
         if not 0.0 < self.threshold < 1.0:

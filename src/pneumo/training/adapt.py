@@ -31,6 +31,7 @@ import numpy as np
 from pneumo import CLASS_NAMES
 from pneumo.data.discover import ImageRecord, folder_records
 from pneumo.errors import DataError
+from pneumo.models.checkpoint import OodConfig
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +251,7 @@ def adapt(
     return result
 
 
-def _refit_ood(features: np.ndarray, settings: dict):
+def _refit_ood(features: np.ndarray, settings: OodConfig):
     """A new OOD reference from the site's films: half as reference, half to set the cut-off
     (the same quantile and margin as the base model)."""
     from pneumo.inference.ood import fit_ood
@@ -261,7 +262,7 @@ def _refit_ood(features: np.ndarray, settings: dict):
     return fit_ood(
         features[order[:half]],
         features[order[half:]],
-        k=int(settings.get("k", 10)),
-        quantile=float(settings.get("quantile", 0.995)),
-        margin=float(settings.get("margin", 1.2)),
+        k=settings.k,
+        quantile=settings.quantile,
+        margin=settings.margin,
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from pneumo.config import TrainConfig
+from pneumo.models.checkpoint import OodConfig
 
 THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 """Operating points shown in the card, beside the model's own."""
@@ -30,6 +31,17 @@ Trained on the official training split of "Chest X-Ray Images (Pneumonia)": Kerm
 Goldbaum (2018), Mendeley Data V2, doi:10.17632/rscbjbr9sj.2, licence CC BY 4.0; paper: Kermany
 et al., Cell 172(5):1122-1131, 2018 (Guangzhou Women and Children's Medical Center).
 """
+
+
+def _ood_line(ood: OodConfig | None) -> str:
+    if ood is None:
+        return "- Out-of-distribution check: none stored with this model (colour images only)."
+    return (
+        f"- Out-of-distribution check: cosine distance to the {ood.k}-th nearest of "
+        f"{ood.reference_size} stored training features, cut-off {ood.cutoff:.3f} (validation "
+        f"{ood.quantile} quantile x {ood.margin}); colour images are flagged too. A safeguard, "
+        "not a guarantee."
+    )
 
 
 def reproduce_command(cfg: TrainConfig, data: str = "../shared/data/chest_xray") -> str:
@@ -217,10 +229,7 @@ def model_card(run_dir: Path, dest: Path, figures: dict) -> str:
         f"- Temperature {meta.temperature:.3f} fitted on validation. Threshold rule: "
         f"{_threshold_rule(cfg, meta.threshold)} 'Uncertain' band "
         f"{meta.uncertain_band[0]:.2f}-{meta.uncertain_band[1]:.2f}.",
-        f"- Out-of-distribution check: cosine distance to the {meta.ood.get('k')}-th nearest of "
-        f"{meta.ood.get('reference_size')} stored training features, cut-off "
-        f"{meta.ood.get('cutoff', 0):.3f} (validation {meta.ood.get('quantile')} quantile x "
-        f"{meta.ood.get('margin')}); colour images are flagged too. A safeguard, not a guarantee.",
+        _ood_line(meta.ood),
         "",
     ]
     v = figures["validation"]

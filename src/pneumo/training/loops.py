@@ -89,7 +89,9 @@ def image_batches(records: list, data_config, *, batch_size: int = 32, workers: 
     from pneumo.data.dataset import make_loader
     from pneumo.training.transforms import image_dataset
 
-    loader = make_loader(image_dataset(records, data_config), batch_size=batch_size, workers=workers)
+    loader = make_loader(
+        image_dataset(records, data_config), batch_size=batch_size, workers=workers
+    )
     return (batch["image"] for batch in loader)
 
 

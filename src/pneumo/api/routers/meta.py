@@ -53,7 +53,7 @@ def ready(request: Request):
 def model_info(predictor: Annotated[Predictor, Depends(get_predictor)]) -> ModelInfo:
     """The served model: backbone, classes, input size, threshold, calibration, metrics."""
     meta = predictor.metadata
-    cutoff = meta.ood.get("cutoff") if meta.ood else None
+    cutoff = meta.ood.cutoff if meta.ood else None
     return ModelInfo(
         backbone=meta.backbone,
         class_names=list(meta.class_names),
