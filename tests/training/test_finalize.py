@@ -27,7 +27,7 @@ def test_a_near_separable_validation_never_sharpens_the_model():
     logits = np.stack([-margin, margin], axis=1)
     selection = calibrate_and_select(TrainConfig(), logits, y, y)
     # NLL alone would pick T far below 1 here; the shipped model keeps T = 1.
-    assert selection["temperature"] == 1.0
-    assert selection["threshold"] == pytest.approx(0.5)
+    assert selection.temperature == 1.0
+    assert selection.threshold == pytest.approx(0.5)
     noisy = np.stack([-margin * 8, margin * 8], axis=1) + rng.normal(0, 6, (y.size, 2))
-    assert calibrate_and_select(TrainConfig(), noisy, y, y)["temperature"] > 1.0
+    assert calibrate_and_select(TrainConfig(), noisy, y, y).temperature > 1.0

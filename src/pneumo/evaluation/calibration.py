@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from pneumo.models.outputs import temperature_softmax
+
 MIN_TEMPERATURE = 0.05
 MAX_TEMPERATURE = 20.0
 """Search bounds for T; a fit that lands on one of them says the logits carry no signal."""
@@ -65,12 +67,8 @@ def fit_temperature(logits, labels, *, balanced: bool = False) -> float:
 
 def calibrated_probabilities(logits, temperature: float) -> np.ndarray:
     """``softmax(logits / temperature)``, shape (N, C); column 1 is P(PNEUMONIA)."""
-    from scipy.special import softmax
-
     z, _ = _check_logits(logits)
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    return softmax(z / temperature, axis=1)
+    return temperature_softmax(z, temperature)
 
 
 def expected_calibration_error(y_true, p, n_bins: int = 10) -> float:

@@ -23,6 +23,7 @@ from PIL import Image
 
 from pneumo.data.decode import FORMATS, is_dicom, load_grey, read_bytes, to_grey
 from pneumo.errors import ImageDecodeError, PneumoError
+from pneumo.models.outputs import temperature_softmax
 from pneumo.models.preprocess import preprocess
 
 if TYPE_CHECKING:
@@ -204,10 +205,7 @@ class Predictor(ABC):
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         """Calibrated p(PNEUMONIA) per row: softmax(logits / temperature)[:, 1]."""
-        z = np.asarray(logits, dtype=np.float64) / self.metadata.temperature
-        z -= z.max(axis=1, keepdims=True)
-        e = np.exp(z)
-        return (e[:, 1] / e.sum(axis=1)).astype(np.float64)
+        return temperature_softmax(logits, self.metadata.temperature)[:, 1]
 
     def ood_score(self, features: np.ndarray) -> np.ndarray | None:
         """Feature distance from the training data, or None when the model has no statistics."""

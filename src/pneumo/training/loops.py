@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from pneumo.models.outputs import temperature_softmax
+
 
 def features_and_logits(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Pooled pre-logit features and logits of a timm classifier in one pass."""
@@ -74,7 +76,7 @@ def epoch_metrics(logits: np.ndarray, labels: np.ndarray, weights: torch.Tensor)
     y = torch.from_numpy(labels).long()
     loss = float(nn.functional.cross_entropy(z, y, weight=weights))
     pred = logits.argmax(1)
-    p = torch.softmax(z, 1)[:, 1].numpy()
+    p = temperature_softmax(logits)[:, 1]
     return {
         "loss": loss,
         "accuracy": float((pred == labels).mean()),
