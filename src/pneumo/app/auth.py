@@ -17,6 +17,7 @@ import os
 import secrets
 
 from pneumo.errors import PneumoError
+from pneumo.settings_env import EnvReader
 
 ENV_VAR = "PNEUMO_APP_PASSWORD_HASH"
 SECRET_KEY = "password_hash"
@@ -82,7 +83,7 @@ def configured_hash(secrets_mapping=None, secrets_files=()) -> str | None:
     """The password hash from the environment, else from Streamlit secrets; None when the app
     runs without a password. Fails closed: a secrets file that exists but cannot be read, or a
     configured hash that is malformed, is an AuthConfigError, never "no password"."""
-    value = os.environ.get(ENV_VAR, "").strip()
+    value = EnvReader().text(ENV_VAR) or ""
     if not value and secrets_mapping is not None:
         try:
             value = str(secrets_mapping.get(SECRET_KEY, "") or "").strip()

@@ -59,7 +59,7 @@ def run_app(
     """
     if not 1 <= port <= 65535:
         raise PneumoError(f"--port must be in 1..65535, got {port}")
-    from pneumo.app.logic import AppSettings
+    from pneumo.app.settings import AppSettings
     from pneumo.models.checkpoint import resolve_model_dir
 
     model_dir = resolve_model_dir(model)  # fail here, with the reason, not in the browser

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,7 +16,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pneumo.app.fetch import FetchError, FetchPolicy, fetch_image
-from pneumo.data.decode import MAX_PIXELS, printable
+from pneumo.app.settings import AppSettings
+from pneumo.data.decode import printable
 from pneumo.errors import PneumoError
 
 if TYPE_CHECKING:
@@ -32,56 +32,6 @@ log = logging.getLogger(__name__)
 DISPLAY_NAMES = {"NORMAL": "Normal", "PNEUMONIA": "Pneumonia"}
 THUMBNAIL_SIDE = 512
 """Longest side of the images kept for the page and the PDF (the originals are not kept)."""
-
-
-@dataclass(frozen=True)
-class AppSettings:
-    """Everything the app can be configured with (environment variables in brackets)."""
-
-    model_dir: str | None = None
-    """Model directory [PNEUMO_MODEL]; None: the bundled default model."""
-    db: str | None = None
-    """SQLAlchemy URL or SQLite file [PNEUMO_DB]; None: ~/.local/share/pneumo/pneumo.db."""
-    backend: str = "onnx"
-    """Inference backend [PNEUMO_BACKEND]: onnx (faster) or torch."""
-    max_upload_mb: float = 20.0
-    """Largest accepted file, uploaded or fetched [PNEUMO_MAX_UPLOAD_MB]."""
-    max_pixels: int = MAX_PIXELS
-    """Images with more pixels are refused before decoding (decompression bombs)."""
-    max_files: int = 50
-    """Most images classified per submission; the rest get an error."""
-    fetch_timeout_s: float = 10.0
-    """Deadline for fetching an image URL, redirects included."""
-
-    def __post_init__(self):
-        if self.backend not in ("onnx", "torch"):
-            raise ValueError(f"backend must be onnx or torch, got {self.backend!r}")
-        if not 0 < self.max_upload_mb <= 1000:
-            raise ValueError(f"max_upload_mb must be in (0, 1000], got {self.max_upload_mb}")
-        if self.max_pixels < 16 * 16 or self.max_files < 1 or self.fetch_timeout_s <= 0:
-            raise ValueError("max_pixels, max_files and fetch_timeout_s must be positive")
-
-    @property
-    def max_bytes(self) -> int:
-        return int(self.max_upload_mb * 1024 * 1024)
-
-    @property
-    def fetch_policy(self) -> FetchPolicy:
-        return FetchPolicy(timeout_s=self.fetch_timeout_s, max_bytes=self.max_bytes)
-
-    @classmethod
-    def from_env(cls) -> AppSettings:
-        """Settings from the environment (what `pneumo app` passes on to the page)."""
-        env = os.environ
-        try:
-            return cls(
-                model_dir=env.get("PNEUMO_MODEL") or None,
-                db=env.get("PNEUMO_DB") or None,
-                backend=env.get("PNEUMO_BACKEND", "onnx"),
-                max_upload_mb=float(env.get("PNEUMO_MAX_UPLOAD_MB", 20.0)),
-            )
-        except ValueError as exc:
-            raise PneumoError(f"bad app setting in the environment: {exc}") from None
 
 
 @dataclass

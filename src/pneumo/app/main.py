@@ -10,6 +10,7 @@ import uuid
 import streamlit as st
 
 from pneumo.app import auth, logic, report
+from pneumo.app.settings import AppSettings
 from pneumo.errors import PneumoError
 
 TITLE = "Pneumonia screening on pediatric chest X-rays"
@@ -155,7 +156,7 @@ def show_result(r: logic.ImageResult, heatmaps: bool) -> None:
             info.caption(f"Saved as record {r.record_id}.")
 
 
-def classify_tab(settings: logic.AppSettings, predictor, factory, heatmaps: bool) -> None:
+def classify_tab(settings: AppSettings, predictor, factory, heatmaps: bool) -> None:
     ss = st.session_state
     gen = ss.generation
     name = st.text_input("Patient name", key=f"patient_name_{gen}", max_chars=120)
@@ -296,7 +297,7 @@ def main() -> None:
     st.set_page_config(page_title="pneumo", layout="wide")
     init_state()
     try:
-        settings = logic.AppSettings.from_env()
+        settings = AppSettings.from_env()
         factory = get_db(settings.db)
     except PneumoError as exc:
         st.error(f"Cannot start: {exc}")
