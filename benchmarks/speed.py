@@ -238,7 +238,9 @@ def bench_api(seconds: float) -> list[dict]:
             if time.time() > deadline or proc.poll() is not None:
                 raise RuntimeError("pneumo serve did not become ready")
             time.sleep(0.3)
-        meta = httpx.get(f"{base}/v1/model", headers={"X-API-Key": key}).json()
+        answer = httpx.get(f"{base}/v1/model", headers={"X-API-Key": key}, timeout=30)
+        answer.raise_for_status()
+        meta = answer.json()
         engine = f"{meta['backend']} {meta['precision']}"
         with httpx.Client(headers={"X-API-Key": key}, timeout=60) as c:  # one keep-alive client
             lat = []

@@ -12,20 +12,16 @@ log = logging.getLogger(__name__)
 JEMALLOC = Path("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")
 
 
-def _maybe_reexec_with_jemalloc(backend: str) -> None:
-    """Restart this process with jemalloc preloaded, which returns freed decode buffers to the
+def _preload_jemalloc(env: dict[str, str], backend: str) -> None:
+    """Preload jemalloc in the serving process, which returns freed decode buffers to the
     system instead of letting the heap grow under load (`benchmarks/run_all.py --only api`
     measures peak memory both ways). PNEUMO_JEMALLOC=0 turns it off. Never under OpenVINO:
     its runtime aborts (double free) when jemalloc is preloaded."""
-    if os.environ.get("PNEUMO_JEMALLOC", "1") == "0" or not JEMALLOC.is_file():
+    if env.get("PNEUMO_JEMALLOC", "1") == "0" or not JEMALLOC.is_file():
         return
-    if backend == "openvino":
+    if backend == "openvino" or "jemalloc" in env.get("LD_PRELOAD", ""):
         return
-    if "jemalloc" in os.environ.get("LD_PRELOAD", ""):
-        return
-    env = dict(os.environ, LD_PRELOAD=f"{JEMALLOC}:{os.environ.get('LD_PRELOAD', '')}".rstrip(":"))
-    log.debug("re-executing with %s preloaded", JEMALLOC)
-    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+    env["LD_PRELOAD"] = f"{JEMALLOC}:{env.get('LD_PRELOAD', '')}".rstrip(":")
 
 
 def _prepare_apart(model_dir: str, backend: str, precision: str) -> None:
@@ -61,18 +57,19 @@ def serve(
     api_key: str | None = None,
 ) -> None:
     """Serve the REST API: POST /v1/predict (multipart field `files`: JPEG, PNG or DICOM),
-        GET /v1/health, GET /v1/model; OpenAPI at /openapi.json and docs at /docs.
+    GET /v1/health (alive), GET /v1/ready (model loaded, room in the queue), GET /v1/model;
+    OpenAPI at /openapi.json and docs at /docs.
 
-        Settings come from the environment: PNEUMO_API_KEY (then the X-API-Key header is required,
-        exactly once, on everything but /v1/health; /docs, /redoc and /openapi.json too unless
-        PNEUMO_PUBLIC_DOCS=1), PNEUMO_MAX_UPLOAD_MB (request size cap, default 20),
-        PNEUMO_MAX_PIXELS and PNEUMO_MAX_REQUEST_PIXELS (decoded pixels per image, default 40
-        million, and per request, default 160 million, read from the headers before decoding),
-        PNEUMO_DECODE_BUDGET_MB (memory for concurrent decodes, default 1536), PNEUMO_MODEL,
-        PNEUMO_BACKEND, PNEUMO_PRECISION, PNEUMO_THREADS, PNEUMO_BATCH_WAIT_MS (how long a request
-    waits for others to share its forward pass, default 2) and PNEUMO_QUEUE_IMAGES (images waiting
-    for the network before new requests get 503 and Retry-After, default 256). Each worker process loads the model once; threads are split
-        between them. Access logs leave out query strings.
+    Settings come from the environment: PNEUMO_API_KEY (then the X-API-Key header is required,
+    exactly once, on everything but /v1/health and /v1/ready; /docs, /redoc and /openapi.json
+    too unless PNEUMO_PUBLIC_DOCS=1), PNEUMO_MAX_UPLOAD_MB (request size cap, default 20),
+    PNEUMO_MAX_PIXELS and PNEUMO_MAX_REQUEST_PIXELS (decoded pixels per image, default 40
+    million, and per request, default 160 million, read from the headers before decoding),
+    PNEUMO_DECODE_BUDGET_MB (memory for concurrent decodes, default 1536), PNEUMO_MODEL,
+    PNEUMO_BACKEND, PNEUMO_PRECISION, PNEUMO_THREADS, PNEUMO_BATCH_WAIT_MS (how long a request
+    waits for others to share its forward pass, default 2) and PNEUMO_QUEUE_IMAGES (images in
+    flight before new requests get 503 and Retry-After, default 256). Each worker process loads
+    the model once; threads are split between them. Access logs leave out query strings.
     """
     from pneumo.errors import PneumoError
 
@@ -80,25 +77,33 @@ def serve(
         raise PneumoError(f"--port must be in 1..65535, got {port}")
     if not 1 <= workers <= 256:
         raise PneumoError(f"--workers must be in 1..256, got {workers}")
-    from pneumo.inference.engine import resolve_backend
-
-    _maybe_reexec_with_jemalloc(resolve_backend(backend))
-    import uvicorn
-
     from pneumo.api.settings import ApiSettings
     from pneumo.inference.base import default_threads
+    from pneumo.inference.engine import resolve_backend
     from pneumo.models.checkpoint import resolve_model_dir
 
-    # settings travel to worker processes through the environment
-    os.environ["PNEUMO_MODEL"] = str(resolve_model_dir(model))
-    os.environ["PNEUMO_BACKEND"] = backend
-    os.environ["PNEUMO_PRECISION"] = precision
+    # settings travel to the server (and its workers) through the environment
+    env = dict(os.environ)
+    env["PNEUMO_MODEL"] = str(resolve_model_dir(model))
+    env["PNEUMO_BACKEND"] = backend
+    env["PNEUMO_PRECISION"] = precision
     if api_key:
-        os.environ["PNEUMO_API_KEY"] = api_key
-    if workers > 1 and "PNEUMO_THREADS" not in os.environ:
-        os.environ["PNEUMO_THREADS"] = str(max(1, default_threads() // workers))
-    ApiSettings.from_env()  # fail here, with a clear message, rather than in each worker
-    _prepare_apart(os.environ["PNEUMO_MODEL"], backend, precision)
+        env["PNEUMO_API_KEY"] = api_key
+    if workers > 1 and "PNEUMO_THREADS" not in env:
+        env["PNEUMO_THREADS"] = str(max(1, default_threads() // workers))
+    ApiSettings.from_env(env)  # fail here, with a clear message, rather than in each worker
+    _prepare_apart(env["PNEUMO_MODEL"], backend, precision)
+    _preload_jemalloc(env, resolve_backend(backend))
+    # a fresh interpreter that imports only the API: nothing the rest of the CLI loads (torch
+    # for training) stays in the serving processes
+    argv = [sys.executable, "-m", "pneumo.api.server", host, str(port), str(workers)]
+    os.execve(sys.executable, argv, env)
+
+
+def _run(host: str, port: int, workers: int) -> None:
+    """What ``python -m pneumo.api.server HOST PORT WORKERS`` runs: uvicorn over the app."""
+    import uvicorn
+
     uvicorn.run(
         "pneumo.api.main:app_from_env",
         factory=True,
@@ -107,3 +112,8 @@ def serve(
         workers=workers,
         log_level="info",
     )
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    _run(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
