@@ -74,8 +74,8 @@ def test_malformed_urls_are_refused_not_raised(url):
 
 
 def test_app_reports_malformed_urls_as_an_item_error():
-    from pneumo.app import logic
+    from pneumo.app.intake import read_url
     from pneumo.app.settings import AppSettings
 
-    item = logic.read_url("http://[::1/", AppSettings())
+    item = read_url("http://[::1/", AppSettings())
     assert item.data is None and "not a valid URL" in item.error

@@ -11,6 +11,7 @@ import pytest
 
 from corpus import CASES, write_case
 from pneumo.app import logic
+from pneumo.app.intake import read_uploads
 from pneumo.app.settings import AppSettings
 from pneumo.storage.db import open_database
 
@@ -37,7 +38,7 @@ def _uploads() -> list[SimpleNamespace]:
 
 def test_whole_corpus_as_uploads(predictor, tmp_path):
     settings = AppSettings(max_files=len(UPLOADABLE))
-    items = logic.read_uploads(_uploads(), settings)
+    items = read_uploads(_uploads(), settings)
     sub = logic.classify_and_store(
         items=items,
         patient_name="Ada Test",

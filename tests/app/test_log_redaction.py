@@ -10,6 +10,7 @@ from app_helpers import xray_bytes
 from sqlalchemy import text
 
 from pneumo.app import logic
+from pneumo.app.intake import InputItem
 from pneumo.storage import repository as repo
 from pneumo.storage.db import HideDatabaseDetails, create_db_engine, open_database
 
@@ -49,7 +50,7 @@ def test_database_failures_do_not_log_the_patient(predictor, tmp_path, caplog, t
     _poison(factory, table)
     caplog.set_level(logging.DEBUG)
     sub = logic.classify_and_store(
-        items=[logic.InputItem(f"{NAME}.png", xray_bytes(1))],
+        items=[InputItem(f"{NAME}.png", xray_bytes(1))],
         patient_name=NAME,
         patient_id=CODE,
         predictor=predictor,

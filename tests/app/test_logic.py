@@ -15,6 +15,7 @@ from sqlalchemy import text
 
 from pneumo.app import logic, report
 from pneumo.app.fetch import FetchPolicy
+from pneumo.app.intake import InputItem, read_uploads, read_url
 from pneumo.app.settings import AppSettings
 from pneumo.storage import repository as repo
 from pneumo.storage.db import open_database
@@ -54,7 +55,7 @@ POISON_TRIGGER = {  # a real database error for exactly one row, in each engine'
 
 
 def _items(*names):
-    return [logic.InputItem(n, xray_bytes(i)) for i, n in enumerate(names)]
+    return [InputItem(n, xray_bytes(i)) for i, n in enumerate(names)]
 
 
 def test_a_failing_row_never_drops_the_others(predictor, factory):
@@ -96,8 +97,8 @@ def test_image_from_a_url_is_classified_and_stored(predictor, factory):
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{httpd.server_address[1]}/films/chest.png"
-        item = logic.read_url(url, AppSettings(), policy=FetchPolicy(allow_loopback=True))
-        refused = logic.read_url(url, AppSettings())  # the app's own policy: refused
+        item = read_url(url, AppSettings(), policy=FetchPolicy(allow_loopback=True))
+        refused = read_url(url, AppSettings())  # the app's own policy: refused
     finally:
         httpd.shutdown()
         httpd.server_close()
@@ -156,7 +157,7 @@ def test_upload_limits_are_per_file():
         SimpleNamespace(name=f"f{i}.png", size=len(d), getvalue=lambda d=d: d)
         for i, d in enumerate([b"x" * 100, b"y" * 5000, b"z" * 10])
     ]
-    items = logic.read_uploads(ups, settings)
+    items = read_uploads(ups, settings)
     assert items[0].data == b"x" * 100
     assert items[1].error.startswith("f1.png: file too large")
     assert "more than 2 files" in items[2].error
@@ -165,7 +166,7 @@ def test_upload_limits_are_per_file():
 def test_patient_name_is_never_logged(predictor, factory, cam, caplog):
     caplog.set_level(logging.DEBUG)
     logic.classify_and_store(
-        items=_items("a.png") + [logic.InputItem("b.png", b"junk")],
+        items=_items("a.png") + [InputItem("b.png", b"junk")],
         patient_name="Zebedee Quixotic",
         patient_id="ID-991",
         predictor=predictor,
@@ -180,7 +181,7 @@ def test_patient_name_is_never_logged(predictor, factory, cam, caplog):
 
 @pytest.fixture
 def submission(predictor, factory, cam):
-    items = _items("=cmd.png", "b.png") + [logic.InputItem("bad.jpeg", b"not an image")]
+    items = _items("=cmd.png", "b.png") + [InputItem("bad.jpeg", b"not an image")]
     return logic.classify_and_store(
         items=items,
         patient_name="Zoë Łukasiewicz 王",

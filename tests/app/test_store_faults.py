@@ -7,6 +7,7 @@ import pytest
 from app_helpers import xray_bytes
 
 from pneumo.app import logic
+from pneumo.app.intake import InputItem
 from pneumo.storage import repository as repo
 from pneumo.storage.db import open_database
 
@@ -20,7 +21,7 @@ def predictor(tiny_model):
 
 def _classify(predictor, factory):
     return logic.classify_and_store(
-        items=[logic.InputItem(f"{i}.png", xray_bytes(i)) for i in range(3)],
+        items=[InputItem(f"{i}.png", xray_bytes(i)) for i in range(3)],
         patient_name="Ada Fault",
         predictor=predictor,
         session_factory=factory,

@@ -10,14 +10,12 @@ import hashlib
 import io
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from pneumo.app.fetch import FetchError, FetchPolicy, fetch_image
+from pneumo.app.intake import InputItem
 from pneumo.app.settings import AppSettings
-from pneumo.data.decode import printable
 from pneumo.errors import PneumoError
 
 if TYPE_CHECKING:
@@ -32,15 +30,6 @@ log = logging.getLogger(__name__)
 DISPLAY_NAMES = {"NORMAL": "Normal", "PNEUMONIA": "Pneumonia"}
 THUMBNAIL_SIDE = 512
 """Longest side of the images kept for the page and the PDF (the originals are not kept)."""
-
-
-@dataclass
-class InputItem:
-    """One image to classify: its bytes, or why it could not be had."""
-
-    name: str
-    data: bytes | None = None
-    error: str | None = None
 
 
 @dataclass
@@ -99,59 +88,6 @@ def md(text: object) -> str:
 
 def display_label(label: str | None) -> str:
     return DISPLAY_NAMES.get(label or "", label or "")
-
-
-# --- gathering input ----------------------------------------------------------------------------
-
-
-def read_uploads(uploads: list[Any], settings: AppSettings) -> list[InputItem]:
-    """Streamlit UploadedFiles (or anything with ``name``, ``size``, ``getvalue``) -> items,
-    refusing files over the size cap and beyond ``max_files`` one by one."""
-    items = []
-    for i, up in enumerate(uploads or []):
-        name = printable(str(getattr(up, "name", None) or f"upload {i + 1}"))[:255]
-        size = int(getattr(up, "size", 0) or 0)
-        if i >= settings.max_files:
-            items.append(
-                InputItem(
-                    name,
-                    error=f"{name}: more than {settings.max_files} "
-                    "files in one submission; submit it again on its own",
-                )
-            )
-        elif size > settings.max_bytes:
-            items.append(InputItem(name, error=_too_big(name, size, settings)))
-        else:
-            data = up.getvalue()
-            if len(data) > settings.max_bytes:
-                items.append(InputItem(name, error=_too_big(name, len(data), settings)))
-            else:
-                items.append(InputItem(name, data=data))
-    return items
-
-
-def _too_big(name: str, size: int, settings: AppSettings) -> str:
-    return (
-        f"{name}: file too large ({size / 1e6:.1f} MB; the limit is {settings.max_upload_mb:g} MiB)"
-    )
-
-
-def read_url(
-    url: str,
-    settings: AppSettings,
-    fetch: Callable[[str, FetchPolicy], Any] = fetch_image,
-    policy: FetchPolicy | None = None,
-) -> InputItem | None:
-    """The image behind ``url`` as an item (an error item when refused); None for no URL."""
-    url = (url or "").strip()
-    if not url:
-        return None
-    shown = printable(url if len(url) <= 80 else url[:77] + "...")
-    try:
-        got = fetch(url, policy or settings.fetch_policy)
-    except FetchError as exc:
-        return InputItem(shown, error=f"{shown}: {exc}")
-    return InputItem(printable(got.name or shown)[:255], data=got.data)
 
 
 # --- classifying and storing --------------------------------------------------------------------

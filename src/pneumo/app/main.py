@@ -9,7 +9,7 @@ import uuid
 
 import streamlit as st
 
-from pneumo.app import auth, logic, report
+from pneumo.app import auth, intake, logic, report
 from pneumo.app.settings import AppSettings
 from pneumo.errors import PneumoError
 
@@ -187,8 +187,8 @@ def classify_tab(settings: AppSettings, predictor, factory, heatmaps: bool) -> N
         except PatientInputError as exc:
             st.error(str(exc))
         else:
-            items = logic.read_uploads(uploads or [], settings)
-            url_item = logic.read_url(url, settings)
+            items = intake.read_uploads(uploads or [], settings)
+            url_item = intake.read_url(url, settings)
             if url_item is not None:
                 items.append(url_item)
             if not items:
