@@ -1,4 +1,4 @@
-"""The app's logic fed the generated corpus of bad and odd files as uploads (issue 10): every
+"""Classify-and-store fed the generated corpus of bad and odd files as uploads (issue 10): every
 upload gets a result or a reason, good ones are stored, nothing raises."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from corpus import CASES, write_case
-from pneumo.app import logic
+from pneumo.app import records
 from pneumo.app.intake import read_uploads
 from pneumo.app.settings import AppSettings
 from pneumo.storage.db import open_database
@@ -39,7 +39,7 @@ def _uploads() -> list[SimpleNamespace]:
 def test_whole_corpus_as_uploads(predictor, tmp_path):
     settings = AppSettings(max_files=len(UPLOADABLE))
     items = read_uploads(_uploads(), settings)
-    sub = logic.classify_and_store(
+    sub = records.classify_and_store(
         items=items,
         patient_name="Ada Test",
         predictor=predictor,

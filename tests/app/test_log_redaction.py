@@ -9,7 +9,8 @@ import pytest
 from app_helpers import xray_bytes
 from sqlalchemy import text
 
-from pneumo.app import logic
+from pneumo.app import records
+from pneumo.app.classify import ImageResult, Submission
 from pneumo.app.intake import InputItem
 from pneumo.storage import repository as repo
 from pneumo.storage.db import HideDatabaseDetails, create_db_engine, open_database
@@ -49,7 +50,7 @@ def test_database_failures_do_not_log_the_patient(predictor, tmp_path, caplog, t
     factory = open_database(tmp_path / "app.db")
     _poison(factory, table)
     caplog.set_level(logging.DEBUG)
-    sub = logic.classify_and_store(
+    sub = records.classify_and_store(
         items=[InputItem(f"{NAME}.png", xray_bytes(1))],
         patient_name=NAME,
         patient_id=CODE,
@@ -95,7 +96,7 @@ def test_history_search_does_not_log_the_query(tmp_path, caplog):
         repo.get_or_create_patient(s, name=NAME, patient_code=CODE)
         s.commit()
     caplog.set_level(logging.DEBUG)
-    (found,) = logic.patient_history(session_factory=factory, query="Zebedee", session_id="s")
+    (found,) = records.patient_history(session_factory=factory, query="Zebedee", session_id="s")
     assert found.name == NAME
     assert _planted(caplog) == []
 
@@ -135,7 +136,7 @@ def test_pdf_export_does_not_log_the_characters_of_a_name(caplog):
     pred = Prediction(
         source="a.png", label="NORMAL", probability=0.1, confidence=0.9, threshold=0.5
     )
-    sub = logic.Submission(name, "", [logic.ImageResult("a.png", prediction=pred)], 1.0, "m")
+    sub = Submission(name, "", [ImageResult("a.png", prediction=pred)], 1.0, "m")
     caplog.set_level(logging.DEBUG)
     assert report.results_pdf([sub], heatmaps=False).startswith(b"%PDF")
     assert "王" not in caplog.text and _planted(caplog) == []

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from pneumo.app.logic import md
+from pneumo.app.display import md
 
 ACTIVE = re.compile(r"(?<!\\)(!?\[[^\]]*(?<!\\)\]\(|<[a-zA-Z/]|(?<!\\)\$|(?<!\\)\*\*|(?<!\\)`)")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from app_helpers import xray_bytes
 
-from pneumo.app import logic
+from pneumo.app import records
 from pneumo.app.intake import InputItem
 from pneumo.storage import repository as repo
 from pneumo.storage.db import open_database
@@ -20,7 +20,7 @@ def predictor(tiny_model):
 
 
 def _classify(predictor, factory):
-    return logic.classify_and_store(
+    return records.classify_and_store(
         items=[InputItem(f"{i}.png", xray_bytes(i)) for i in range(3)],
         patient_name="Ada Fault",
         predictor=predictor,
@@ -46,8 +46,8 @@ def test_history_on_a_broken_database_is_a_message(tmp_path, caplog):
         s.commit()
         s.connection().exec_driver_sql("DROP TABLE records")
         s.commit()
-    with pytest.raises(logic.HistoryUnavailable, match="history is unavailable"):
-        logic.patient_history(session_factory=factory, query="Ada", session_id="h")
+    with pytest.raises(records.HistoryUnavailable, match="history is unavailable"):
+        records.patient_history(session_factory=factory, query="Ada", session_id="h")
     assert "OperationalError" in caplog.text and "Ada" not in caplog.text
 
 
@@ -57,6 +57,6 @@ def test_export_audit_failure_does_not_stop_the_export(predictor, tmp_path):
     with factory() as s:
         s.connection().exec_driver_sql("DROP TABLE audit")
         s.commit()
-    logic.audit_export(
+    records.audit_export(
         session_factory=factory, results=sub.results, session_id="e", user="", kind="csv"
     )  # logged, not raised

@@ -124,6 +124,9 @@ def test_history_is_per_patient_and_newest_first(factory):
         assert [p.name for p in repo.find_patients(s, query="42")] == ["Bob"]
         assert repo.find_patients(s, query="%") == []  # LIKE wildcards are literal
         assert len(repo.session_records(s, session_id="s1")) == 3
+        (first, *_) = repo.session_records(s, session_id="s1")
+        assert repo.record_patient(s, record_id=first.id).id == ada.id
+        assert repo.record_patient(s, record_id=first.id + 1000) is None
 
 
 def test_same_name_different_ids_are_different_patients(factory):

@@ -1,5 +1,6 @@
-"""The Streamlit page: layout only. Logic lives in ``logic``, exports in ``report``, the
-password gate in ``auth``; the model and the database are opened once per process.
+"""The Streamlit page: layout only. Input is read by ``intake``, classified and stored by
+``records``, exported by ``report``; the password gate is ``auth``. The model and the database
+are opened once per process.
 
 Run with ``pneumo app`` (which sets the environment this page reads)."""
 
@@ -9,7 +10,9 @@ import uuid
 
 import streamlit as st
 
-from pneumo.app import auth, intake, logic, report
+from pneumo.app import auth, intake, records, report
+from pneumo.app.classify import ImageResult
+from pneumo.app.display import display_label, md
 from pneumo.app.settings import AppSettings
 from pneumo.errors import PneumoError
 
@@ -111,15 +114,15 @@ def password_gate(factory) -> bool:
     st.stop()
 
 
-def show_result(r: logic.ImageResult, heatmaps: bool) -> None:
+def show_result(r: ImageResult, heatmaps: bool) -> None:
     p = r.prediction
     with st.container(border=True):
         if r.error or p is None:
-            st.error(logic.md(r.error or f"{r.name}: not classified"))
+            st.error(md(r.error or f"{r.name}: not classified"))
             return
         cols = st.columns([1, 1, 1.3] if heatmaps else [1, 1.3])
         if r.thumbnail:
-            cols[0].image(r.thumbnail, caption=logic.md(r.name), width="stretch")
+            cols[0].image(r.thumbnail, caption=md(r.name), width="stretch")
         if heatmaps:
             if r.heatmap:
                 cols[1].image(
@@ -129,7 +132,7 @@ def show_result(r: logic.ImageResult, heatmaps: bool) -> None:
                 cols[1].caption(r.heatmap_note or "No heatmap for this image.")
         info = cols[-1]
         if p.ood:
-            info.subheader(f"{logic.md(r.name)}: not diagnosed")
+            info.subheader(f"{md(r.name)}: not diagnosed")
             info.warning(
                 "This does not look like a chest X-ray (out of distribution): no diagnosis "
                 f"is given. Distance score {p.ood_score:.2f}."
@@ -138,7 +141,7 @@ def show_result(r: logic.ImageResult, heatmaps: bool) -> None:
                 "is given."
             )
             return
-        info.subheader(f"{logic.md(r.name)}: {logic.display_label(p.label)}")
+        info.subheader(f"{md(r.name)}: {display_label(p.label)}")
         info.markdown(
             f"**Confidence:** {p.confidence:.1%}  \n"
             f"**Normal:** {1 - p.probability:.1%} · **Pneumonia:** {p.probability:.1%}  \n"
@@ -196,7 +199,7 @@ def classify_tab(settings: AppSettings, predictor, factory, heatmaps: bool) -> N
             else:
                 with st.spinner(f"Classifying {len(items)} image(s)..."):
                     cam = get_cam(settings.model_dir, settings.backend) if heatmaps else None
-                    sub = logic.classify_and_store(
+                    sub = records.classify_and_store(
                         items=items,
                         patient_name=name,
                         patient_id=patient_id,
@@ -212,8 +215,8 @@ def classify_tab(settings: AppSettings, predictor, factory, heatmaps: bool) -> N
     for sub in reversed(ss.submissions):
         ok = sum(r.prediction is not None for r in sub.results)
         st.markdown(
-            f"#### Results for {logic.md(sub.patient_name)}"
-            + (f" (ID {logic.md(sub.patient_id)})" if sub.patient_id else "")
+            f"#### Results for {md(sub.patient_name)}"
+            + (f" (ID {md(sub.patient_id)})" if sub.patient_id else "")
         )
         st.caption(
             f"{ok} of {len(sub.results)} image(s) classified in {sub.seconds:.2f} s "
@@ -234,7 +237,7 @@ def export_buttons(factory, heatmaps: bool) -> None:
 
     def build(kind: str):
         def make() -> bytes:
-            logic.audit_export(
+            records.audit_export(
                 session_factory=factory,
                 results=results,
                 session_id=session_id,
@@ -273,21 +276,21 @@ def history_tab(factory, protected: bool) -> None:
     query = st.text_input("Find patient (name or ID)", key="history_query")
     if st.button("Show history") and query.strip():
         try:
-            found = logic.patient_history(
+            found = records.patient_history(
                 session_factory=factory,
                 query=query,
                 session_id=st.session_state.session_id,
                 user=st.session_state.user,
             )
-        except logic.HistoryUnavailable as exc:
+        except records.HistoryUnavailable as exc:
             st.error(str(exc))
             return
         if not found:
             st.info("No patient matches.")
         for h in found:
             st.markdown(
-                f"**{logic.md(h.name)}**"
-                + (f" (ID {logic.md(h.patient_id)})" if h.patient_id else "")
+                f"**{md(h.name)}**"
+                + (f" (ID {md(h.patient_id)})" if h.patient_id else "")
                 + f": {len(h.rows)} record(s)"
             )
             st.dataframe(h.rows, hide_index=True)

@@ -8,7 +8,8 @@ import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pneumo.app.logic import ImageResult, Submission, display_label
+from pneumo.app.classify import ImageResult, Submission
+from pneumo.app.display import display_label
 
 DISCLAIMER = (
     "Research use only. Not a medical device and not a diagnosis: every result must be "

@@ -81,7 +81,7 @@ def _is_database_error(exc: BaseException) -> bool:
     )
 
 
-REDACTED_LOGGERS = ("pneumo", "pneumo.app.logic", "pneumo.storage.db", "sqlalchemy.engine")
+REDACTED_LOGGERS = ("pneumo", "pneumo.app.records", "pneumo.storage.db", "sqlalchemy.engine")
 """Loggers that get ``HideDatabaseDetails`` (filters act on records made by their own logger)."""
 
 

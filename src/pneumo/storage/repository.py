@@ -180,6 +180,12 @@ def session_records(session: Session, *, session_id: str) -> list[Record]:
     return list(session.scalars(stmt))
 
 
+def record_patient(session: Session, *, record_id: int) -> Patient | None:
+    """The patient a stored record belongs to; None when there is no such record."""
+    record = session.get(Record, record_id)
+    return record.patient if record is not None else None
+
+
 def audit_events(
     session: Session, *, patient_id: int | None = None, limit: int = 200
 ) -> list[AuditEvent]:

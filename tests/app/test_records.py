@@ -1,4 +1,4 @@
-"""The page's logic without the page: storage failures, URL input, exports, settings, logs."""
+"""Classify-and-store without the page: storage failures, URL input, exports, logs."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from app_helpers import xray_bytes
 from sqlalchemy import text
 
-from pneumo.app import logic, report
+from pneumo.app import records, report
 from pneumo.app.fetch import FetchPolicy
 from pneumo.app.intake import InputItem, read_uploads, read_url
 from pneumo.app.settings import AppSettings
@@ -63,7 +63,7 @@ def test_a_failing_row_never_drops_the_others(predictor, factory):
         for statement in POISON_TRIGGER[s.get_bind().dialect.name]:
             s.execute(text(statement))
         s.commit()
-    sub = logic.classify_and_store(
+    sub = records.classify_and_store(
         items=_items("a.png", "poison.png", "c.png"),
         patient_name="Ada",
         predictor=predictor,
@@ -104,7 +104,7 @@ def test_image_from_a_url_is_classified_and_stored(predictor, factory):
         httpd.server_close()
     assert item.name == "chest.png" and item.data == body
     assert refused.data is None and "loopback" in refused.error
-    sub = logic.classify_and_store(
+    sub = records.classify_and_store(
         items=[item],
         patient_name="Ada",
         predictor=predictor,
@@ -127,7 +127,7 @@ def test_app_sessions_storing_at_once_lose_nothing(predictor, factory):
 
     def session(k):
         barrier.wait()
-        submissions[k] = logic.classify_and_store(
+        submissions[k] = records.classify_and_store(
             items=_items(*[f"s{k}-{i}.png" for i in range(per_session)]),
             patient_name="Grace Hopper",
             patient_id="G-1",
@@ -165,7 +165,7 @@ def test_upload_limits_are_per_file():
 
 def test_patient_name_is_never_logged(predictor, factory, cam, caplog):
     caplog.set_level(logging.DEBUG)
-    logic.classify_and_store(
+    records.classify_and_store(
         items=_items("a.png") + [InputItem("b.png", b"junk")],
         patient_name="Zebedee Quixotic",
         patient_id="ID-991",
@@ -174,7 +174,7 @@ def test_patient_name_is_never_logged(predictor, factory, cam, caplog):
         session_id="s3",
         cam=cam,
     )
-    logic.patient_history(session_factory=factory, query="Zebedee", session_id="s3")
+    records.patient_history(session_factory=factory, query="Zebedee", session_id="s3")
     assert caplog.records  # something was logged...
     assert "Zebedee" not in caplog.text and "ID-991" not in caplog.text  # ...but not who
 
@@ -182,7 +182,7 @@ def test_patient_name_is_never_logged(predictor, factory, cam, caplog):
 @pytest.fixture
 def submission(predictor, factory, cam):
     items = _items("=cmd.png", "b.png") + [InputItem("bad.jpeg", b"not an image")]
-    return logic.classify_and_store(
+    return records.classify_and_store(
         items=items,
         patient_name="Zoë Łukasiewicz 王",
         patient_id="7",
