@@ -11,7 +11,7 @@ import pytest
 
 from corpus import CASES, write_case
 from pneumo.app import records
-from pneumo.app.intake import read_uploads
+from pneumo.app.intake import read_patient, read_uploads
 from pneumo.app.settings import AppSettings
 from pneumo.storage.db import open_database
 
@@ -41,7 +41,7 @@ def test_whole_corpus_as_uploads(predictor, tmp_path):
     items = read_uploads(_uploads(), settings)
     sub = records.classify_and_store(
         items=items,
-        patient_name="Ada Test",
+        patient=read_patient("Ada Test"),
         predictor=predictor,
         session_factory=open_database(tmp_path / "app.db"),
         session_id="corpus",

@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from pneumo.app import records
 from pneumo.app.classify import ImageResult, Submission
-from pneumo.app.intake import InputItem
+from pneumo.app.intake import InputItem, read_patient
 from pneumo.storage import repository as repo
 from pneumo.storage.db import HideDatabaseDetails, create_db_engine, open_database
 
@@ -52,8 +52,7 @@ def test_database_failures_do_not_log_the_patient(predictor, tmp_path, caplog, t
     caplog.set_level(logging.DEBUG)
     sub = records.classify_and_store(
         items=[InputItem(f"{NAME}.png", xray_bytes(1))],
-        patient_name=NAME,
-        patient_id=CODE,
+        patient=read_patient(NAME, CODE),
         predictor=predictor,
         session_factory=factory,
         session_id="s-redact",

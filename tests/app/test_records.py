@@ -7,7 +7,6 @@ import io
 import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import SimpleNamespace
 
 import pytest
 from app_helpers import xray_bytes
@@ -15,7 +14,7 @@ from sqlalchemy import text
 
 from pneumo.app import records, report
 from pneumo.app.fetch import FetchPolicy
-from pneumo.app.intake import InputItem, read_uploads, read_url
+from pneumo.app.intake import InputItem, read_patient, read_url
 from pneumo.app.settings import AppSettings
 from pneumo.storage import repository as repo
 from pneumo.storage.db import open_database
@@ -65,7 +64,7 @@ def test_a_failing_row_never_drops_the_others(predictor, factory):
         s.commit()
     sub = records.classify_and_store(
         items=_items("a.png", "poison.png", "c.png"),
-        patient_name="Ada",
+        patient=read_patient("Ada"),
         predictor=predictor,
         session_factory=factory,
         session_id="s1",
@@ -106,7 +105,7 @@ def test_image_from_a_url_is_classified_and_stored(predictor, factory):
     assert refused.data is None and "loopback" in refused.error
     sub = records.classify_and_store(
         items=[item],
-        patient_name="Ada",
+        patient=read_patient("Ada"),
         predictor=predictor,
         session_factory=factory,
         session_id="s2",
@@ -129,8 +128,7 @@ def test_app_sessions_storing_at_once_lose_nothing(predictor, factory):
         barrier.wait()
         submissions[k] = records.classify_and_store(
             items=_items(*[f"s{k}-{i}.png" for i in range(per_session)]),
-            patient_name="Grace Hopper",
-            patient_id="G-1",
+            patient=read_patient("Grace Hopper", "G-1"),
             predictor=predictor,
             session_factory=factory,
             session_id=f"session-{k}",
@@ -151,24 +149,11 @@ def test_app_sessions_storing_at_once_lose_nothing(predictor, factory):
     assert details == [f"{per_session} stored, 0 failed"] * sessions
 
 
-def test_upload_limits_are_per_file():
-    settings = AppSettings(max_upload_mb=0.001, max_files=2)
-    ups = [
-        SimpleNamespace(name=f"f{i}.png", size=len(d), getvalue=lambda d=d: d)
-        for i, d in enumerate([b"x" * 100, b"y" * 5000, b"z" * 10])
-    ]
-    items = read_uploads(ups, settings)
-    assert items[0].data == b"x" * 100
-    assert items[1].error.startswith("f1.png: file too large")
-    assert "more than 2 files" in items[2].error
-
-
 def test_patient_name_is_never_logged(predictor, factory, cam, caplog):
     caplog.set_level(logging.DEBUG)
     records.classify_and_store(
         items=_items("a.png") + [InputItem("b.png", b"junk")],
-        patient_name="Zebedee Quixotic",
-        patient_id="ID-991",
+        patient=read_patient("Zebedee Quixotic", "ID-991"),
         predictor=predictor,
         session_factory=factory,
         session_id="s3",
@@ -184,8 +169,7 @@ def submission(predictor, factory, cam):
     items = _items("=cmd.png", "b.png") + [InputItem("bad.jpeg", b"not an image")]
     return records.classify_and_store(
         items=items,
-        patient_name="Zoë Łukasiewicz 王",
-        patient_id="7",
+        patient=read_patient("Zoë Łukasiewicz 王", "7"),
         predictor=predictor,
         session_factory=factory,
         session_id="s4",

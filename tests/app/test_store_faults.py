@@ -7,7 +7,7 @@ import pytest
 from app_helpers import xray_bytes
 
 from pneumo.app import records
-from pneumo.app.intake import InputItem
+from pneumo.app.intake import InputItem, read_patient
 from pneumo.storage import repository as repo
 from pneumo.storage.db import open_database
 
@@ -22,7 +22,7 @@ def predictor(tiny_model):
 def _classify(predictor, factory):
     return records.classify_and_store(
         items=[InputItem(f"{i}.png", xray_bytes(i)) for i in range(3)],
-        patient_name="Ada Fault",
+        patient=read_patient("Ada Fault"),
         predictor=predictor,
         session_factory=factory,
         session_id="fault",

@@ -1,6 +1,7 @@
-"""What the clinician hands in, as input items: uploaded files and an image URL, each refused
-one by one (too large, too many, fetch refused) without stopping the others. The URL fetch
-itself, with its address checks, lives in ``fetch``."""
+"""What the clinician hands in: the patient, checked once here, and the images as input
+items, uploaded files and an image URL each refused on its own (too large, too many, fetch
+refused) without stopping the others. The URL fetch itself, with its address checks, lives in
+``fetch``."""
 
 from __future__ import annotations
 
@@ -11,6 +12,29 @@ from typing import Any
 from pneumo.app.fetch import FetchError, FetchPolicy, fetch_image
 from pneumo.app.settings import AppSettings
 from pneumo.data.decode import printable
+from pneumo.errors import PneumoError
+from pneumo.storage.repository import clean_patient
+
+
+@dataclass(frozen=True)
+class PatientEntry:
+    """Who the images are of, as typed on the page and tidied; made by ``read_patient``."""
+
+    name: str
+    patient_id: str = ""
+
+
+def read_patient(name: str | None, patient_id: str | None = "") -> PatientEntry:
+    """The patient fields, trimmed; raises PatientInputError for a missing or bad name (the
+    storage layer's rules, the only place they are written down)."""
+    return PatientEntry(*clean_patient(name, patient_id))
+
+
+class NothingToClassify(PneumoError):
+    """Neither an upload nor a URL was handed in."""
+
+    def __init__(self):
+        super().__init__("Add at least one image: upload files or enter an image URL.")
 
 
 @dataclass
@@ -20,6 +44,18 @@ class InputItem:
     name: str
     data: bytes | None = None
     error: str | None = None
+
+
+def read_images(uploads: list[Any], url: str, settings: AppSettings) -> list[InputItem]:
+    """The uploads, then the image behind ``url``, as items; raises NothingToClassify when
+    there are neither."""
+    items = read_uploads(uploads, settings)
+    url_item = read_url(url, settings)
+    if url_item is not None:
+        items.append(url_item)
+    if not items:
+        raise NothingToClassify()
+    return items
 
 
 def read_uploads(uploads: list[Any], settings: AppSettings) -> list[InputItem]:

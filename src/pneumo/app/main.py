@@ -76,8 +76,6 @@ def _secrets_files() -> list[str]:
 def password_gate(factory) -> bool:
     """Ask for the password before anything else when a hash is configured; refuse to serve
     when one may be configured but cannot be read. Returns whether the app is protected."""
-    from pneumo.storage import repository as repo
-
     try:
         encoded = auth.configured_hash(st.secrets, _secrets_files())
     except auth.AuthConfigError as exc:
@@ -98,17 +96,11 @@ def password_gate(factory) -> bool:
         except auth.AuthConfigError as exc:
             st.error(str(exc))
             st.stop()
-        with factory() as s:
-            repo.add_audit(
-                s,
-                action="login" if ok else "login_failed",
-                session_id=ss.session_id,
-                user=user.strip()[:120],
-            )
-            s.commit()
+        user = user.strip()[:120]
+        records.audit_login(session_factory=factory, session_id=ss.session_id, user=user, ok=ok)
         if ok:
             ss.authenticated = True
-            ss.user = user.strip()[:120]
+            ss.user = user
             st.rerun()
         st.error("Wrong password.")
     st.stop()
@@ -183,34 +175,25 @@ def classify_tab(settings: AppSettings, predictor, factory, heatmaps: bool) -> N
     right.button("New session", on_click=new_session, width="stretch")
 
     if classify:
-        from pneumo.storage.repository import PatientInputError, clean_patient
-
         try:
-            clean_patient(name, patient_id)
-        except PatientInputError as exc:
+            patient = intake.read_patient(name, patient_id)
+            items = intake.read_images(uploads or [], url, settings)
+        except PneumoError as exc:  # no or a bad patient name, no images
             st.error(str(exc))
         else:
-            items = intake.read_uploads(uploads or [], settings)
-            url_item = intake.read_url(url, settings)
-            if url_item is not None:
-                items.append(url_item)
-            if not items:
-                st.error("Add at least one image: upload files or enter an image URL.")
-            else:
-                with st.spinner(f"Classifying {len(items)} image(s)..."):
-                    cam = get_cam(settings.model_dir, settings.backend) if heatmaps else None
-                    sub = records.classify_and_store(
-                        items=items,
-                        patient_name=name,
-                        patient_id=patient_id,
-                        predictor=predictor,
-                        session_factory=factory,
-                        session_id=ss.session_id,
-                        user=ss.user,
-                        cam=cam,
-                        settings=settings,
-                    )
-                ss.submissions.append(sub)
+            with st.spinner(f"Classifying {len(items)} image(s)..."):
+                cam = get_cam(settings.model_dir, settings.backend) if heatmaps else None
+                sub = records.classify_and_store(
+                    items=items,
+                    patient=patient,
+                    predictor=predictor,
+                    session_factory=factory,
+                    session_id=ss.session_id,
+                    user=ss.user,
+                    cam=cam,
+                    settings=settings,
+                )
+            ss.submissions.append(sub)
 
     for sub in reversed(ss.submissions):
         ok = sum(r.prediction is not None for r in sub.results)

@@ -18,7 +18,7 @@ from pneumo.app.classify import (
     model_version,
 )
 from pneumo.app.display import display_label
-from pneumo.app.intake import InputItem
+from pneumo.app.intake import InputItem, NothingToClassify, PatientEntry
 from pneumo.app.settings import AppSettings
 from pneumo.errors import PneumoError
 from pneumo.storage import repository as repo
@@ -36,8 +36,7 @@ log = logging.getLogger(__name__)
 def classify_and_store(
     *,
     items: list[InputItem],
-    patient_name: str,
-    patient_id: str = "",
+    patient: PatientEntry,
     predictor: Predictor,
     session_factory: sessionmaker,
     session_id: str,
@@ -46,16 +45,14 @@ def classify_and_store(
     settings: AppSettings | None = None,
 ) -> Submission:
     """Classify every good item, store one record each, add heatmaps; bad items keep their own
-    error and never stop the others. Raises PatientInputError for a missing or bad name and
-    PneumoError when there is nothing to classify."""
+    error and never stop the others. Raises NothingToClassify for no items."""
     settings = settings or AppSettings()
-    name, code = repo.clean_patient(patient_name, patient_id)
     if not items:
-        raise PneumoError("Add at least one image: upload files or enter an image URL.")
+        raise NothingToClassify()
     start = time.perf_counter()
     version = model_version(predictor.metadata)
     results = classify_images(items, predictor, settings)
-    _store(results, name, code, version, session_factory, session_id, user)
+    _store(results, patient, version, session_factory, session_id, user)
     if cam is not None:
         add_heatmaps(results, items, cam, predictor.metadata, settings)
     seconds = time.perf_counter() - start
@@ -66,15 +63,15 @@ def classify_and_store(
         seconds,
         session_id[:8],
     )
-    return Submission(name, code, results, seconds, version)
+    return Submission(patient.name, patient.patient_id, results, seconds, version)
 
 
-def _store(results, name, code, version, session_factory, session_id, user) -> None:
+def _store(results, entry: PatientEntry, version, session_factory, session_id, user) -> None:
     """One commit per record, so a failing row never takes the others with it."""
     stored = 0
     with session_factory() as s:
         try:
-            patient = repo.get_or_create_patient(s, name=name, patient_code=code)
+            patient = repo.get_or_create_patient(s, name=entry.name, patient_code=entry.patient_id)
             s.commit()
         except Exception as exc:  # noqa: BLE001 - one failing row never drops the others
             log.error(
@@ -192,6 +189,16 @@ def _patient_history(session_factory, query: str, session_id: str, user: str):
             out.append(PatientHistory(patient.name, patient.patient_code, rows))
         s.commit()
     return out
+
+
+def audit_login(*, session_factory: sessionmaker, session_id: str, user: str, ok: bool) -> None:
+    """Note a sign-in, or a failed one, in the audit trail. A failure raises: the page does not
+    let anyone in whose sign-in cannot be recorded."""
+    with session_factory() as s:
+        repo.add_audit(
+            s, action="login" if ok else "login_failed", session_id=session_id, user=user
+        )
+        s.commit()
 
 
 def audit_export(
