@@ -6,24 +6,31 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image
 
 from pneumo.app.intake import InputItem
 from pneumo.app.settings import AppSettings
 from pneumo.data.decode import load_grey
 from pneumo.errors import PneumoError
+from pneumo.inference.base import InputStats, Prediction, Predictor, _source_chroma
+from pneumo.inference.cam import overlay
 
 if TYPE_CHECKING:
-    from pneumo.inference.base import Prediction, Predictor
     from pneumo.inference.cam import GradCam
     from pneumo.models.checkpoint import ModelMetadata
 
 log = logging.getLogger(__name__)
 
 THUMBNAIL_SIDE = 512
-"""Longest side of the images kept for the page and the PDF (the originals are not kept)."""
+"""Longest side of the images kept for the page and the PDF (the originals are not kept). A
+large JPEG is decoded at the model's draft size, never below its input size, so its thumbnail
+can be smaller."""
 
 
 @dataclass
@@ -71,61 +78,100 @@ def model_version(meta: ModelMetadata) -> str:
 
 def classify_images(
     items: list[InputItem], predictor: Predictor, settings: AppSettings
-) -> list[ImageResult]:
-    """One result per item, in order: the prediction and a thumbnail for every good image,
-    the item's or the decoder's error for the others."""
+) -> tuple[list[ImageResult], list[Image.Image | None]]:
+    """One result per item, in order: the prediction and a thumbnail for every good image, the
+    item's or the decoder's error for the others. Also returns the thumbnails as pictures (None
+    where there is none) for ``add_heatmaps``: each image is decoded once, for all three."""
     results = [ImageResult(item.name, error=item.error) for item in items]
+    pictures: list[Image.Image | None] = [None] * len(items)
     good = [i for i, item in enumerate(items) if item.data is not None and item.error is None]
-    predictions = predictor.predict_sources(
-        [items[i].data for i in good], [items[i].name for i in good]
-    )
-    for i, pred in zip(good, predictions, strict=True):
-        res = results[i]
-        if pred.error:
-            res.error = pred.error
-            continue
-        res.prediction = pred
-        res.sha256 = hashlib.sha256(items[i].data).hexdigest()
-        try:
-            res.thumbnail = _jpeg(_thumbnail(items[i].data, settings))
-        except PneumoError as exc:  # pragma: no cover - the predictor decoded it already
-            res.heatmap_note = f"cannot show the image: {exc}"
-    return results
+    with ThreadPoolExecutor(max(1, predictor.decode_workers), "pneumo-app-decode") as pool:
+        decoded = list(pool.map(lambda i: _decode(items[i], predictor, settings), good))
+    ready = []
+    for i, got in zip(good, decoded, strict=True):
+        if isinstance(got, str):
+            results[i].error = got
+        else:
+            ready.append((i, got))
+    if ready:
+        predictions = predictor.predict_arrays(
+            np.stack([d.model_input for _, d in ready]),
+            [items[i].name for i, _ in ready],
+            [d.stats for _, d in ready],
+        )
+        for (i, d), pred in zip(ready, predictions, strict=True):
+            res = results[i]
+            res.prediction = pred
+            res.sha256 = hashlib.sha256(items[i].data).hexdigest()
+            res.thumbnail = _jpeg(d.picture)
+            pictures[i] = d.picture
+    return results, pictures
 
 
-def _thumbnail(data: bytes, settings: AppSettings):
-    img = load_grey(
-        data, draft_size=(THUMBNAIL_SIDE, THUMBNAIL_SIDE), max_pixels=settings.max_pixels
-    )
-    img.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
-    return img
+@dataclass
+class _Decoded:
+    """What the one decode of an image yields; the full-size pixels are not kept."""
+
+    model_input: np.ndarray
+    """(3, H, W), preprocessed from the model's own data config."""
+    stats: InputStats
+    """What the picture says about itself, for the out-of-distribution flag."""
+    picture: Image.Image
+    """Grey thumbnail, longest side at most THUMBNAIL_SIDE."""
 
 
-def _jpeg(img) -> bytes:
+def _decode(item: InputItem, predictor: Predictor, settings: AppSettings) -> _Decoded | str:
+    """Decode ``item`` once, exactly as the predictor decodes a file (draft size, colour check),
+    so the app gives the API's and the CLI's answer; a failure is that image's error message."""
+    try:
+        grey = load_grey(
+            item.data,
+            name=item.name,
+            draft_size=predictor.draft_size,
+            max_pixels=settings.max_pixels,
+        )
+        # the predictor's own colour check (private there): flagged exactly as a file is
+        stats = InputStats.of(grey, _source_chroma(item.data, item.name))
+        model_input = predictor.preprocess(grey)
+        grey.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+    except PneumoError as exc:
+        return str(exc)
+    except Exception as exc:  # noqa: BLE001 - a bad file is an answer, not a crash
+        log.warning("unexpected error decoding an image", exc_info=True)  # no name: PHI
+        return f"{item.name}: {exc}"
+    return _Decoded(model_input, stats, grey)
+
+
+def _jpeg(img: Image.Image) -> bytes:
     buf = io.BytesIO()
     img.convert("RGB").save(buf, format="JPEG", quality=88)
     return buf.getvalue()
 
 
-def add_heatmaps(results, items, cam: GradCam, meta: ModelMetadata, settings: AppSettings) -> None:
-    """Grad-CAM overlays for the diagnosed images (not for ones flagged as not an X-ray)."""
-    from PIL import Image
-
-    from pneumo.inference.cam import overlay
-
-    todo = [(r, i) for r, i in zip(results, items, strict=True) if r.diagnosed and r.thumbnail]
+def add_heatmaps(
+    results: list[ImageResult],
+    pictures: list[Image.Image | None],
+    cam: GradCam,
+    meta: ModelMetadata,
+) -> None:
+    """Grad-CAM overlays for the diagnosed images (not for ones flagged as not an X-ray), drawn
+    on the pictures ``classify_images`` returned."""
+    todo = [
+        (r, img)
+        for r, img in zip(results, pictures, strict=True)
+        if r.diagnosed and img is not None
+    ]
     if not todo:
         return
     try:
-        images = [Image.open(io.BytesIO(r.thumbnail)).convert("L") for r, _ in todo]
         targets = [meta.class_names.index(r.prediction.label) for r, _ in todo]
-        maps = cam.heatmaps(images, targets)
+        maps = cam.heatmaps([img for _, img in todo], targets)
     except Exception as exc:  # noqa: BLE001 - an explanation failing must not hide a result
         log.exception("Grad-CAM failed")
         for r, _ in todo:
             r.heatmap_note = f"heatmap unavailable ({exc})"
         return
-    for (r, _), img, heat in zip(todo, images, maps, strict=True):
+    for (r, img), heat in zip(todo, maps, strict=True):
         r.heatmap = _jpeg(overlay(img, heat))
         if not heat.any():
             r.heatmap_note = "no region stood out for this class"

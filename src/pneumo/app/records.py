@@ -51,10 +51,10 @@ def classify_and_store(
         raise NothingToClassify()
     start = time.perf_counter()
     version = model_version(predictor.metadata)
-    results = classify_images(items, predictor, settings)
+    results, pictures = classify_images(items, predictor, settings)
     _store(results, patient, version, session_factory, session_id, user)
     if cam is not None:
-        add_heatmaps(results, items, cam, predictor.metadata, settings)
+        add_heatmaps(results, pictures, cam, predictor.metadata)
     seconds = time.perf_counter() - start
     log.info(
         "classified %d of %d images in %.2f s (session %s)",
