@@ -104,7 +104,6 @@ def evaluate(
     from pneumo.evaluation.report import write_report
     from pneumo.inference.engine import load_predictor
     from pneumo.models.checkpoint import resolve_model_dir
-    from pneumo.progress import progress_bar
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -115,6 +114,7 @@ def evaluate(
         raise PneumoError(f"{output}: the report file must end in .json")
     model_dir = resolve_model_dir(model)
     records = _records(Path(data), split, labels, images)
+    name = images.name if images is not None else (labels.stem if labels is not None else split)
     # The torch backend of the serving engine: the same decoding, preprocessing and calibration
     # as `predict`, `serve` and the app, without an ONNX export for a one-off evaluation.
     predictor = load_predictor(model_dir, backend="torch", batch_size=batch_size)
@@ -122,9 +122,29 @@ def evaluate(
     meta = predictor.metadata
     if tuple(meta.class_names) != CLASS_NAMES:
         raise ModelError(f"{model_dir}: classes {meta.class_names}, expected {CLASS_NAMES}")
-    config = meta.data_config
-    log.info("evaluating %s on %d images (%s)", model_dir, len(records), split)
-    with progress_bar(len(records), f"evaluate {labels.stem if labels else split}") as advance:
+    log.info("evaluating %s on %d images (%s)", model_dir, len(records), name)
+    kept, p, skipped = _classify(predictor, records, name)
+    if stress:
+        _stress(predictor, kept, model_dir, name, output, seed)
+    return write_report(
+        output,
+        y_true=np.array([int(r.label == "PNEUMONIA") for r in kept]),
+        p=p,
+        threshold=meta.threshold,
+        groups=[r.patient for r in kept],
+        history=find_history(model_dir),
+        model_info=_model_info(model_dir, meta),
+        split=name,
+        skipped=skipped,
+        predictions=_prediction_rows(kept, p, meta.threshold),
+    )
+
+
+def _classify(predictor, records: list[ImageRecord], name: str):
+    """Calibrated probabilities of the readable films; the others listed with their reason."""
+    from pneumo.progress import progress_bar
+
+    with progress_bar(len(records), f"evaluate {name}") as advance:
         preds = predictor.predict_sources(
             [r.path for r in records], [r.relpath for r in records], progress=advance
         )
@@ -141,11 +161,12 @@ def evaluate(
             probabilities.append(pred.probability)
     if not kept:
         raise DataError(f"none of the {len(records)} images could be read; see the warnings")
+    return kept, np.asarray(probabilities), skipped
 
-    p = np.asarray(probabilities)
-    y = np.array([int(r.label == "PNEUMONIA") for r in kept])
-    h, w = config.input_size
-    model_info = {
+
+def _model_info(model_dir: Path, meta) -> dict:
+    h, w = meta.data_config.input_size
+    return {
         "path": str(model_dir),
         "backbone": meta.backbone,
         "input_size": f"{h}x{w}",
@@ -154,34 +175,27 @@ def evaluate(
         "data_fingerprint": meta.data_fingerprint,
         "created": meta.created,
     }
-    predictions = [
+
+
+def _prediction_rows(kept: list[ImageRecord], p: np.ndarray, threshold: float) -> list[dict]:
+    return [
         {
             "path": r.relpath,
             "patient": r.patient,
             "label": r.label,
             "probability": float(prob),
-            "predicted": CLASS_NAMES[int(prob >= meta.threshold)],
+            "predicted": CLASS_NAMES[int(prob >= threshold)],
         }
         for r, prob in zip(kept, p, strict=True)
     ]
-    name = images.name if images is not None else (labels.stem if labels is not None else split)
-    if stress:
-        from pneumo.evaluation.stress import stress_test, write_stress_report
 
-        with progress_bar(len(kept), "stress test") as advance:
-            battery = stress_test(predictor, kept, seed=seed, advance=advance)
-        battery["model"] = str(model_dir)
-        battery["split"] = name
-        write_stress_report(battery, output.with_suffix(".stress.json"))
-    return write_report(
-        output,
-        y_true=y,
-        p=p,
-        threshold=meta.threshold,
-        groups=[r.patient for r in kept],
-        history=find_history(model_dir),
-        model_info=model_info,
-        split=name,
-        skipped=skipped,
-        predictions=predictions,
-    )
+
+def _stress(predictor, kept, model_dir: Path, name: str, output: Path, seed: int) -> None:
+    from pneumo.evaluation.stress import stress_test, write_stress_report
+    from pneumo.progress import progress_bar
+
+    with progress_bar(len(kept), "stress test") as advance:
+        battery = stress_test(predictor, kept, seed=seed, advance=advance)
+    battery["model"] = str(model_dir)
+    battery["split"] = name
+    write_stress_report(battery, output.with_suffix(".stress.json"))

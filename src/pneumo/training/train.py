@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pneumo.config import TrainConfig, cache_dir
+from pneumo.errors import PneumoError
 
 if TYPE_CHECKING:
     from pneumo.training.finalize import Selection
@@ -61,48 +62,18 @@ def train(cfg: TrainConfig) -> RunResult:
     """
     import torch
 
-    from pneumo.models.registry import create_model, data_config, get_spec
-    from pneumo.training.finalize import write_json
-    from pneumo.training.runtime import choose_precision, init_distributed
+    from pneumo.models.registry import data_config
+    from pneumo.training.runtime import init_distributed
     from pneumo.training.splits import training_records
 
     torch.manual_seed(cfg.seed)
     dist = init_distributed()
-    run_dir = Path(cfg.output)
     train_recs, val_recs = training_records(cfg)
-    spec = get_spec(cfg.backbone)
-    model = create_model(cfg.backbone, pretrained=cfg.pretrained, weights=cfg.weights)
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        from pneumo.errors import PneumoError
-
-        raise PneumoError("--device cuda: no CUDA GPU is available on this machine")
-    model = model.to(cfg.device)
+    model = _backbone(cfg)
     dcfg = data_config(model)
-    if cfg.mode == "frozen" and cfg.precision == "auto":
-        # The head must see the features serving computes (fp32): a head trained on bf16
-        # features lost 2 points of validation sensitivity when served in fp32.
-        precision = "fp32"
-    else:
-        precision = choose_precision(
-            cfg.precision,
-            model,
-            dcfg.input_size,
-            prefer_bf16=spec.bf16_training,
-            device=cfg.device,
-        )
+    precision = _precision(cfg, model, dcfg)
     if dist.is_main:
-        write_json(
-            run_dir / "config.json",
-            {
-                **cfg.to_dict(),
-                "resolved_precision": precision,
-                "weights_source": getattr(model, "weights_source", "unknown"),
-                "data_config": dcfg.to_dict(),
-                "n_train": len(train_recs),
-                "n_val": len(val_recs),
-                "world_size": dist.world_size,
-            },
-        )
+        _write_config(cfg, model, dcfg, precision, len(train_recs), len(val_recs), dist)
     log.info(
         "%s %s: %d train / %d validation images, %s",
         cfg.mode,
@@ -111,51 +82,109 @@ def train(cfg: TrainConfig) -> RunResult:
         len(val_recs),
         precision,
     )
-
-    if cfg.mode == "frozen":
-        from pneumo.training.features import cached_features, model_key
-        from pneumo.training.head import train_head
-
-        key = model_key(cfg.backbone, model, dcfg, precision)
-        kwargs = dict(
-            cache_dir=cache_dir() / "features",
-            key=key,
-            bf16=precision == "bf16",
-            workers=cfg.workers,
-        )
-        train_x, train_y, train_recs = cached_features(model, train_recs, dcfg, **kwargs)
-        val_x, val_y, val_recs = cached_features(model, val_recs, dcfg, **kwargs)
-        head = model.get_classifier()
-        history = train_head(cfg, head, train_x, train_y, val_x, val_y)
-        with torch.no_grad():
-            val_logits = head(torch.from_numpy(val_x).to(cfg.device)).cpu().numpy()
-        ood_train = train_x
-    else:
-        from pneumo.training.finetune import finetune
-        from pneumo.training.probe import init_head, load_start
-
-        # A resumed run restores its weights from the checkpoint; under torchrun rank 0 fits
-        # the head and DistributedDataParallel hands its weights and statistics to the others.
-        if not cfg.resume and dist.is_main:
-            if cfg.start_weights is not None:
-                head_info = load_start(model, cfg.start_weights)
-            else:
-                head_info = init_head(cfg, model, dcfg, train_recs, val_recs)
-            write_json(run_dir / "head_init.json", head_info)
-        model, history = finetune(
-            cfg, model, dcfg, train_recs, val_recs, precision=precision, dist=dist
-        )
-        if not dist.is_main:
-            return RunResult(run_dir, history, None)
-        val_logits, val_y, val_x, val_recs = validation_pass(model, val_recs, dcfg, cfg)
-        ood_train = ood_reference_features(model, train_recs, dcfg, cfg)
-
-    if not dist.is_main:
-        return RunResult(run_dir, history, None)
+    train_fn = _train_frozen if cfg.mode == "frozen" else _train_finetune
+    trained = train_fn(cfg, model, dcfg, train_recs, val_recs, precision, dist)
+    if trained is None:  # a torchrun rank other than 0: rank 0 writes the run
+        return RunResult(Path(cfg.output), [], None)
+    model, history, validation, ood_train, train_recs, val_recs = trained
     selection = write_outputs(
-        cfg, model, dcfg, train_recs, val_recs, history, (val_logits, val_y, val_x), ood_train
+        cfg, model, dcfg, train_recs, val_recs, history, validation, ood_train
     )
-    return RunResult(run_dir, history, selection)
+    return RunResult(Path(cfg.output), history, selection)
+
+
+def _backbone(cfg: TrainConfig):
+    """The backbone with its ImageNet weights (or the given ones) on the chosen device."""
+    import torch
+
+    from pneumo.models.registry import create_model
+
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise PneumoError("--device cuda: no CUDA GPU is available on this machine")
+    model = create_model(cfg.backbone, pretrained=cfg.pretrained, weights=cfg.weights)
+    return model.to(cfg.device)
+
+
+def _precision(cfg: TrainConfig, model, dcfg) -> str:
+    from pneumo.models.registry import get_spec
+    from pneumo.training.runtime import choose_precision
+
+    if cfg.mode == "frozen" and cfg.precision == "auto":
+        # The head must see the features serving computes (fp32): a head trained on bf16
+        # features lost 2 points of validation sensitivity when served in fp32.
+        return "fp32"
+    return choose_precision(
+        cfg.precision,
+        model,
+        dcfg.input_size,
+        prefer_bf16=get_spec(cfg.backbone).bf16_training,
+        device=cfg.device,
+    )
+
+
+def _write_config(cfg: TrainConfig, model, dcfg, precision, n_train, n_val, dist) -> None:
+    from pneumo.training.finalize import write_json
+
+    write_json(
+        Path(cfg.output) / "config.json",
+        {
+            **cfg.to_dict(),
+            "resolved_precision": precision,
+            "weights_source": getattr(model, "weights_source", "unknown"),
+            "data_config": dcfg.to_dict(),
+            "n_train": n_train,
+            "n_val": n_val,
+            "world_size": dist.world_size,
+        },
+    )
+
+
+def _train_frozen(cfg: TrainConfig, model, dcfg, train_recs, val_recs, precision, dist):
+    """A dense head on cached backbone features; the validation logits come from the head."""
+    import torch
+
+    from pneumo.training.features import cached_features, model_key
+    from pneumo.training.head import train_head
+
+    kwargs = dict(
+        cache_dir=cache_dir() / "features",
+        key=model_key(cfg.backbone, model, dcfg, precision),
+        bf16=precision == "bf16",
+        workers=cfg.workers,
+    )
+    train_x, train_y, train_recs = cached_features(model, train_recs, dcfg, **kwargs)
+    val_x, val_y, val_recs = cached_features(model, val_recs, dcfg, **kwargs)
+    head = model.get_classifier()
+    history = train_head(cfg, head, train_x, train_y, val_x, val_y)
+    if not dist.is_main:
+        return None
+    with torch.no_grad():
+        val_logits = head(torch.from_numpy(val_x).to(cfg.device)).cpu().numpy()
+    return model, history, (val_logits, val_y, val_x), train_x, train_recs, val_recs
+
+
+def _train_finetune(cfg: TrainConfig, model, dcfg, train_recs, val_recs, precision, dist):
+    """A sound start (linear probe, or another run's start), then end-to-end fine-tuning."""
+    from pneumo.training.finalize import write_json
+    from pneumo.training.finetune import finetune
+    from pneumo.training.probe import init_head, load_start
+
+    # A resumed run restores its weights from the checkpoint; under torchrun rank 0 fits
+    # the head and DistributedDataParallel hands its weights and statistics to the others.
+    if not cfg.resume and dist.is_main:
+        if cfg.start_weights is not None:
+            head_info = load_start(model, cfg.start_weights)
+        else:
+            head_info = init_head(cfg, model, dcfg, train_recs, val_recs)
+        write_json(Path(cfg.output) / "head_init.json", head_info)
+    model, history = finetune(
+        cfg, model, dcfg, train_recs, val_recs, precision=precision, dist=dist
+    )
+    if not dist.is_main:
+        return None
+    val_logits, val_y, val_x, val_recs = validation_pass(model, val_recs, dcfg, cfg)
+    ood_train = ood_reference_features(model, train_recs, dcfg, cfg)
+    return model, history, (val_logits, val_y, val_x), ood_train, train_recs, val_recs
 
 
 def validation_pass(model, val_recs, dcfg, cfg: TrainConfig):
