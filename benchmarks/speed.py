@@ -30,6 +30,7 @@ ORIGINALS = Path(os.environ.get("PNEUMO_ORIGINALS", ROOT.parent / "shared/data/o
 DATA = Path(os.environ.get("PNEUMO_DATA", ROOT.parent / "shared/data/chest_xray"))
 PNEUMO = [sys.executable, "-m", "pneumo"]
 EAGER_SCRIPT = ROOT / "benchmarks" / "torch_eager_script.py"
+FILMS = "624 films (224x224)"
 
 
 def films_624(workdir: Path) -> Path:
@@ -113,22 +114,32 @@ def bench_network(runs: int) -> list[dict]:
 def bench_pipeline(runs: int, workdir: Path) -> list[dict]:
     """`pneumo predict` end to end (start-up included, cache warm), interleaved with the plain
     torch-eager script on the originals; medians and a same-run ratio."""
-    jobs = {"624 films (224x224)": str(films_624(workdir))}
+    jobs = {FILMS: str(films_624(workdir))}
     if ORIGINALS.is_dir():
         jobs["80 full-size originals"] = str(ORIGINALS)
     out = str(workdir / "out.csv")
     run_peak([*PNEUMO, "predict", *jobs.values(), "-o", out, "--no-progress"])  # warm the cache
+    # the same pipeline called from Python: start-up without whatever the CLI imports
+    library = [
+        sys.executable,
+        "-c",
+        "import sys; from pneumo.inference.predict import predict_files; "
+        "predict_files([sys.argv[1]], output=sys.argv[2], progress=False)",
+    ]
     times: dict[str, list[tuple[float, float]]] = {}
     for _ in range(runs):
         for name, inputs in jobs.items():
             times.setdefault(name, []).append(
                 run_peak([*PNEUMO, "predict", inputs, "-o", out, "--no-progress"])
             )
+        times.setdefault("library", []).append(run_peak([*library, jobs[FILMS], out]))
         if ORIGINALS.is_dir():
             times.setdefault("eager", []).append(
                 run_peak([sys.executable, str(EAGER_SCRIPT), str(ORIGINALS)])
             )
     rows = []
+    jobs[FILMS + ", predict_files() from Python"] = jobs[FILMS]
+    times[FILMS + ", predict_files() from Python"] = times.pop("library")
     for name, inputs in jobs.items():
         n = len(Path(inputs).read_text().splitlines()) - 1 if inputs.endswith(".csv") else 80
         wall = float(np.median([t for t, _ in times[name]]))
