@@ -120,3 +120,15 @@ def test_without_validation_data_auto_is_fp32_and_nothing_is_cached(
     monkeypatch.setenv("PNEUMO_CACHE", str(tmp_path))
     assert guarded_precision(tiny_model) == "fp32"  # the tiny model records no training data
     assert not guard_path(tiny_model).exists()
+
+
+def test_without_calibration_films_int8_is_left_out_and_bf16_still_judged(
+    tiny_model, guard_inputs, tmp_path, monkeypatch
+):
+    pytest.importorskip("nncf")
+    from pneumo.inference.guard import run_guard
+
+    monkeypatch.setenv("PNEUMO_CACHE", str(tmp_path))
+    val, _ = guard_inputs
+    report = run_guard(tiny_model, val, [], precisions=("int8", "bf16"))
+    assert set(report.verdicts) == {"bf16"} and report.n == len(val)

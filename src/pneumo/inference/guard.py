@@ -253,9 +253,15 @@ def run_guard(
     fp32 = OpenVinoPredictor(ensure_ir(model_dir), meta, precision="fp32", threads=threads)
     candidates = {"fp32": fp32}
     for precision in precisions:
-        xml = (
-            ensure_int8_ir(model_dir, fp32, calibration) if precision == "int8" else fp32.model_path
-        )
+        try:
+            xml = (
+                ensure_int8_ir(model_dir, fp32, calibration)
+                if precision == "int8"
+                else fp32.model_path
+            )
+        except PneumoError as exc:  # e.g. no calibration film readable: judge the others
+            log.warning("%s left out of the accuracy guard: %s", precision, exc)
+            continue
         candidates[precision] = OpenVinoPredictor(xml, meta, precision=precision, threads=threads)
     probs: dict[str, list[np.ndarray]] = {k: [] for k in candidates}
     seconds = dict.fromkeys(candidates, 0.0)
@@ -276,7 +282,7 @@ def run_guard(
         return round(len(y) / seconds[name], 1) if seconds[name] > 0 else 0.0
 
     verdicts = {}
-    for precision in precisions:
+    for precision in [p for p in precisions if p in candidates]:
         v = judge(
             precision,
             y,
@@ -340,7 +346,7 @@ def guarded_precision(model_dir: str | Path, *, threads: int | None = None) -> s
             return report.chosen
         try:
             train, val = validation_records(read_metadata(model_dir))
-        except PneumoError as exc:
+        except (PneumoError, ValueError, TypeError, OSError) as exc:  # an odd training record
             log.info("fp32: reduced precision needs the accuracy guard, which cannot run (%s)", exc)
             return "fp32"
         log.info(
@@ -348,10 +354,15 @@ def guarded_precision(model_dir: str | Path, *, threads: int | None = None) -> s
             "films (once; the result is cached)",
             len(val),
         )
-        return run_guard(
-            model_dir,
-            val,
-            calibration_records(train),
-            split="patient-level validation split",
-            threads=threads,
-        ).chosen
+        try:
+            report = run_guard(
+                model_dir,
+                val,
+                calibration_records(train),
+                split="patient-level validation split",
+                threads=threads,
+            )
+        except PneumoError as exc:
+            log.warning("fp32: the accuracy guard failed (%s)", exc)
+            return "fp32"
+        return report.chosen
