@@ -133,6 +133,11 @@ def bench_pipeline(runs: int, workdir: Path) -> list[dict]:
                 run_peak([*PNEUMO, "predict", inputs, "-o", out, "--no-progress"])
             )
         times.setdefault("library", []).append(run_peak([*library, jobs[FILMS], out]))
+        times.setdefault("onnx", []).append(
+            run_peak(
+                [*PNEUMO, "predict", jobs[FILMS], "-o", out, "--no-progress", "--backend", "onnx"]
+            )
+        )
         if ORIGINALS.is_dir():
             times.setdefault("eager", []).append(
                 run_peak([sys.executable, str(EAGER_SCRIPT), str(ORIGINALS)])
@@ -140,6 +145,8 @@ def bench_pipeline(runs: int, workdir: Path) -> list[dict]:
     rows = []
     jobs[FILMS + ", predict_files() from Python"] = jobs[FILMS]
     times[FILMS + ", predict_files() from Python"] = times.pop("library")
+    jobs[FILMS + ", --backend onnx (before this work)"] = jobs[FILMS]
+    times[FILMS + ", --backend onnx (before this work)"] = times.pop("onnx")
     for name, inputs in jobs.items():
         n = len(Path(inputs).read_text().splitlines()) - 1 if inputs.endswith(".csv") else 80
         wall = float(np.median([t for t, _ in times[name]]))
@@ -150,6 +157,9 @@ def bench_pipeline(runs: int, workdir: Path) -> list[dict]:
             "img_s": round(n / wall, 1),
             "peak_rss_mib": round(max(m for _, m in times[name])),
         }
+        if "onnx" in name:
+            ratios = [a / b for (a, _), (b, _) in zip(times[name], times[FILMS], strict=True)]
+            row["default_is_faster_by"] = round(float(np.median(ratios)), 2)
         if name.startswith("80") and "eager" in times:
             ratios = [e / p for (p, _), (e, _) in zip(times[name], times["eager"], strict=True)]
             row["torch_eager_median_s"] = round(float(np.median([t for t, _ in times["eager"]])), 2)
@@ -292,11 +302,13 @@ def markdown(res: dict) -> str:
     if res.get("pipeline"):
         lines += [
             "",
-            "| `pneumo predict` on | median s (start-up incl.) | img/s | peak RSS MiB | vs torch eager |",
+            "| `pneumo predict` on | median s (start-up incl.) | img/s | peak RSS MiB | same-run ratio |",
             "|---|---|---|---|---|",
         ]
         for r in res["pipeline"]:
             ratio = f"{r['speedup_vs_torch_eager']}x" if "speedup_vs_torch_eager" in r else ""
+            if "default_is_faster_by" in r:
+                ratio = f"default {r['default_is_faster_by']}x faster"
             lines.append(
                 f"| {r['inputs']} | {r['median_s']} | {r['img_s']} | {r['peak_rss_mib']} | {ratio} |"
             )
