@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pneumo.evaluation.metrics import check_arrays
 from pneumo.models.outputs import temperature_softmax
 
 MIN_TEMPERATURE = 0.05
@@ -74,7 +75,6 @@ def calibrated_probabilities(logits, temperature: float) -> np.ndarray:
 def expected_calibration_error(y_true, p, n_bins: int = 10) -> float:
     """ECE of P(PNEUMONIA): the image-weighted mean gap between mean ``p`` and the observed
     pneumonia rate over ``n_bins`` equal-width bins."""
-    from pneumo.evaluation.metrics import check_arrays
 
     y, prob = check_arrays(y_true, p)
     bins = np.minimum((prob * n_bins).astype(int), n_bins - 1)

@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pneumo import CLASS_NAMES
+from pneumo.data.discover import find_images, find_split_dirs, folder_records
+from pneumo.data.labels import read_labels
 from pneumo.errors import DataError, ModelError, PneumoError
+from pneumo.evaluation.report import write_report
+from pneumo.evaluation.stress import stress_test, write_stress_report
+from pneumo.inference.engine import load_predictor
+from pneumo.models.checkpoint import resolve_model_dir
+from pneumo.progress import progress_bar
 
 if TYPE_CHECKING:
     from pneumo.data.discover import ImageRecord
@@ -41,7 +48,6 @@ def find_history(model_dir: Path) -> list[dict] | None:
 def _records(
     data: Path, split: str, labels: Path | None, images: Path | None = None
 ) -> list[ImageRecord]:
-    from pneumo.data.discover import find_images, find_split_dirs, folder_records
 
     if images is not None:
         records, labeled = folder_records(images)
@@ -51,8 +57,6 @@ def _records(
             raise DataError(f"{images}: no images in NORMAL/ or PNEUMONIA/")
         return records
     if labels is not None:
-        from pneumo.data.labels import read_labels
-
         records = read_labels(labels, data)
         if not records:
             raise DataError(f"labels file {labels} lists no images")
@@ -101,9 +105,6 @@ def evaluate(
     subgroup (NORMAL series, bacterial or viral) in NAME.stress.json and .md: a check of a model
     on a site's own films, not a way to select models.
     """
-    from pneumo.evaluation.report import write_report
-    from pneumo.inference.engine import load_predictor
-    from pneumo.models.checkpoint import resolve_model_dir
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -142,7 +143,6 @@ def evaluate(
 
 def _classify(predictor, records: list[ImageRecord], name: str):
     """Calibrated probabilities of the readable films; the others listed with their reason."""
-    from pneumo.progress import progress_bar
 
     with progress_bar(len(records), f"evaluate {name}") as advance:
         preds = predictor.predict_sources(
@@ -191,8 +191,6 @@ def _prediction_rows(kept: list[ImageRecord], p: np.ndarray, threshold: float) -
 
 
 def _stress(predictor, kept, model_dir: Path, name: str, output: Path, seed: int) -> None:
-    from pneumo.evaluation.stress import stress_test, write_stress_report
-    from pneumo.progress import progress_bar
 
     with progress_bar(len(kept), "stress test") as advance:
         battery = stress_test(predictor, kept, seed=seed, advance=advance)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pneumo import CLASS_NAMES
+from pneumo.evaluation.metrics import check_arrays
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -97,8 +98,6 @@ def plot_roc(y_true, p, threshold: float, path: str | Path) -> Path:
     """ROC curve with its AUC, the chance line, and the operating point at ``threshold``."""
     from sklearn.metrics import RocCurveDisplay
 
-    from pneumo.evaluation.metrics import check_arrays
-
     y, prob = check_arrays(y_true, p)
     if y.min() == y.max():
         raise ValueError("a ROC curve needs NORMAL and PNEUMONIA images")
@@ -128,8 +127,6 @@ def plot_reliability(y_true, p, path: str | Path, *, n_bins: int = 10) -> Path:
     """Reliability diagram: observed pneumonia rate against mean predicted probability per bin,
     with the histogram of probabilities below (calibration is only checked where data is)."""
     from sklearn.calibration import CalibrationDisplay
-
-    from pneumo.evaluation.metrics import check_arrays
 
     y, prob = check_arrays(y_true, p)
     fig = _figure(5, 6)

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from pneumo import CLASS_NAMES, __version__
+from pneumo.evaluation import plots as P
+from pneumo.evaluation.calibration import expected_calibration_error
 from pneumo.evaluation.metrics import (
     RATE_METRICS,
     baseline_metrics,
@@ -168,9 +170,6 @@ def write_report(
         Returns the report as written to the JSON file.
     """
     from sklearn.metrics import brier_score_loss
-
-    from pneumo.evaluation import plots as P
-    from pneumo.evaluation.calibration import expected_calibration_error
 
     output_json = Path(output_json)
     if output_json.suffix.lower() != ".json":

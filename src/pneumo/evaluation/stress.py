@@ -18,6 +18,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
+from pneumo.data.decode import load_grey
+from pneumo.errors import ImageDecodeError
+from pneumo.evaluation.metrics import compute_metrics
+
 
 def _gamma(g: float) -> Callable[[Image.Image, np.random.Generator], Image.Image]:
     table = [round(255 * (i / 255) ** g) for i in range(256)]
@@ -112,9 +116,6 @@ def subgroup(relpath: str, label: str) -> str:
 def stress_test(predictor, records, *, seed: int = 0, chunk: int = 64, advance=None) -> dict:
     """Run the battery over ``records`` (labelled ImageRecords). Returns per-shift metrics at
     the model's threshold, per-subgroup rates, and the images that could not be read."""
-    from pneumo.data.decode import load_grey
-    from pneumo.errors import ImageDecodeError
-    from pneumo.evaluation.metrics import compute_metrics
 
     threshold = predictor.metadata.threshold
     p = {name: [] for name in SHIFTS}

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from pneumo import CLASS_NAMES, __version__
 from pneumo.errors import ModelError
 from pneumo.models.preprocess import DataConfig
+from pneumo.models.registry import create_model
 
 if TYPE_CHECKING:
     import torch
@@ -174,8 +175,6 @@ def load_model(model_dir: str | Path | None = None) -> tuple[torch.nn.Module, Mo
     Returns ``(model, metadata, extra_tensors)`` where ``extra_tensors`` holds non-weight
     tensors such as the out-of-distribution statistics.
     """
-
-    from pneumo.models.registry import create_model
 
     model_dir = resolve_model_dir(model_dir)
     meta = read_metadata(model_dir)

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pneumo.errors import ModelError
+from pneumo.models.preprocess import DataConfig
+from pneumo.models.weights import load_imagenet_weights
 
 if TYPE_CHECKING:
     import torch
@@ -84,8 +86,6 @@ def create_model(
     )
     model.weights_source = "random initialisation"
     if weights or pretrained:
-        from pneumo.models.weights import load_imagenet_weights
-
         model.weights_source = load_imagenet_weights(model, spec, weights_file=weights)
     return model
 
@@ -93,7 +93,5 @@ def create_model(
 def data_config(model: torch.nn.Module) -> DataConfig:
     """Input size, mean and std from timm's data config of ``model`` (never hard-coded)."""
     import timm.data
-
-    from pneumo.models.preprocess import DataConfig
 
     return DataConfig.from_timm(timm.data.resolve_model_data_config(model))

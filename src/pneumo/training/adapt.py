@@ -31,7 +31,11 @@ import numpy as np
 from pneumo import CLASS_NAMES
 from pneumo.data.discover import ImageRecord, folder_records
 from pneumo.errors import DataError
-from pneumo.models.checkpoint import OodConfig
+from pneumo.evaluation.calibration import calibrated_probabilities, fit_temperature
+from pneumo.evaluation.metrics import compute_metrics
+from pneumo.evaluation.thresholds import EPS, choose_threshold
+from pneumo.inference.ood import fit_ood
+from pneumo.models.checkpoint import OodConfig, load_model, resolve_model_dir, save_model
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +98,6 @@ def _roc_auc(y, p) -> float:
 def threshold_for_share(p: np.ndarray, share: float) -> float:
     """The threshold under which ``1 - share`` of ``p`` falls: the films called PNEUMONIA
     (p >= threshold) are then ``share`` of them, as near as ties allow."""
-    from pneumo.evaluation.thresholds import EPS
 
     if share <= 0:
         return float(np.clip(p.max() + EPS, EPS, 1 - EPS))
@@ -131,10 +134,6 @@ def adapt(
     """
     import torch
 
-    from pneumo.evaluation.calibration import calibrated_probabilities, fit_temperature
-    from pneumo.evaluation.metrics import compute_metrics
-    from pneumo.evaluation.thresholds import choose_threshold
-    from pneumo.models.checkpoint import load_model, resolve_model_dir, save_model
     from pneumo.training.averaging import (
         BN_REFERENCE,
         batchnorm_statistics,
@@ -254,7 +253,6 @@ def adapt(
 def _refit_ood(features: np.ndarray, settings: OodConfig):
     """A new OOD reference from the site's films: half as reference, half to set the cut-off
     (the same quantile and margin as the base model)."""
-    from pneumo.inference.ood import fit_ood
 
     rng = np.random.default_rng(0)
     order = rng.permutation(len(features))

@@ -12,7 +12,11 @@ from pathlib import Path
 import numpy as np
 
 from pneumo.config import TrainConfig
-from pneumo.models.checkpoint import OodConfig
+from pneumo.evaluation.calibration import expected_calibration_error
+from pneumo.evaluation.metrics import compute_metrics
+from pneumo.inference.engine import load_predictor
+from pneumo.models.checkpoint import OodConfig, load_model, read_metadata, save_model
+from pneumo.training.splits import canary_records, training_records
 
 THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 """Operating points shown in the card, beside the model's own."""
@@ -120,10 +124,6 @@ def _predict(predictor, records) -> tuple[np.ndarray, np.ndarray]:
 def shipped_figures(model_dir: Path, cfg: TrainConfig) -> dict:
     """Validation and canary (official val split) figures of the shipped weights, at the
     model's threshold and across ``THRESHOLDS``."""
-    from pneumo.evaluation.calibration import expected_calibration_error
-    from pneumo.evaluation.metrics import compute_metrics
-    from pneumo.inference.engine import load_predictor
-    from pneumo.training.splits import canary_records, training_records
 
     predictor = load_predictor(model_dir, backend="torch")
     meta = predictor.metadata
@@ -163,7 +163,6 @@ def shipped_figures(model_dir: Path, cfg: TrainConfig) -> dict:
 
 def model_card(run_dir: Path, dest: Path, figures: dict) -> str:
     """The model card of the model in ``dest`` packaged from ``run_dir``."""
-    from pneumo.models.checkpoint import read_metadata
 
     meta = read_metadata(dest)
     config = json.loads((run_dir / "config.json").read_text())
@@ -311,7 +310,6 @@ def bundle_model(run_dir: Path, dest: Path) -> Path:
     the threshold rule, and validation and official-val (canary) figures computed from the
     shipped fp16 weights at the model's threshold and across thresholds.
     """
-    from pneumo.models.checkpoint import load_model, save_model
 
     run_dir, dest = Path(run_dir), Path(dest)
     model, meta, extra = load_model(run_dir / "model")

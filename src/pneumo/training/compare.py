@@ -10,6 +10,16 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
+from pneumo.data.discover import data_root_of, find_images
+from pneumo.data.labels import write_label_file
+from pneumo.errors import DataError, PneumoError
+from pneumo.evaluation.metrics import baseline_metrics
+from pneumo.models.checkpoint import METADATA_FILE, read_metadata
+from pneumo.models.registry import get_spec
+from pneumo.training.splits import training_records
+from pneumo.training.train import train
+from pneumo.training.train import train as run_train
+
 log = logging.getLogger(__name__)
 
 COLUMNS = ("roc_auc", "balanced_accuracy", "sensitivity", "specificity", "accuracy", "f1")
@@ -74,12 +84,6 @@ def compare(base, backbones: list[str], *, output: Path, retrain: bool = True) -
 
     import numpy as np
 
-    from pneumo.errors import PneumoError
-    from pneumo.evaluation.metrics import baseline_metrics
-    from pneumo.models.registry import get_spec
-    from pneumo.training.splits import training_records
-    from pneumo.training.train import train
-
     for name in backbones:
         get_spec(name)  # fail fast on a typo, before hours of training
     output = Path(output)
@@ -122,10 +126,6 @@ def compare(base, backbones: list[str], *, output: Path, retrain: bool = True) -
 def retrain_on_all(base, winner: dict, output: Path) -> Path:
     """Retrain the winner on train + validation for its best epoch count. There is no data
     left to select on, so the threshold and temperature chosen on validation are kept."""
-    from pneumo.data.discover import data_root_of, find_images
-    from pneumo.data.labels import write_label_file
-    from pneumo.errors import DataError
-    from pneumo.training.splits import training_records
 
     train, val = training_records(base)
     labels_dir = output / "final" / "labels"
@@ -149,7 +149,6 @@ def retrain_on_all(base, winner: dict, output: Path) -> Path:
         val_labels=val_file,
         patience=winner["best_epoch"] + 1,
     )
-    from pneumo.training.train import train as run_train
 
     run_dir = run_train(cfg).run_dir
     _keep_selection(
@@ -159,7 +158,6 @@ def retrain_on_all(base, winner: dict, output: Path) -> Path:
 
 
 def _keep_selection(model_dir: Path, *, threshold: float, temperature: float) -> None:
-    from pneumo.models.checkpoint import METADATA_FILE, read_metadata
     from pneumo.training.finalize import uncertain_band
 
     meta = read_metadata(model_dir)

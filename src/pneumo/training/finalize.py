@@ -13,6 +13,10 @@ import torch
 
 from pneumo import __version__
 from pneumo.config import TrainConfig
+from pneumo.evaluation.calibration import calibrated_probabilities, fit_temperature
+from pneumo.evaluation.metrics import compute_metrics
+from pneumo.evaluation.thresholds import bayes_threshold, choose_threshold
+from pneumo.inference.ood import fit_ood
 from pneumo.models.checkpoint import ModelMetadata, save_model
 from pneumo.models.preprocess import DataConfig
 from pneumo.training.averaging import BN_REFERENCE
@@ -50,9 +54,6 @@ def calibrate_and_select(
 ) -> Selection:
     """Temperature (NLL on validation), then the threshold by ``cfg.threshold_method``, then the
     validation figures at that threshold."""
-    from pneumo.evaluation.calibration import calibrated_probabilities, fit_temperature
-    from pneumo.evaluation.metrics import compute_metrics
-    from pneumo.evaluation.thresholds import bayes_threshold, choose_threshold
 
     balanced = cfg.class_balance != "none"
     # Validation carved from train is nearly separable, so its NLL always asks for sharper
@@ -108,7 +109,6 @@ def write_model(
     """Save weights, OOD statistics, the training films' batch-norm statistics (the reference
     ``pneumo adapt`` measures a site against) and metadata into ``output``. ``variant`` says
     which averaging of which runs the weights are (``pneumo variants --export``)."""
-    from pneumo.inference.ood import fit_ood
 
     ood_tensors, ood_settings = fit_ood(train_features, val_features)
     metadata = ModelMetadata(

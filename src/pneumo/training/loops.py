@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from pneumo.models.outputs import temperature_softmax
+from pneumo.training.runtime import autocast
 
 
 def features_and_logits(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,7 +42,6 @@ def cosine_with_warmup(optimizer, total_steps: int, warmup_steps: int):
 @torch.inference_mode()
 def predict_loader(model: nn.Module, loader, *, bf16: bool = False, advance=None) -> dict:
     """Run ``model`` over ``loader``: logits, features, labels, paths and patients as arrays."""
-    from pneumo.training.runtime import autocast
 
     model.eval()
     device = next(model.parameters()).device

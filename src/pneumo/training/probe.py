@@ -14,6 +14,7 @@ from torch import nn
 
 from pneumo.config import TrainConfig, cache_dir
 from pneumo.data.discover import ImageRecord
+from pneumo.errors import PneumoError
 from pneumo.training.averaging import recompute_batchnorm
 from pneumo.training.loops import clean_batches
 
@@ -48,8 +49,6 @@ def load_start(model: nn.Module, path) -> dict:
     """Start from another run's starting state (backbone, BN statistics and probe head), so
     that fine-tunes with other seeds share one start and their weights can be averaged."""
     from safetensors.torch import load_file
-
-    from pneumo.errors import PneumoError
 
     try:
         state = load_file(str(path))

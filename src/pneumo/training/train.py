@@ -10,6 +10,10 @@ from typing import TYPE_CHECKING
 
 from pneumo.config import TrainConfig, cache_dir
 from pneumo.errors import PneumoError
+from pneumo.evaluation.report import write_report
+from pneumo.models.registry import create_model, data_config, get_spec
+from pneumo.training.runtime import choose_precision, init_distributed
+from pneumo.training.splits import fingerprint, training_records
 
 if TYPE_CHECKING:
     from pneumo.training.finalize import Selection
@@ -62,10 +66,6 @@ def train(cfg: TrainConfig) -> RunResult:
     """
     import torch
 
-    from pneumo.models.registry import data_config
-    from pneumo.training.runtime import init_distributed
-    from pneumo.training.splits import training_records
-
     torch.manual_seed(cfg.seed)
     dist = init_distributed()
     train_recs, val_recs = training_records(cfg)
@@ -97,8 +97,6 @@ def _backbone(cfg: TrainConfig):
     """The backbone with its ImageNet weights (or the given ones) on the chosen device."""
     import torch
 
-    from pneumo.models.registry import create_model
-
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise PneumoError("--device cuda: no CUDA GPU is available on this machine")
     model = create_model(cfg.backbone, pretrained=cfg.pretrained, weights=cfg.weights)
@@ -106,8 +104,6 @@ def _backbone(cfg: TrainConfig):
 
 
 def _precision(cfg: TrainConfig, model, dcfg) -> str:
-    from pneumo.models.registry import get_spec
-    from pneumo.training.runtime import choose_precision
 
     if cfg.mode == "frozen" and cfg.precision == "auto":
         # The head must see the features serving computes (fp32): a head trained on bf16
@@ -220,7 +216,6 @@ def write_outputs(
     from pneumo.training.averaging import batchnorm_statistics
     from pneumo.training.finalize import calibrate_and_select, write_json, write_model
     from pneumo.training.loops import clean_batches
-    from pneumo.training.splits import fingerprint
 
     run_dir = Path(cfg.output)
     val_logits, val_y, val_x = validation
@@ -240,7 +235,6 @@ def write_outputs(
     )
     write_json(run_dir / "history.json", history)
     write_json(run_dir / "metrics.json", selection.summary())
-    from pneumo.evaluation.report import write_report
 
     write_report(
         run_dir / "report" / "validation.json",

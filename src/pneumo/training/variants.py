@@ -12,10 +12,21 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pneumo.config import TrainConfig
-from pneumo.training.finalize import Selection
-from pneumo.training.train import validation_pass
+from pneumo.evaluation.calibration import (
+    calibrated_probabilities,
+    fit_temperature,
+    negative_log_likelihood,
+)
+from pneumo.evaluation.metrics import compute_metrics
+from pneumo.models.registry import create_model, data_config
+from pneumo.training.splits import canary_records, training_records
+from pneumo.training.train import ood_reference_features, validation_pass, write_outputs
+
+if TYPE_CHECKING:
+    from pneumo.training.finalize import Selection
 
 # torch (through pneumo.training.averaging) is imported inside the functions: the CLI imports
 # this module at start-up for its help text.
@@ -67,15 +78,7 @@ def compare_variants(
     measured on the validation split and on the official 16-image val split (the canary, never
     selected on). Writes RUN/variants.json and RUN/variants.md.
     """
-    from pneumo.evaluation.calibration import (
-        calibrated_probabilities,
-        fit_temperature,
-        negative_log_likelihood,
-    )
-    from pneumo.evaluation.metrics import compute_metrics
-    from pneumo.models.registry import create_model, data_config
     from pneumo.training.averaging import greedy_soup
-    from pneumo.training.splits import canary_records, training_records
 
     run = Path(run)
     cfg = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
@@ -213,9 +216,6 @@ def export_variant(
 ) -> Selection:
     """Write variant ``name`` of ``run`` as a model directory, calibrated and thresholded by
     the run's own rule, exactly as ``pneumo train`` writes its model."""
-    from pneumo.models.registry import create_model, data_config
-    from pneumo.training.splits import training_records
-    from pneumo.training.train import ood_reference_features, write_outputs
 
     run = Path(run)
     cfg = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
