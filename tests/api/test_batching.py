@@ -102,3 +102,22 @@ def test_batching_settings_are_checked(name, value):
 
     with pytest.raises(PneumoError, match=name):
         ApiSettings.from_env({name: value})
+
+
+def test_model_info_shows_the_precision_and_the_guard_figures(tmp_path, monkeypatch):
+    pytest.importorskip("openvino")
+    from pneumo.inference.engine import load_predictor
+    from pneumo.inference.guard import GuardReport, Verdict, _write_json, guard_path
+    from synthetic import build_tiny_model
+
+    monkeypatch.setenv("PNEUMO_CACHE", str(tmp_path))
+    tiny_model = build_tiny_model(tmp_path / "tiny")
+    refused = Verdict("bf16", 0.9, 0.05, 9, 0.09, 2, 0.3, False, ["9 decisions flipped (9.00%)"])
+    report = GuardReport("fp32", "validation (100 films)", 100, 0.95, 80.0, {}, {"bf16": refused})
+    _write_json(guard_path(tiny_model), report.to_dict())
+    with _client(load_predictor(tiny_model, backend="openvino")) as client:
+        body = client.get("/v1/model").json()
+    assert body["backend"] == "openvino" and body["precision"] == "fp32"
+    guard = body["precision_guard"]
+    assert guard["chosen"] == "fp32" and guard["verdicts"]["bf16"]["flips"] == 9
+    assert guard["verdicts"]["bf16"]["passed"] is False

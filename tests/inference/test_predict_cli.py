@@ -175,3 +175,23 @@ def test_shard_flag_and_explicit_merge(tiny_model, folder, tmp_path, capsys):
     assert json.loads(out.read_text()) == rows
     assert main([*base, "--shard", "2/2"]) == 2
     assert "invalid shard 2/2" in capsys.readouterr().err
+
+
+def test_precision_can_be_forced_and_a_backend_without_it_says_so(
+    tiny_model, folder, tmp_path, capsys, caplog
+):
+    import logging
+
+    from pneumo.cli import main
+
+    caplog.set_level(logging.INFO, logger="pneumo.inference.engine")
+    out = tmp_path / "bf16.csv"
+    args = ["predict", str(folder), "--model", str(tiny_model), "--no-progress", "-o"]
+    code = main([*args, str(out), "--backend", "onnx", "--precision", "bf16"])
+    err = capsys.readouterr().err
+    assert code != 0 and "ONNX Runtime runs fp32" in err and "Traceback" not in err
+    assert not out.exists()
+    pytest.importorskip("openvino")
+    assert main([*args, str(out), "--backend", "openvino", "--precision", "bf16"]) == 0
+    assert "openvino, bf16" in caplog.text  # the log line of the loaded engine
+    assert len(out.read_text().splitlines()) > 1
