@@ -27,6 +27,7 @@ from pneumo.models.outputs import temperature_softmax
 from pneumo.models.preprocess import preprocess
 
 if TYPE_CHECKING:
+    from pneumo.inference.guard import GuardReport
     from pneumo.models.checkpoint import ModelMetadata
 
 log = logging.getLogger(__name__)
@@ -184,7 +185,7 @@ class Predictor(ABC):
     """Short name of the backend for logs and the API (``openvino``, ``onnx`` or ``torch``)."""
     precision: str = "fp32"
     """Numeric precision the forward pass runs at (``fp32``, ``bf16`` or ``int8``)."""
-    precision_guard: dict | None = None
+    precision_guard: GuardReport | None = None
     """The accuracy guard's report for this model on this machine (OpenVINO), if it ran."""
 
     @abstractmethod

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pneumo.errors import PneumoError
+from pneumo.inference.guard import GuardReport
 
 
 @dataclass
@@ -21,8 +22,8 @@ class ModelSummary:
     validation_roc_auc: float | None
     backend: str
     """The engine ``auto`` resolves to here."""
-    guard: dict | None
-    """The cached guard report (``pneumo.inference.guard.GuardReport.to_dict``), if it ran."""
+    guard: GuardReport | None
+    """The cached accuracy guard report, if the guard ran."""
     guard_problem: str | None = None
     """Why the guard could not run, when ``check`` asked for it."""
 
@@ -71,7 +72,7 @@ def summarize(model_dir: str | Path, *, check: bool = False) -> ModelSummary:
                 )
             except PneumoError as exc:
                 problem = str(exc)
-        guard = None if report is None else report.to_dict()
+        guard = report
     metrics = meta.metrics if isinstance(meta.metrics, dict) else {}
     return ModelSummary(
         path=model_dir,
@@ -104,23 +105,23 @@ def format_summary(s: ModelSummary) -> str:
         why = s.guard_problem or "not run yet: it runs on first use, or now with --check"
         lines.append(f"  engine here: openvino; precision guard {why}")
         return "\n".join(lines)
-    limits = g["limits"]
+    limits = g.limits
     lines += [
-        f"  engine here: openvino {g['chosen']} (precision auto)",
-        f"  accuracy guard on the {g['split']}, {g['created']}: ROC-AUC within "
+        f"  engine here: openvino {g.chosen} (precision auto)",
+        f"  accuracy guard on the {g.split}, {g.created}: ROC-AUC within "
         f"{limits['max_auc_change']}, at most {limits['max_flip_share']:.1%} of decisions "
         "flipped, every flip inside the uncertain band",
         "    precision  ROC-AUC  change   flips          outside band  max |dp|  img/s  verdict",
-        f"    {'fp32':<10} {g['roc_auc_fp32']:.4f}  {'-':<8} {'-':<14} {'-':<13} {'-':<9}"
-        f" {g['fp32_images_per_s'] or 0:>5.0f}  reference",
+        f"    {'fp32':<10} {g.roc_auc_fp32:.4f}  {'-':<8} {'-':<14} {'-':<13} {'-':<9}"
+        f" {g.fp32_images_per_s or 0:>5.0f}  reference",
     ]
-    for v in g["verdicts"].values():
-        verdict = "passed" if v["passed"] else "refused: " + "; ".join(v["reasons"])
-        flips = f"{v['flips']} ({v['flip_share']:.2%})"
+    for v in g.verdicts.values():
+        verdict = "passed" if v.passed else "refused: " + "; ".join(v.reasons)
+        flips = f"{v.flips} ({v.flip_share:.2%})"
         lines.append(
-            f"    {v['precision']:<10} {v['roc_auc']:.4f}  {v['roc_auc'] - g['roc_auc_fp32']:<+8.4f}"
-            f" {flips:<14} {v['flips_outside_band']:<13} {v['max_probability_change']:<9.3f}"
-            f" {v['images_per_s'] or 0:>5.0f}  {verdict}"
+            f"    {v.precision:<10} {v.roc_auc:.4f}  {v.roc_auc - g.roc_auc_fp32:<+8.4f}"
+            f" {flips:<14} {v.flips_outside_band:<13} {v.max_probability_change:<9.3f}"
+            f" {v.images_per_s or 0:>5.0f}  {verdict}"
         )
     if s.guard_problem:
         lines.append(f"  (--check could not run again: {s.guard_problem})")

@@ -293,6 +293,5 @@ def _load_openvino(
         threads=threads,
         batch_size=batch_size,
     )
-    report = read_guard(model_dir)
-    predictor.precision_guard = None if report is None else report.to_dict()
+    predictor.precision_guard = read_guard(model_dir)
     return predictor

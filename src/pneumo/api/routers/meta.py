@@ -54,6 +54,7 @@ def model_info(predictor: Annotated[Predictor, Depends(get_predictor)]) -> Model
     """The served model: backbone, classes, input size, threshold, calibration, metrics."""
     meta = predictor.metadata
     cutoff = meta.ood.cutoff if meta.ood else None
+    guard = predictor.precision_guard
     return ModelInfo(
         backbone=meta.backbone,
         class_names=list(meta.class_names),
@@ -69,5 +70,5 @@ def model_info(predictor: Annotated[Predictor, Depends(get_predictor)]) -> Model
         server_version=__version__,
         backend=predictor.backend,
         precision=predictor.precision,
-        precision_guard=predictor.precision_guard,
+        precision_guard=None if guard is None else guard.to_dict(),
     )
