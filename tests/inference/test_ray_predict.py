@@ -4,31 +4,60 @@ mid-run still leaves every row exactly once."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
-import threading
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from pneumo.inference.predict import predict_files
-from pneumo.inference.ray_predict import predict_with_ray
 from pneumo.inference.rows import read_rows
 
 pytestmark = [pytest.mark.slow, pytest.mark.realdata]
 
+SRC = Path(__file__).resolve().parents[2] / "src"
 MODEL_WORKER = "ray::MapWorker(MapBatches(_PredictActor))"
 """Process title of a model actor; ``.submit`` is appended while it runs a batch."""
 
+DRIVER = """
+import json, sys
+import ray
+from pneumo.inference.ray_predict import predict_with_ray
 
-@pytest.fixture(scope="module")
-def local_ray():
-    import ray  # a dev dependency: missing, these tests fail rather than skip
+inputs, batch_size, outputs = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
+ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+for output in outputs:
+    summary = predict_with_ray(inputs, output=output, batch_size=batch_size, progress=False)
+    print(summary.total, summary.errors, flush=True)
+"""
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    yield ray
-    ray.shutdown()
+
+def _start_driver(inputs: list[str], outputs: list[Path], batch_size: int = 8):
+    """The Ray driver in a process of its own, with a local 2-CPU Ray: Ray's threads and
+    signal handlers never enter the test process."""
+    return subprocess.Popen(
+        [sys.executable, "-c", DRIVER, json.dumps(inputs), str(batch_size), *map(str, outputs)],
+        env=dict(os.environ, PYTHONPATH=str(SRC)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _finish(driver, timeout: float = 240) -> list[str]:
+    try:
+        out, err = driver.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.communicate()
+        raise AssertionError("the Ray run did not finish") from None
+    assert driver.returncode == 0, err[-3000:]
+    return out.split()
 
 
 @pytest.fixture(scope="module")
@@ -57,61 +86,63 @@ def local_csv(inputs, tmp_path_factory) -> Path:
     return out
 
 
-def test_ray_rows_are_the_local_rows(local_ray, inputs, local_csv, tmp_path):
-    summary = predict_with_ray(inputs, output=tmp_path / "rows.csv", progress=False)
-    assert (tmp_path / "rows.csv").read_bytes() == local_csv.read_bytes()
+def test_ray_rows_are_the_local_rows(inputs, local_csv, tmp_path):
+    outputs = [tmp_path / "rows.csv", tmp_path / "rows.json", tmp_path / "rows.parquet"]
+    counts = _finish(_start_driver(inputs, outputs))
+    assert outputs[0].read_bytes() == local_csv.read_bytes()
     rows = read_rows(local_csv)
-    assert len(rows) == len(inputs) == summary.total
+    assert len(rows) == len(inputs)
     errors = [r["path"] for r in rows if r["error"]]
-    assert len(errors) == summary.errors == 4  # each bad input in its own row
+    assert len(errors) == 4  # each bad input in its own row
+    assert counts == [str(len(inputs)), "4"] * 3  # the summaries say so too
     assert all(r["class"] in ("NORMAL", "PNEUMONIA") for r in rows if not r["error"])
 
     predict_files(inputs, output=tmp_path / "local.json", progress=False)
-    predict_with_ray(inputs, output=tmp_path / "rows.json", progress=False)
-    assert (tmp_path / "rows.json").read_bytes() == (tmp_path / "local.json").read_bytes()
+    assert outputs[1].read_bytes() == (tmp_path / "local.json").read_bytes()
 
     import pyarrow.parquet as pq
 
-    predict_with_ray(inputs, output=tmp_path / "rows.parquet", progress=False)
-    table = pq.read_table(tmp_path / "rows.parquet")
-    assert table.to_pylist() == read_rows(tmp_path / "local.json")
+    assert pq.read_table(outputs[2]).to_pylist() == read_rows(tmp_path / "local.json")
 
 
-def _model_workers(busy: bool) -> list[int]:
+def _parent(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def _busy_model_workers(driver_pid: int) -> list[int]:
+    """Model actors of this run (descendants of its driver) in the middle of a batch."""
     found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
+    for pid in map(int, filter(str.isdigit, os.listdir("/proc"))):
         try:
             title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
         except (OSError, UnicodeDecodeError):
             continue
-        if title.startswith(MODEL_WORKER) and (not busy or title.endswith(".submit")):
-            found.append(int(pid))
+        if not (title.startswith(MODEL_WORKER) and title.endswith(".submit")):
+            continue
+        ancestor = pid
+        while ancestor > 1 and ancestor != driver_pid:
+            ancestor = _parent(ancestor)
+        if ancestor == driver_pid:
+            found.append(pid)
     return found
 
 
 @pytest.mark.timeout(300)
-def test_a_model_worker_killed_mid_run_loses_no_row(local_ray, inputs, local_csv, tmp_path):
+def test_a_model_worker_killed_mid_run_loses_no_row(inputs, local_csv, tmp_path):
     out = tmp_path / "rows.csv"
-    failure = []
-
-    def run():
-        try:
-            predict_with_ray(inputs, output=out, batch_size=2, progress=False)
-        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
-            failure.append(exc)
-
-    driver = threading.Thread(target=run)
-    driver.start()
+    driver = _start_driver(inputs, [out], batch_size=2)
     killed = None
-    deadline = time.monotonic() + 120
-    while killed is None and driver.is_alive() and time.monotonic() < deadline:
-        busy = _model_workers(busy=True)  # in the middle of a batch
+    deadline = time.monotonic() + 150
+    while killed is None and driver.poll() is None and time.monotonic() < deadline:
+        busy = _busy_model_workers(driver.pid)
         if busy:
             killed = busy[0]
             os.kill(killed, signal.SIGKILL)
         time.sleep(0.05)
-    driver.join(timeout=240)
+    _finish(driver)
     assert killed is not None, "no model worker was seen running a batch"
-    assert not driver.is_alive(), "the run did not finish after its worker was killed"
-    assert not failure, failure
     assert out.read_bytes() == local_csv.read_bytes()  # every row once, in order, as local
