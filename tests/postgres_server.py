@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -78,9 +79,27 @@ def running_postgres(bin_dir: Path) -> Iterator[PostgresServer]:
         run(*initdb, "-E", "UTF8", "--no-locale")  # no dependence on the machine's locales
         options = f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off -c max_connections=100"
         run(str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "start")
+        stop = [*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]
+        watchdog = _stop_when_gone(os.getpid(), stop, root)
         try:
             yield PostgresServer(port, user)
         finally:
-            run(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
+            watchdog.kill()
+            watchdog.wait()
+            subprocess.run(stop, check=True, capture_output=True, timeout=120)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _stop_when_gone(pid: int, stop: list[str], root: Path) -> subprocess.Popen:
+    """A shell that stops the server and removes its folder once ``pid`` has exited: a test run
+    killed outright (SIGKILL, a crash) must not leave a PostgreSQL server behind."""
+    script = f"while kill -0 {pid} 2>/dev/null; do sleep 1; done; {shlex.join(stop)}; "
+    script += f"rm -rf {shlex.quote(str(root))}"
+    return subprocess.Popen(
+        ["sh", "-c", script],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # outlives a kill of the test run's process group
+    )
