@@ -281,8 +281,7 @@ def _load_openvino(
             from pneumo.inference.quantize import ensure_int8_ir
 
             train, _ = validation_records(meta)
-            fp32 = OpenVinoPredictor(ensure_ir(model_dir), meta, threads=threads)
-            xml = ensure_int8_ir(model_dir, fp32, calibration_records(train))
+            xml = ensure_int8_ir(model_dir, calibration_records(train))
     from pneumo.inference.guard import read_guard
 
     predictor = OpenVinoPredictor(

@@ -254,11 +254,7 @@ def run_guard(
     candidates = {"fp32": fp32}
     for precision in precisions:
         try:
-            xml = (
-                ensure_int8_ir(model_dir, fp32, calibration)
-                if precision == "int8"
-                else fp32.model_path
-            )
+            xml = ensure_int8_ir(model_dir, calibration) if precision == "int8" else fp32.model_path
         except PneumoError as exc:  # e.g. no calibration film readable: judge the others
             log.warning("%s left out of the accuracy guard: %s", precision, exc)
             continue

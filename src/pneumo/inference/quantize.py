@@ -3,11 +3,19 @@ training films, so int8 runs end to end on the CPU's int8 units. Dynamic quantis
 measures ranges per call, was slower than fp32 here and flipped decisions. The first
 convolution (raw pixels) and the classifier stay fp32, the usual recipe: on the bundled model's
 validation split that cut flipped decisions from 28 to 6 and those outside the uncertain band
-from 5 to 0, at the same speed."""
+from 5 to 0, at the same speed.
+
+Calibration runs in a child process (``python -m pneumo.inference.quantize``): NNCF imports
+torch (about 500 MiB) and starts thread pools that the caller, a `pneumo predict` on first use
+or a test run, is better without."""
 
 from __future__ import annotations
 
+import json
 import logging
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,43 +23,59 @@ from pneumo.errors import ModelError, PneumoError
 
 if TYPE_CHECKING:
     from pneumo.data.discover import ImageRecord
-    from pneumo.inference.base import Predictor
 
 log = logging.getLogger(__name__)
 
 _LAYERS = ("Convolution", "GroupConvolution", "MatMul")
 
 
-def ensure_int8_ir(
-    model_dir: str | Path, predictor: Predictor, calibration: list[ImageRecord]
-) -> Path:
-    """The cached int8 IR of ``model_dir``, calibrated on first use on ``calibration`` films
-    (decoded and preprocessed by ``predictor``, as at inference)."""
-    from pneumo.inference.openvino_backend import cached_ir_path, ensure_ir
+def ensure_int8_ir(model_dir: str | Path, calibration: list[ImageRecord]) -> Path:
+    """The cached int8 IR of ``model_dir``, calibrated on first use on the ``calibration``
+    films (decoded and preprocessed as at inference) in a child process."""
+    from pneumo.inference.openvino_backend import cached_ir_path
 
     xml = cached_ir_path(model_dir, "int8")
     if xml.is_file() and xml.with_suffix(".bin").is_file():
         return xml
-    arrays = []
-    for r in calibration:
-        try:
-            arrays.append(predictor._load(r.path, str(r.path))[0][None])
-        except PneumoError:
-            continue
-    if not arrays:
-        raise ModelError("int8 needs training films to calibrate on; none could be read")
+    if not calibration:
+        raise ModelError("int8 needs training films to calibrate on; none were found")
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as job:
+        json.dump({"model_dir": str(model_dir), "paths": [str(r.path) for r in calibration]}, job)
+        job.flush()
+        done = subprocess.run([sys.executable, "-m", __name__, job.name], check=False)
+    if done.returncode != 0 or not xml.is_file():
+        raise ModelError(f"{model_dir}: int8 calibration failed (see the messages above)")
+    return xml
+
+
+def calibrate(model_dir: str | Path, paths: list[str]) -> Path:
+    """Quantise ``model_dir`` to int8 on the films at ``paths`` and cache the IR (in this
+    process: ``ensure_int8_ir`` runs it in a child)."""
+    from pneumo.inference.openvino_backend import OpenVinoPredictor, cached_ir_path, ensure_ir
+    from pneumo.models.checkpoint import read_metadata
+
     try:
         import nncf
         import openvino as ov
     except ImportError:
         raise ModelError("int8 needs NNCF: pip install 'pneumo[openvino]'") from None
+    fp32 = OpenVinoPredictor(ensure_ir(model_dir), read_metadata(model_dir))
+    arrays = []
+    for path in paths:
+        try:
+            arrays.append(fp32._load(path, path)[0][None])
+        except PneumoError:
+            continue
+    if not arrays:
+        raise ModelError("int8 needs training films to calibrate on; none could be read")
     log.info("calibrating int8 on %d training films (once per machine)", len(arrays))
-    model = ov.Core().read_model(str(ensure_ir(model_dir)))
+    model = ov.Core().read_model(str(fp32.model_path))
     layers = [op for op in model.get_ordered_ops() if op.get_type_name() in _LAYERS]
     kept = nncf.IgnoredScope(names=[layers[0].get_friendly_name(), layers[-1].get_friendly_name()])
     quantized = nncf.quantize(
         model, nncf.Dataset(arrays), subset_size=len(arrays), ignored_scope=kept
     )
+    xml = cached_ir_path(model_dir, "int8")
     tmp = xml.with_name(f"{xml.stem}.tmp.xml")
     try:
         ov.save_model(quantized, str(tmp), compress_to_fp16=False)
@@ -61,3 +85,13 @@ def ensure_int8_ir(
         tmp.unlink(missing_ok=True)
         tmp.with_suffix(".bin").unlink(missing_ok=True)
     return xml
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    job = json.loads(Path(sys.argv[1]).read_text())
+    try:
+        calibrate(job["model_dir"], job["paths"])
+    except PneumoError as exc:
+        log.error("%s", exc)
+        sys.exit(1)
