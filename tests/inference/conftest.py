@@ -39,3 +39,16 @@ def xray_files(tmp_path) -> list[Path]:
         img.save(path)
         paths.append(path)
     return paths
+
+
+@pytest.fixture(autouse=True)
+def default_sigchld():
+    """Inference tests run without the SIGCHLD handler torch's DataLoader leaves in the pytest
+    process (tests/data iterates one with worker processes): with it, a child process exiting
+    after the precision-guard tests killed pytest with SIGSEGV. The handler only watches
+    DataLoader workers, which no inference test has."""
+    import signal
+
+    previous = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    yield
+    signal.signal(signal.SIGCHLD, previous)
