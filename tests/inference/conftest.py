@@ -41,14 +41,13 @@ def xray_files(tmp_path) -> list[Path]:
     return paths
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="session", autouse=True)
 def default_sigchld():
-    """Inference tests run without the SIGCHLD handler torch's DataLoader leaves in the pytest
-    process (tests/data iterates one with worker processes): with it, a child process exiting
-    after the precision-guard tests killed pytest with SIGSEGV. The handler only watches
-    DataLoader workers, which no inference test has."""
+    """From the first inference test on, the session runs without the SIGCHLD handler torch's
+    DataLoader leaves in the pytest process (tests/data iterates one with worker processes):
+    with it, pytest died with SIGSEGV at a later subprocess, in the inference tests and, when
+    it was put back after them, in the storage tests. It only watches DataLoader workers, whose
+    failures torch's iterator also notices by polling."""
     import signal
 
-    previous = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    yield
-    signal.signal(signal.SIGCHLD, previous)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
