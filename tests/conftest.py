@@ -78,3 +78,16 @@ def db_url(request, tmp_path) -> str:
     if request.param == "sqlite":
         return str(tmp_path / "records.db")
     return request.getfixturevalue("postgres_server").create_database()
+
+
+@pytest.fixture(autouse=True)
+def no_dataloader_sigchld_handler():
+    """After each test, SIGCHLD goes back to the default. A DataLoader with worker processes
+    leaves torch's SIGCHLD handler installed in the pytest process for good; with it, pytest
+    died with SIGSEGV when a later test's subprocess exited (gdb: in the main thread, at signal
+    delivery). The handler only watches that test's DataLoader workers."""
+    import signal
+
+    yield
+    if signal.getsignal(signal.SIGCHLD) is not signal.SIG_DFL:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)

@@ -39,15 +39,3 @@ def xray_files(tmp_path) -> list[Path]:
         img.save(path)
         paths.append(path)
     return paths
-
-
-@pytest.fixture(scope="session", autouse=True)
-def default_sigchld():
-    """From the first inference test on, the session runs without the SIGCHLD handler torch's
-    DataLoader leaves in the pytest process (tests/data iterates one with worker processes):
-    with it, pytest died with SIGSEGV at a later subprocess, in the inference tests and, when
-    it was put back after them, in the storage tests. It only watches DataLoader workers, whose
-    failures torch's iterator also notices by polling."""
-    import signal
-
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
