@@ -232,18 +232,6 @@ def test_huge_csv_list_is_refused_before_reading(tiny_model, tmp_path, capsys):
     assert "CSV list too large" in capsys.readouterr().err
 
 
-def test_broken_shard_parts_and_environment_are_plain_errors(
-    tiny_model, tmp_path, capsys, monkeypatch
-):
-    out = tmp_path / "o.csv"
-    (tmp_path / "o.rank0.done.json").write_text("{not json")
-    assert main(["predict", "--merge", "-o", str(out)]) == 2
-    assert "unreadable part marker" in capsys.readouterr().err
-    monkeypatch.setenv("WORLD_SIZE", "two")
-    assert _predict("x.jpeg", "--model", str(tiny_model), "-o", str(out)) == 2
-    assert "WORLD_SIZE must be whole numbers" in capsys.readouterr().err
-
-
 def test_empty_csv_list_gets_a_row(tiny_model, xray_files, tmp_path):
     listing = tmp_path / "list.csv"
     listing.write_text("path\n")

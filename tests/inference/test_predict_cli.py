@@ -1,12 +1,10 @@
-"""`pneumo predict`: inputs from files, folders and CSV lists; CSV/JSON out; sharding."""
+"""`pneumo predict`: inputs from files, folders and CSV lists; CSV/JSON out (the Ray path:
+test_ray_predict.py)."""
 
 from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -115,66 +113,6 @@ def test_nothing_readable_exits_non_zero(tiny_model, tmp_path, capsys):
         == 1
     )
     assert _read_csv(out)[0]["error"]  # the reason is still written
-
-
-def test_two_processes_shard_and_rank0_merges(tiny_model, xray_files, folder, tmp_path):
-    from pneumo.inference.export import ensure_onnx
-
-    ensure_onnx(tiny_model)  # export once, as a warm cache would be
-    single = tmp_path / "single.csv"
-    assert (
-        main(
-            ["predict", str(folder), "--model", str(tiny_model), "-o", str(single), "--no-progress"]
-        )
-        == 0
-    )
-    out = tmp_path / "sharded.csv"
-    code = (
-        "import sys; from pneumo.cli import main; "
-        f"sys.exit(main(['predict', {str(folder)!r}, '--model', {str(tiny_model)!r}, "
-        f"'-o', {str(out)!r}, '--no-progress']))"
-    )
-    procs = []
-    for rank in (1, 0):  # rank 0 must wait for rank 1's part before merging
-        env = dict(
-            os.environ, RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2", PYTHONPATH=str(SRC)
-        )
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-c", code], env=env, stderr=subprocess.PIPE, text=True
-            )
-        )
-    for p in procs:
-        _, err = p.communicate(timeout=120)
-        assert p.returncode == 0, err
-    part0, part1 = (
-        _read_csv(tmp_path / "sharded.rank0.csv"),
-        _read_csv(tmp_path / "sharded.rank1.csv"),
-    )
-    assert len(part0) == 3 and len(part1) == 2  # every 2nd of 5 inputs
-    merged, expected = _read_csv(out), _read_csv(single)
-    assert [r["path"] for r in merged] == [r["path"] for r in expected]
-    for a, b in zip(merged, expected, strict=True):
-        assert a["class"] == b["class"] and a["error"] == b["error"]
-        if a["probability"]:
-            assert float(a["probability"]) == pytest.approx(float(b["probability"]), abs=1e-4)
-
-
-def test_shard_flag_and_explicit_merge(tiny_model, folder, tmp_path, capsys):
-    out = tmp_path / "o.json"
-    base = ["predict", str(folder), "--model", str(tiny_model), "-o", str(out), "--no-progress"]
-    assert main([*base, "--shard", "1/2"]) == 0
-    assert not out.exists()  # rank 1 never merges
-    assert main(["predict", "--merge", "-o", str(out)]) == 2  # part 0 missing: says so
-    assert "part 0 of 2 is missing" in capsys.readouterr().err
-    assert main([*base, "--shard", "0/2"]) == 0
-    rows = json.loads(out.read_text())
-    assert len(rows) == 5 and rows == sorted(rows, key=lambda r: r["path"])
-    out.unlink()
-    assert main(["predict", "--merge", "-o", str(out)]) == 0
-    assert json.loads(out.read_text()) == rows
-    assert main([*base, "--shard", "2/2"]) == 2
-    assert "invalid shard 2/2" in capsys.readouterr().err
 
 
 def test_precision_can_be_forced_and_a_backend_without_it_says_so(

@@ -146,3 +146,31 @@ def test_a_model_worker_killed_mid_run_loses_no_row(inputs, local_csv, tmp_path)
     _finish(driver)
     assert killed is not None, "no model worker was seen running a batch"
     assert out.read_bytes() == local_csv.read_bytes()  # every row once, in order, as local
+
+
+CLI = (
+    "import sys; from pneumo.cli import main; code = main(sys.argv[1:]); "
+    "print('ray' in sys.modules); sys.exit(code)"
+)
+
+
+def test_predict_ray_flag_writes_the_rows_of_the_local_path(inputs, tmp_path):
+    """`pneumo predict --ray` (a local Ray for the run) writes the bytes the plain command
+    writes, and only the flag loads Ray."""
+
+    def predict(output: Path, *extra: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-c", CLI, "predict", *inputs[:12], "-o", str(output)]
+        return subprocess.run(
+            [*cmd, "--no-progress", *extra],
+            env=dict(os.environ, PYTHONPATH=str(SRC)),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    local, on_ray = predict(tmp_path / "local.csv"), predict(tmp_path / "ray.csv", "--ray")
+    assert local.returncode == 0, local.stderr[-2000:]
+    assert on_ray.returncode == 0, on_ray.stderr[-2000:]
+    assert (local.stdout.split()[-1], on_ray.stdout.split()[-1]) == ("False", "True")
+    assert (tmp_path / "ray.csv").read_bytes() == (tmp_path / "local.csv").read_bytes()
+    assert "10 of 12 images classified" in on_ray.stderr

@@ -12,40 +12,40 @@ from pneumo.cli.common import add_command, add_model_arg
 from pneumo.inference.base import BATCH_SIZE
 from pneumo.inference.catalog import describe_models
 from pneumo.inference.export import export_onnx
-from pneumo.inference.predict import merge_shards, predict_files
+from pneumo.inference.predict import predict_files
 
 log = logging.getLogger(__name__)
+
+LOCAL_RAY = "local"
+"""``--ray`` without an address: start a Ray for this run on this machine."""
 
 
 def _predict(args: argparse.Namespace) -> int:
     from pneumo.errors import PneumoError
 
-    if args.merge:
-        if args.output is None:
-            raise PneumoError("--merge needs --output OUT (the parts are OUT.rank{i}.*)")
-        merged = merge_shards(args.output)
-        sys.stderr.write(f"merged parts into {merged}\n")
-        return 0
     if not args.paths:
         raise PneumoError("give image files, folders or a CSV of paths to classify")
-    summary = predict_files(
-        args.paths,
+    options = dict(
         model=args.model,
         backend=args.backend,
         precision=args.precision,
         output=args.output,
         batch_size=args.batch_size,
         threads=args.threads,
-        shard=args.shard,
         progress=not args.no_progress,
     )
+    if args.ray is None:
+        summary = predict_files(args.paths, **options)
+    else:  # Ray is imported only here: the local path never loads it
+        from pneumo.inference.ray_predict import predict_with_ray
+
+        address = None if args.ray == LOCAL_RAY else args.ray
+        summary = predict_with_ray(args.paths, address=address, **options)
     ok = summary.total - summary.errors
     where = f" -> {summary.output}" if summary.output else ""
     sys.stderr.write(f"{ok} of {summary.total} images classified{where}\n")
     if summary.errors:
         sys.stderr.write(f"{summary.errors} could not be read (see the error column)\n")
-    if summary.merged:
-        sys.stderr.write(f"merged all parts into {summary.merged}\n")
     return 0 if ok > 0 or summary.total == 0 else 1
 
 
@@ -110,13 +110,13 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="images per forward pass")
     p.add_argument("--threads", type=int, default=None, help="inference threads (default: cores)")
     p.add_argument(
-        "--shard",
+        "--ray",
+        nargs="?",
+        const=LOCAL_RAY,
         default=None,
-        metavar="I/N",
-        help="take every N-th input from I (default: RANK/WORLD_SIZE under torchrun)",
-    )
-    p.add_argument(
-        "--merge", action="store_true", help="only merge OUT.rank*.csv parts into --output"
+        metavar="ADDRESS",
+        help="run on Ray: alone, a local Ray for this run; 'auto' or ray://HOST:PORT joins a "
+        "cluster whose machines see the same model and input paths (output may be .parquet)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
