@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from pneumo.errors import PneumoError
+from pneumo.settings_env import EnvReader
 
 
 @dataclass(frozen=True)
@@ -86,42 +86,23 @@ class ApiSettings:
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> ApiSettings:
-        env = dict(os.environ if env is None else env)
-
-        def number(name: str, kind, default):
-            value = env.get(name, "").strip()
-            if not value:
-                return default
-            try:
-                return kind(value)
-            except ValueError:
-                raise PneumoError(f"{name} must be a number, got {value!r}") from None
-            except OverflowError:
-                raise PneumoError(f"{name} is out of range: {value!r}") from None
-
-        def flag(name: str, default: bool) -> bool:
-            value = env.get(name, "").strip().lower()
-            if not value:
-                return default
-            if value in ("1", "true", "yes", "on"):
-                return True
-            if value in ("0", "false", "no", "off"):
-                return False
-            raise PneumoError(f"{name} must be 1 or 0 (true or false), got {value!r}")
-
-        model = env.get("PNEUMO_MODEL", "").strip()
+        read = EnvReader(env)
+        model = read.text("PNEUMO_MODEL")
         return cls(
-            api_key=env.get("PNEUMO_API_KEY") or None,
-            max_upload_mb=number("PNEUMO_MAX_UPLOAD_MB", float, cls.max_upload_mb),
-            max_files=number("PNEUMO_MAX_FILES", int, cls.max_files),
+            # the key is compared as given: whitespace in it is part of the secret
+            api_key=read.env.get("PNEUMO_API_KEY") or None,
+            max_upload_mb=read.number("PNEUMO_MAX_UPLOAD_MB", float, cls.max_upload_mb),
+            max_files=read.number("PNEUMO_MAX_FILES", int, cls.max_files),
             model_dir=Path(model) if model else None,
-            backend=env.get("PNEUMO_BACKEND", "").strip() or cls.backend,
-            precision=env.get("PNEUMO_PRECISION", "").strip() or cls.precision,
-            batch_wait_ms=number("PNEUMO_BATCH_WAIT_MS", float, cls.batch_wait_ms),
-            queue_images=number("PNEUMO_QUEUE_IMAGES", int, cls.queue_images),
-            threads=number("PNEUMO_THREADS", int, None),
-            max_pixels=number("PNEUMO_MAX_PIXELS", int, cls.max_pixels),
-            max_request_pixels=number("PNEUMO_MAX_REQUEST_PIXELS", int, cls.max_request_pixels),
-            decode_budget_mb=number("PNEUMO_DECODE_BUDGET_MB", float, cls.decode_budget_mb),
-            public_docs=flag("PNEUMO_PUBLIC_DOCS", cls.public_docs),
+            backend=read.text("PNEUMO_BACKEND", cls.backend),
+            precision=read.text("PNEUMO_PRECISION", cls.precision),
+            batch_wait_ms=read.number("PNEUMO_BATCH_WAIT_MS", float, cls.batch_wait_ms),
+            queue_images=read.number("PNEUMO_QUEUE_IMAGES", int, cls.queue_images),
+            threads=read.number("PNEUMO_THREADS", int, None),
+            max_pixels=read.number("PNEUMO_MAX_PIXELS", int, cls.max_pixels),
+            max_request_pixels=read.number(
+                "PNEUMO_MAX_REQUEST_PIXELS", int, cls.max_request_pixels
+            ),
+            decode_budget_mb=read.number("PNEUMO_DECODE_BUDGET_MB", float, cls.decode_budget_mb),
+            public_docs=read.flag("PNEUMO_PUBLIC_DOCS", cls.public_docs),
         )
