@@ -72,6 +72,9 @@ def serve(
     the model once; threads are split between them. Access logs leave out query strings.
     """
     from pneumo.errors import PneumoError
+    from pneumo.extras import require
+
+    require("api", "pneumo serve", "fastapi", "uvicorn")
 
     if not 1 <= port <= 65535:
         raise PneumoError(f"--port must be in 1..65535, got {port}")

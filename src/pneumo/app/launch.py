@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 from pneumo.errors import PneumoError
+from pneumo.extras import require
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ def run_app(
     """
     if not 1 <= port <= 65535:
         raise PneumoError(f"--port must be in 1..65535, got {port}")
+    require("app", "pneumo app", "streamlit", "fpdf", "sqlalchemy", "alembic")
     from pneumo.app.settings import AppSettings
     from pneumo.models.checkpoint import resolve_model_dir
 

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from pneumo.errors import ImageDecodeError
+from pneumo.extras import missing_message
 
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 DICOM_SUFFIXES = (".dcm", ".dicom")
@@ -313,8 +314,8 @@ def _decode_dicom(data: bytes, label: str, max_pixels: int) -> Image.Image:
     try:
         import pydicom
         from pydicom.pixels import apply_modality_lut, apply_voi_lut
-    except ImportError as exc:  # pragma: no cover - pydicom is a core dependency
-        raise ImageDecodeError(label, "DICOM support needs pydicom: pip install pydicom") from exc
+    except ImportError:
+        raise ImageDecodeError(label, missing_message("dicom", "DICOM support")) from None
     _check_deflated(data, label, MAX_FILE_BYTES)
     try:
         ds = pydicom.dcmread(io.BytesIO(data))
@@ -551,6 +552,8 @@ def _probe_dicom(path: Path, label: str) -> ImageInfo:
         data = read_bytes(path, label)  # once: the deflate check and the parser share it
         _check_deflated(data, label, MAX_FILE_BYTES)
         ds = pydicom.dcmread(io.BytesIO(data))
+    except ImportError:
+        raise ImageDecodeError(label, missing_message("dicom", "DICOM support")) from None
     except ImageDecodeError:
         raise
     except Exception as exc:
