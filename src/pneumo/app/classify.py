@@ -18,7 +18,7 @@ from pneumo.app.intake import InputItem
 from pneumo.app.settings import AppSettings
 from pneumo.data.decode import load_grey
 from pneumo.errors import PneumoError
-from pneumo.inference.base import InputStats, Prediction, Predictor, _source_chroma
+from pneumo.inference.base import InputStats, Prediction, Predictor
 from pneumo.inference.cam import overlay
 
 if TYPE_CHECKING:
@@ -131,7 +131,7 @@ def _decode(item: InputItem, predictor: Predictor, settings: AppSettings) -> _De
             max_pixels=settings.max_pixels,
         )
         # the predictor's own colour check (private there): flagged exactly as a file is
-        stats = InputStats.of(grey, _source_chroma(item.data, item.name))
+        stats = InputStats.of_encoded(grey, item.data, item.name)
         model_input = predictor.preprocess(grey)
         grey.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
     except PneumoError as exc:

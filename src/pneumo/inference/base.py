@@ -147,6 +147,12 @@ class InputStats:
     def of(cls, grey: Image.Image, chroma: float) -> InputStats:
         return cls(chroma, aspect_ratio(grey.size), grey_contrast(grey))
 
+    @classmethod
+    def of_encoded(cls, grey: Image.Image, raw: bytes, name: str) -> InputStats:
+        """The statistics of a decoded film, the colour measured on its encoded bytes (grey
+        decoding has already thrown the colour away)."""
+        return cls.of(grey, _source_chroma(raw, name))
+
 
 def _source_chroma(raw: bytes, name: str) -> float:
     """Chroma of an encoded image without a full decode: JPEGs are decoded at 1/2 to 1/8 scale,
@@ -291,7 +297,7 @@ class Predictor(ABC):
     def _load(self, source: str | Path | bytes, name: str) -> tuple[np.ndarray, InputStats]:
         raw = read_bytes(source, name)  # read once: decoded to grey, then checked for colour
         img = load_grey(raw, name=name, draft_size=self.draft_size)
-        return self.preprocess(img), InputStats.of(img, _source_chroma(raw, name))
+        return self.preprocess(img), InputStats.of_encoded(img, raw, name)
 
     def _predict_one(self, source: str | Path | bytes, name: str) -> list[Prediction]:
         try:
