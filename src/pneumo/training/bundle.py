@@ -17,6 +17,7 @@ from pneumo.evaluation.metrics import compute_metrics
 from pneumo.inference.engine import load_predictor
 from pneumo.models.checkpoint import OodConfig, load_model, read_metadata, save_model
 from pneumo.training.splits import canary_records, training_records
+from pneumo.training.train import RunFacts
 
 THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 """Operating points shown in the card, beside the model's own."""
@@ -165,8 +166,8 @@ def model_card(run_dir: Path, dest: Path, figures: dict) -> str:
     """The model card of the model in ``dest`` packaged from ``run_dir``."""
 
     meta = read_metadata(dest)
-    config = json.loads((run_dir / "config.json").read_text())
-    cfg = TrainConfig.from_dict(config)
+    cfg = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    facts = RunFacts.read(run_dir)
     history = json.loads((run_dir / "history.json").read_text())
     head = run_dir / "head_init.json"
     head_init = json.loads(head.read_text())["head_init"] if head.is_file() else "random"
@@ -176,13 +177,13 @@ def model_card(run_dir: Path, dest: Path, figures: dict) -> str:
     lines += [f"Training data fingerprint: `{meta.data_fingerprint}`.", "", "## Recipe"]
     lines.append(
         f"- Backbone `{meta.backbone}`, ImageNet weights from "
-        f"{config.get('weights_source', 'an unrecorded source')}; input {size}, mean "
+        f"{facts.weights_source}; input {size}, mean "
         f"{meta.data_config.mean}, std {meta.data_config.std}."
     )
     if cfg.mode == "finetune":
         lines += [
             f"- Fine-tuned end to end for {len(history)} epochs ({minutes:.0f} minutes on "
-            f"{config.get('world_size', 1)} process(es), {config.get('resolved_precision')}), "
+            f"{facts.world_size} process(es), {facts.resolved_precision}), "
             f"batch {cfg.batch_size}, AdamW lr {cfg.lr:g} with warm-up and cosine decay, weight "
             f"decay {cfg.weight_decay:g}, label smoothing {cfg.label_smoothing:g}, class balance "
             f"`{cfg.class_balance}`.",
@@ -216,7 +217,7 @@ def model_card(run_dir: Path, dest: Path, figures: dict) -> str:
                 if meta.training.get("variant")
                 else ""
             ),
-            f"- Augmentation: {config.get('augment')}.",
+            f"- Augmentation: {cfg.augment.to_dict()}.",
         ]
     else:
         lines.append(

@@ -22,6 +22,24 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class RunFacts:
+    """What ``config.json`` records of a run beyond its TrainConfig: how it really ran."""
+
+    resolved_precision: str = "fp32"
+    weights_source: str = "an unrecorded source"
+    world_size: int = 1
+    n_train: int = 0
+    n_val: int = 0
+
+    @classmethod
+    def read(cls, run_dir: Path) -> RunFacts:
+        import json
+
+        recorded = json.loads((Path(run_dir) / "config.json").read_text())
+        return cls(**{k: recorded[k] for k in cls.__dataclass_fields__ if k in recorded})
+
+
+@dataclass(frozen=True)
 class RunResult:
     """What a training run produced, for callers that go on with it (compare, the CLI)."""
 
