@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import tempfile
+from functools import lru_cache
 from pathlib import Path
 
 from pneumo.errors import ModelError
@@ -22,9 +23,17 @@ EXPORT_VERSION = "1"
 
 
 def weights_digest(model_dir: str | Path) -> str:
-    """sha256 of ``model.safetensors``: the cache key (weights fix the graph and the numbers)."""
+    """sha256 of ``model.safetensors``: the cache key (weights fix the graph and the numbers).
+    Hashed once per file version: a load asks for it several times (ONNX, IR, guard paths)."""
+    path = (Path(model_dir) / WEIGHTS_FILE).resolve()
+    stat = path.stat()
+    return _file_digest(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=16)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
-    with open(Path(model_dir) / WEIGHTS_FILE, "rb") as f:
+    with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
