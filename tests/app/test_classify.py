@@ -16,20 +16,6 @@ from pneumo.app.intake import InputItem
 from pneumo.app.settings import AppSettings
 
 
-@pytest.fixture(scope="module")
-def predictor(tiny_model):
-    from pneumo.inference.engine import load_predictor
-
-    return load_predictor(tiny_model)
-
-
-@pytest.fixture(scope="module")
-def cam(tiny_model):
-    from pneumo.inference.cam import GradCam
-
-    return GradCam.from_dir(tiny_model)
-
-
 def _large_jpeg() -> bytes:
     """A film far larger than the model input: decoded at a reduced (draft) scale."""
     grey = Image.open(io.BytesIO(xray_bytes(5))).resize((1200, 1000))
@@ -68,13 +54,12 @@ def test_each_image_is_decoded_once(predictor, cam, monkeypatch):
     import pneumo.inference.base as base
 
     calls = []
-    real = classify.load_grey
+    real = base.load_grey  # the predictor's decode is the app's too
 
     def counting(data, **kwargs):
         calls.append(kwargs.get("name"))
         return real(data, **kwargs)
 
-    monkeypatch.setattr(classify, "load_grey", counting)
     monkeypatch.setattr(base, "load_grey", counting)
     items = _items()[:2]
     results, pictures = classify_images(items, predictor, AppSettings())

@@ -16,7 +16,6 @@ from PIL import Image
 
 from pneumo.app.intake import InputItem
 from pneumo.app.settings import AppSettings
-from pneumo.data.decode import load_grey
 from pneumo.errors import PneumoError
 from pneumo.inference.base import InputStats, Prediction, Predictor
 from pneumo.inference.cam import overlay
@@ -124,15 +123,9 @@ def _decode(item: InputItem, predictor: Predictor, settings: AppSettings) -> _De
     """Decode ``item`` once, exactly as the predictor decodes a file (draft size, colour check),
     so the app gives the API's and the CLI's answer; a failure is that image's error message."""
     try:
-        grey = load_grey(
-            item.data,
-            name=item.name,
-            draft_size=predictor.draft_size,
-            max_pixels=settings.max_pixels,
+        grey, model_input, stats = predictor.decode(
+            item.data, item.name, max_pixels=settings.max_pixels
         )
-        # the predictor's own colour check (private there): flagged exactly as a file is
-        stats = InputStats.of_encoded(grey, item.data, item.name)
-        model_input = predictor.preprocess(grey)
         grey.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
     except PneumoError as exc:
         return str(exc)

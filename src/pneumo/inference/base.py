@@ -194,6 +194,23 @@ class Predictor(ABC):
     precision_guard: GuardReport | None = None
     """The accuracy guard's report for this model on this machine (OpenVINO), if it ran."""
 
+    def __init__(
+        self,
+        metadata: ModelMetadata,
+        ood_tensors: dict[str, np.ndarray] | None = None,
+        *,
+        threads: int | None = None,
+        batch_size: int = BATCH_SIZE,
+        precision: str = "fp32",
+    ):
+        """What every backend keeps; decoding gets as many threads as the network."""
+        self.metadata = metadata
+        self.ood_tensors = ood_tensors or {}
+        self.batch_size = batch_size
+        self.precision = precision
+        self.threads = threads or default_threads()
+        self.decode_workers = self.threads
+
     @abstractmethod
     def forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Preprocessed float32 batch (N, 3, H, W) -> (logits (N, C), pooled features (N, D))."""
@@ -294,10 +311,20 @@ class Predictor(ABC):
         arrays = np.stack([self.preprocess(g) for g in greys])
         return self.predict_arrays(arrays, names, stats)
 
-    def _load(self, source: str | Path | bytes, name: str) -> tuple[np.ndarray, InputStats]:
+    def decode(
+        self, source: str | Path | bytes, name: str, *, max_pixels: int | None = None
+    ) -> tuple[Image.Image, np.ndarray, InputStats]:
+        """One film as this model takes it: the grey picture (at the draft size), the network
+        input and the statistics the out-of-distribution flag reads. Raises PneumoError with
+        the reason for a film that cannot be used."""
         raw = read_bytes(source, name)  # read once: decoded to grey, then checked for colour
-        img = load_grey(raw, name=name, draft_size=self.draft_size)
-        return self.preprocess(img), InputStats.of_encoded(img, raw, name)
+        limit = {} if max_pixels is None else {"max_pixels": max_pixels}
+        img = load_grey(raw, name=name, draft_size=self.draft_size, **limit)
+        return img, self.preprocess(img), InputStats.of_encoded(img, raw, name)
+
+    def _load(self, source: str | Path | bytes, name: str) -> tuple[np.ndarray, InputStats]:
+        _, array, stats = self.decode(source, name)
+        return array, stats
 
     def _predict_one(self, source: str | Path | bytes, name: str) -> list[Prediction]:
         try:

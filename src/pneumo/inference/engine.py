@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pneumo.errors import ModelError
-from pneumo.inference.base import BATCH_SIZE, Predictor, default_threads, single_threaded_blas
+from pneumo.extras import installed, missing_message
+from pneumo.inference.base import BATCH_SIZE, Predictor, single_threaded_blas
 from pneumo.models.checkpoint import WEIGHTS_FILE, read_metadata, resolve_model_dir
 
 if TYPE_CHECKING:
@@ -75,11 +76,7 @@ class OnnxPredictor(Predictor):
         }
         if graph_optimization not in levels:
             raise ModelError(f"graph_optimization must be one of {sorted(levels)}")
-        self.metadata = metadata
-        self.ood_tensors = ood_tensors or {}
-        self.batch_size = batch_size
-        self.threads = threads or default_threads()
-        self.decode_workers = self.threads
+        super().__init__(metadata, ood_tensors, threads=threads, batch_size=batch_size)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1
@@ -122,12 +119,9 @@ class TorchPredictor(Predictor):
 
         if precision not in ("fp32", "bf16"):
             raise ModelError(f"precision {precision!r} is not available for torch (fp32 or bf16)")
-        self.metadata = metadata
-        self.ood_tensors = ood_tensors or {}
-        self.batch_size = batch_size
-        self.precision = precision
-        self.threads = threads or default_threads()
-        self.decode_workers = self.threads
+        super().__init__(
+            metadata, ood_tensors, threads=threads, batch_size=batch_size, precision=precision
+        )
         if torch.get_num_threads() != self.threads:
             torch.set_num_threads(self.threads)
         self.model = model.eval().to(memory_format=torch.channels_last)
@@ -261,13 +255,10 @@ def _load_openvino(
 ) -> Predictor:
     from pneumo.inference.openvino_backend import OpenVinoPredictor, cached_ir_path, ensure_ir
 
-    try:
-        import openvino  # noqa: F401
-    except ImportError:
+    if not installed("openvino"):
         raise ModelError(
-            "the OpenVINO backend is not installed: pip install 'pneumo[openvino]' "
-            "(or use --backend onnx)"
-        ) from None
+            missing_message("openvino", "the OpenVINO backend") + " (or use --backend onnx)"
+        )
     meta = read_metadata(model_dir)
     if precision == "auto":
         from pneumo.inference.guard import guarded_precision

@@ -89,19 +89,13 @@ class GuardReport:
 
 
 def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
-    """ROC-AUC by the rank-sum formula, ties counted half (no sklearn on this path)."""
+    """scikit-learn's ROC-AUC; NaN when the films hold one class only (which fails the guard)."""
+    from sklearn.metrics import roc_auc_score
+
     y = np.asarray(y).astype(bool)
-    pos, neg = p[y], p[~y]
-    if not len(pos) or not len(neg):
+    if y.all() or not y.any():
         return float("nan")
-    order = np.argsort(p, kind="mergesort")
-    ranks = np.empty(len(p))
-    sorted_p = p[order]
-    # average ranks over ties
-    _, first, counts = np.unique(sorted_p, return_index=True, return_counts=True)
-    avg = first + (counts - 1) / 2.0 + 1.0
-    ranks[order] = np.repeat(avg, counts)
-    return float((ranks[y].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+    return float(roc_auc_score(y, p))
 
 
 def judge(
@@ -219,7 +213,7 @@ def _decoded_chunks(predictor, records, size: int = _CHUNK):
 
             def load(r):
                 try:
-                    return predictor._load(r.path, str(r.path))[0]
+                    return predictor.decode(r.path, str(r.path))[1]
                 except PneumoError:
                     return None
 

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pneumo.errors import ModelError
-from pneumo.inference.base import BATCH_SIZE, Predictor, default_threads, single_threaded_blas
+from pneumo.extras import installed
+from pneumo.inference.base import BATCH_SIZE, Predictor, single_threaded_blas
 
 if TYPE_CHECKING:
     from pneumo.models.checkpoint import ModelMetadata
@@ -26,9 +27,7 @@ remaining float layers stay f32 so the guard measures int8 alone."""
 
 def openvino_available() -> bool:
     """Whether the ``openvino`` package can be imported (without importing it)."""
-    from importlib.util import find_spec
-
-    return find_spec("openvino") is not None
+    return installed("openvino")
 
 
 def ov_cache_dir() -> Path:
@@ -126,12 +125,9 @@ class OpenVinoPredictor(Predictor):
     ):
         if precision not in HINTS:
             raise ModelError(f"precision {precision!r} is not available for OpenVINO")
-        self.metadata = metadata
-        self.ood_tensors = ood_tensors or {}
-        self.batch_size = batch_size
-        self.precision = precision
-        self.threads = threads or default_threads()
-        self.decode_workers = self.threads
+        super().__init__(
+            metadata, ood_tensors, threads=threads, batch_size=batch_size, precision=precision
+        )
         self.model_path = Path(xml)
         self.compiled = compile_model(xml, precision, self.threads)
         single_threaded_blas()

@@ -49,16 +49,16 @@ class _Decoder(Predictor):
     def __init__(self, model_dir: str):
         from pneumo.models.checkpoint import read_metadata
 
-        self.metadata = read_metadata(model_dir)
-        self.ood_tensors = {}
+        super().__init__(read_metadata(model_dir))
 
     def forward(self, batch):  # pragma: no cover - never called
         raise NotImplementedError("decode only")
 
-    def decode(self, path: str):
+    def decode_path(self, path: str):
         """(array, stats) or the error text, as ``iter_predict_sources`` reports it."""
         try:
-            return self._load(path, path)
+            _, array, stats = self.decode(path, path)
+            return array, stats
         except PneumoError as exc:
             return str(exc)
         except Exception as exc:  # noqa: BLE001 - one bad file must not stop the rest
@@ -85,7 +85,7 @@ def _decode_batch(batch: dict, model_dir: str) -> dict:
     for i, path in enumerate(batch["path"]):
         if errors[i]:
             continue
-        decoded = decoder.decode(str(path))
+        decoded = decoder.decode_path(str(path))
         if isinstance(decoded, str):
             errors[i] = decoded
             continue
