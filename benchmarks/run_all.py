@@ -26,11 +26,12 @@ import random
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
+
+from load import free_port, load_test, peak_rss_mib
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -225,62 +226,6 @@ def bench_memory(model: Path, quick: bool) -> list[dict]:
     return rows
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def load_test(url: str, payloads: list[tuple[str, bytes]], clients: int, seconds: float) -> dict:
-    """``clients`` threads posting one image each, back to back, for ``seconds``."""
-    import httpx
-
-    lat, errors, lock = [], [0], threading.Lock()
-    stop = time.perf_counter() + seconds
-
-    def client(k: int):
-        with httpx.Client(timeout=30.0) as c:
-            i = k
-            while time.perf_counter() < stop:
-                name, data = payloads[i % len(payloads)]
-                i += clients
-                t = time.perf_counter()
-                try:
-                    r = c.post(url, files=[("files", (name, data, "image/jpeg"))])
-                    ok = r.status_code == 200 and r.json()["results"][0]["error"] is None
-                except httpx.HTTPError:
-                    ok = False
-                with lock:
-                    lat.append(time.perf_counter() - t)
-                    errors[0] += not ok
-
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
-    start = time.perf_counter()
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    wall = time.perf_counter() - start
-    return {
-        "clients": clients,
-        "seconds": round(wall, 1),
-        "requests": len(lat),
-        "req_s": len(lat) / wall,
-        "p50_ms": pct(lat, 50),
-        "p95_ms": pct(lat, 95),
-        "errors": errors[0],
-    }
-
-
-def _vmhwm(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def bench_api(model: Path, quick: bool) -> list[dict]:
     import httpx
 
@@ -297,7 +242,7 @@ def bench_api(model: Path, quick: bool) -> list[dict]:
     rows = []
     jem = [False, True] if Path(JEMALLOC).is_file() else [False]
     for jemalloc in jem:
-        port = _free_port()
+        port = free_port()
         env = dict(os.environ, PNEUMO_JEMALLOC="1" if jemalloc else "0")
         env.pop("LD_PRELOAD", None)
         if jemalloc:
@@ -334,7 +279,7 @@ def bench_api(model: Path, quick: bool) -> list[dict]:
                     "images": name,
                     **load_test(f"{base}/v1/predict", payloads, 32, seconds),
                 }
-                row["server_peak_rss_mib"] = _vmhwm(proc.pid)
+                row["server_peak_rss_mib"] = peak_rss_mib(proc.pid)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
         finally:

@@ -13,16 +13,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+
+from load import free_port, load_test, peak_rss_mib, percentile_ms
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -172,64 +172,6 @@ def bench_pipeline(runs: int, workdir: Path) -> list[dict]:
 # --- the API ----------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _vmhwm(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _pct(values: list[float], q: float) -> float:
-    return round(float(np.percentile(np.asarray(values) * 1000.0, q)), 1)
-
-
-def load_test(url: str, payloads, clients: int, seconds: float, key: str) -> dict:
-    """``clients`` keep-alive clients posting one image each, back to back, for ``seconds``."""
-    import httpx
-
-    lat, codes, lock = [], {}, threading.Lock()
-    stop = time.perf_counter() + seconds
-
-    def client(k: int):
-        with httpx.Client(timeout=60.0, headers={"X-API-Key": key}) as c:
-            i = k
-            while time.perf_counter() < stop:
-                name, data = payloads[i % len(payloads)]
-                i += clients
-                t = time.perf_counter()
-                try:
-                    code = c.post(url, files=[("files", (name, data, "image/jpeg"))]).status_code
-                except httpx.HTTPError:
-                    code = 0
-                with lock:
-                    lat.append(time.perf_counter() - t)
-                    codes[code] = codes.get(code, 0) + 1
-
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
-    start = time.perf_counter()
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    wall = time.perf_counter() - start
-    return {
-        "clients": clients,
-        "seconds": round(wall, 1),
-        "requests": len(lat),
-        "req_s": round(len(lat) / wall, 1),
-        "p50_ms": _pct(lat, 50),
-        "p95_ms": _pct(lat, 95),
-        "errors": sum(v for k, v in codes.items() if k != 200),
-        "status_codes": {str(k): v for k, v in sorted(codes.items())},
-    }
-
-
 def bench_api(seconds: float) -> list[dict]:
     import httpx
 
@@ -238,7 +180,7 @@ def bench_api(seconds: float) -> list[dict]:
         print("no originals: API benchmark skipped")
         return []
     payloads = [(f.name, f.read_bytes()) for f in files]
-    port, key = _free_port(), "bench-" + "k" * 20
+    port, key = free_port(), "bench-" + "k" * 20
     env = {**os.environ, "PNEUMO_API_KEY": key}
     proc = subprocess.Popen(
         [*PNEUMO, "serve", "--port", str(port)],
@@ -275,14 +217,14 @@ def bench_api(seconds: float) -> list[dict]:
             {
                 "test": "1 keep-alive client, 200 requests",
                 "engine": engine,
-                "p50_ms": _pct(lat, 50),
-                "p95_ms": _pct(lat, 95),
+                "p50_ms": percentile_ms(lat, 50),
+                "p95_ms": percentile_ms(lat, 95),
             }
         )
         print(json.dumps(rows[-1]), flush=True)
         row = load_test(f"{base}/v1/predict", payloads, 32, seconds, key)
         row = {"test": f"32 concurrent clients, {seconds:.0f} s", "engine": engine, **row}
-        row["server_peak_rss_mib"] = round(_vmhwm(proc.pid))
+        row["server_peak_rss_mib"] = round(peak_rss_mib(proc.pid))
         rows.append(row)
         print(json.dumps(row), flush=True)
     finally:
