@@ -156,6 +156,24 @@ def _zip() -> bytes:
 # --- DICOM --------------------------------------------------------------------------------------
 
 
+def cr_dataset():
+    """An empty computed-radiography data set with its file meta (explicit VR little endian)."""
+    import pydicom
+    import pydicom.uid as uid
+    from pydicom.dataset import FileMetaDataset
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
+    meta.MediaStorageSOPInstanceUID = uid.generate_uid()
+    meta.TransferSyntaxUID = uid.ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "CR"
+    return ds
+
+
 def dicom(
     *,
     photometric: str = "MONOCHROME2",
@@ -172,20 +190,11 @@ def dicom(
 ) -> bytes:
     """A DICOM Part 10 file of a generated X-ray, in any photometric interpretation and
     transfer syntax pydicom (with Pillow) can write."""
-    import pydicom
     import pydicom.uid as uid
-    from pydicom.dataset import FileMetaDataset
 
     grey = np.asarray(xray(size), dtype=np.uint16)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
-    meta.MediaStorageSOPInstanceUID = uid.generate_uid()
-    meta.TransferSyntaxUID = uid.ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "CR"
+    ds = cr_dataset()
+    meta = ds.file_meta
     ds.PatientName = "Doe^Jane"
     ds.Rows, ds.Columns = grey.shape
     ds.PhotometricInterpretation = photometric

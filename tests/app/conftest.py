@@ -37,3 +37,18 @@ def app_env(monkeypatch, tmp_path, tiny_model) -> Path:
     monkeypatch.delenv("PNEUMO_APP_PASSWORD_HASH", raising=False)
     monkeypatch.delenv("PNEUMO_MAX_UPLOAD_MB", raising=False)
     return db
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_model):
+    """The tiny model on the default engine, shared by a test module."""
+    from pneumo.inference.engine import load_predictor
+
+    return load_predictor(tiny_model)
+
+
+@pytest.fixture(scope="module")
+def cam(tiny_model):
+    from pneumo.inference.cam import GradCam
+
+    return GradCam.from_dir(tiny_model)

@@ -20,20 +20,6 @@ from pneumo.storage import repository as repo
 from pneumo.storage.db import open_database
 
 
-@pytest.fixture(scope="module")
-def predictor(tiny_model):
-    from pneumo.inference.engine import load_predictor
-
-    return load_predictor(tiny_model)
-
-
-@pytest.fixture(scope="module")
-def cam(tiny_model):
-    from pneumo.inference.cam import GradCam
-
-    return GradCam.from_dir(tiny_model)
-
-
 @pytest.fixture
 def factory(db_url):
     """A fresh records database: each test that stores runs on SQLite and on PostgreSQL."""

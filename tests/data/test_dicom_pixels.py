@@ -14,8 +14,8 @@ import pydicom
 import pydicom.uid as uid
 import pytest
 from PIL import Image, ImageOps
-from pydicom.dataset import FileMetaDataset
 
+from corpus import cr_dataset
 from pneumo.data.decode import load_grey
 from pneumo.errors import ImageDecodeError
 
@@ -25,15 +25,7 @@ RAMP_12 = np.arange(4096, dtype=np.uint16).reshape(64, 64)  # every 12-bit value
 
 def _dataset(array: np.ndarray, photometric: str = "MONOCHROME2", **tags) -> pydicom.Dataset:
     """A CR image data set holding ``array`` (frames first for 3-D grey, samples last for RGB)."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
-    meta.MediaStorageSOPInstanceUID = uid.generate_uid()
-    meta.TransferSyntaxUID = uid.ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "CR"
+    ds = cr_dataset()
     rgb = photometric == "RGB"
     frames = array.shape[0] if array.ndim == 3 and not rgb else 1
     ds.Rows, ds.Columns = array.shape[-3:-1] if rgb else array.shape[-2:]
