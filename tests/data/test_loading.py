@@ -5,6 +5,7 @@ file skipped with a warning while the rest of its batch arrives."""
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -118,10 +119,31 @@ def test_augmentation_is_off_for_evaluation_and_configurable(tiny_data):
     assert not torch.equal(x, y) and not torch.equal(x, a)
 
     # only a certain horizontal flip: exactly the mirrored evaluation input
-    flip_only = AugmentConfig((1.0, 1.0), 0.0, 1.0, (1.0, 1.0), 0.0, 0.0, 0.0, 0.0)
+    flip_only = replace(AugmentConfig.none(), hflip=1.0)
     flipped = image_dataset(records, DataConfig(), augment=flip_only)[0]["image"]
     np.testing.assert_allclose(flipped.numpy(), a.flip(-1).numpy(), atol=0.05)
     assert not np.allclose(flipped.numpy(), a.numpy(), atol=0.05)
+
+
+@pytest.mark.parametrize("shift", ["jpeg", "downscale", "equalize"])
+def test_acquisition_augmentations_change_the_film_but_not_its_layout(tiny_data, shift):
+    """JPEG recompression, lost resolution and equalisation (shifts of the stress battery) are
+    applied when asked, alone, and leave the film where it was (no flip, crop or rotation)."""
+    records = find_images(tiny_data, splits=["val"])[:1]
+    plain = image_dataset(records, DataConfig())[0]["image"].numpy()
+    torch.manual_seed(0)
+    only = replace(AugmentConfig.none(), **{shift: 1.0})
+    shifted = image_dataset(records, DataConfig(), augment=only)[0]["image"].numpy()
+    difference = np.abs(shifted - plain)
+    assert difference.max() > 0.05  # the shift was applied
+    # the same film in the same place: strongly correlated with the plain input
+    assert np.corrcoef(shifted.ravel(), plain.ravel())[0, 1] > 0.8
+    assert AugmentConfig.none().to_dict()[shift] == 0.0  # none() turns it off
+
+
+def test_augmentation_probabilities_are_checked():
+    with pytest.raises(ValueError, match="jpeg"):
+        AugmentConfig(jpeg=1.5)
 
 
 def test_broken_file_is_skipped_with_a_warning_and_the_batch_arrives(tiny_data, caplog):

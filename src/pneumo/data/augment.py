@@ -17,16 +17,22 @@ class AugmentConfig:
     """Maximum rotation in degrees."""
     hflip: float = 0.5
     """Probability of a horizontal flip."""
-    gamma: tuple[float, float] = (0.7, 1.4)
-    """Range of the random gamma correction."""
+    gamma: tuple[float, float] = (0.6, 1.7)
+    """Range of the random gamma correction (covers the battery's exposures, 0.6 and 1.6)."""
     brightness: float = 0.3
     """Brightness jitter factor."""
-    contrast: float = 0.3
-    """Contrast jitter factor."""
+    contrast: float = 0.4
+    """Contrast jitter factor (covers the battery's x0.6 and x1.4)."""
     blur: float = 0.2
     """Probability of a Gaussian blur (sigma 0.1 to 1.5 pixels)."""
     noise: float = 0.2
     """Probability of additive Gaussian noise (sigma up to 0.04 of the range)."""
+    jpeg: float = 0.25
+    """Probability of a JPEG recompression at quality 15 to 90 (PACS exports, web uploads)."""
+    downscale: float = 0.2
+    """Probability of losing resolution: down to 40-90% of the size and back up."""
+    equalize: float = 0.1
+    """Probability of histogram equalisation (some consoles post-process films this way)."""
 
     def __post_init__(self):
         lo, hi = self.crop_scale
@@ -34,13 +40,13 @@ class AugmentConfig:
             raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {self.crop_scale}")
         if not 0 < self.gamma[0] <= self.gamma[1]:
             raise ValueError(f"gamma range must be positive and ordered, got {self.gamma}")
-        for name in ("hflip", "blur", "noise"):
+        for name in ("hflip", "blur", "noise", "jpeg", "downscale", "equalize"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} is a probability in [0, 1]")
 
     @classmethod
     def none(cls) -> AugmentConfig:
-        return cls((1.0, 1.0), 0.0, 0.0, (1.0, 1.0), 0.0, 0.0, 0.0, 0.0)
+        return cls((1.0, 1.0), 0.0, 0.0, (1.0, 1.0), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -49,7 +49,7 @@ class TrainTransform:
     def __call__(self, img: Image.Image) -> np.ndarray:
         import torch
 
-        img = self.pipeline(img)
+        img = self._acquisition(self.pipeline(img))
         lo, hi = self.augment.gamma
         if hi > lo:
             gamma = lo + (hi - lo) * float(torch.rand(()))
@@ -61,3 +61,30 @@ class TrainTransform:
             noise = torch.randn(arr.shape[1:]).numpy() * sigma
             arr = arr + noise[None]  # the same noise on R, G, B: X-rays are grey
         return np.ascontiguousarray(arr, dtype=np.float32)
+
+    def _acquisition(self, img: Image.Image) -> Image.Image:
+        """What scanners and exports do to a film: lost resolution, equalised histograms, JPEG
+        recompression (the shifts of ``pneumo evaluate --stress``)."""
+        import io
+
+        import torch
+        from PIL import ImageOps
+
+        def chance(p: float) -> bool:
+            return p > 0 and float(torch.rand(())) < p
+
+        if chance(self.augment.downscale):
+            factor = 0.4 + 0.5 * float(torch.rand(()))
+            w, h = img.size
+            small = img.resize(
+                (max(8, round(w * factor)), max(8, round(h * factor))), Image.BILINEAR
+            )
+            img = small.resize((w, h), Image.BILINEAR)
+        if chance(self.augment.equalize):
+            img = ImageOps.equalize(img)
+        if chance(self.augment.jpeg):
+            buffer = io.BytesIO()
+            img.save(buffer, format="JPEG", quality=int(15 + 75 * float(torch.rand(()))))
+            img = Image.open(io.BytesIO(buffer.getvalue()))
+            img.load()
+        return img
