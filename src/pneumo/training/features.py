@@ -30,7 +30,7 @@ def model_key(
     digest = hashlib.sha256(backbone.encode())
     for name, tensor in sorted(getattr(model, "module", model).state_dict().items()):
         digest.update(name.encode())
-        digest.update(tensor.detach().float().numpy().tobytes()[:4096])
+        digest.update(tensor.detach().float().cpu().numpy().tobytes()[:4096])
         digest.update(str(float(tensor.float().sum())).encode())
     digest.update(json.dumps(data_config.to_dict(), sort_keys=True).encode())
     digest.update(precision.encode())

@@ -145,7 +145,7 @@ def finetune(
         if dist.is_main:
             _validate_and_checkpoint(cfg, parts, progress, row, started, ckpt_dir)
         if dist.enabled:
-            progress.stale = _from_rank_0(progress.stale)
+            progress.stale = _from_rank_0(progress.stale, parts.device)
     if dist.enabled:
         report = gather_report(dist, shards, parts.model)
         if report is not None:
@@ -279,9 +279,10 @@ def _validate_and_checkpoint(
     )
 
 
-def _from_rank_0(value: int) -> int:
-    """Rank 0's value on every rank (early stopping is decided where validation runs)."""
-    flag = torch.tensor([value], dtype=torch.long)
+def _from_rank_0(value: int, device: torch.device) -> int:
+    """Rank 0's value on every rank (early stopping is decided where validation runs); the
+    tensor lives on the process's device, as NCCL requires."""
+    flag = torch.tensor([value], dtype=torch.long, device=device)
     torch.distributed.broadcast(flag, 0)
     return int(flag)
 

@@ -112,6 +112,9 @@ def init_distributed() -> DistInfo:
     import torch
     import torch.distributed as dist
 
+    if torch.cuda.is_available():
+        # One GPU per process: without this every rank would train on cuda:0.
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     if not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     info = DistInfo(dist.get_rank(), dist.get_world_size())
