@@ -44,3 +44,16 @@ def test_explicit_values_win_and_zero_epochs_is_refused():
 def test_a_saved_config_reads_back_the_same():
     cfg = TrainConfig(mode="finetune", data="d", output="o")
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_the_default_recipe_is_the_one_held_out_films_rewarded():
+    """Zero head with trained batch norm (issue 17's measurements on held-out films), and an
+    operating point at 97% validation sensitivity; LP-FT with frozen statistics stays an option."""
+    cfg = _cli("--mode", "finetune")
+    assert (cfg.head_init, cfg.freeze_bn) == ("zero", False)
+    assert (cfg.threshold_method, cfg.target_sensitivity) == ("sensitivity", 0.97)
+    lpft = _cli("--mode", "finetune", "--head-init", "probe", "--freeze-bn")
+    assert (lpft.head_init, lpft.freeze_bn) == ("probe", True)
+    assert _cli("--mode", "finetune", "--train-bn").freeze_bn is False
+    with pytest.raises(SystemExit):
+        _cli("--mode", "finetune", "--train-bn", "--freeze-bn")

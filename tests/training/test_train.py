@@ -268,12 +268,37 @@ def test_finetune_starts_from_a_sound_head(tiny_data, tiny_config, tmp_path, hea
     # The EMA is saved with the checkpoint, so --resume continues the same average.
     last = load_file(str(run_dir / "checkpoints" / "last.safetensors"))
     assert any(k.startswith("ema.") for k in last)
-    # A class-balanced model's threshold is p = 0.5 by the Bayes rule, not a validation fit.
-    assert read_metadata(run_dir / "model").threshold == pytest.approx(0.5)
+    _check_operating_point(cfg, run_dir / "model")
+
+
+def _check_operating_point(cfg, model_dir):
+    """The threshold is the run's stated rule applied to its saved validation predictions:
+    the highest one reaching the target sensitivity there, after the fitted shift."""
+
+    from pneumo.evaluation.calibration import calibrated_probabilities, shifted_logits
+    from pneumo.training.finalize import read_val_predictions
+
+    meta = read_metadata(model_dir)
+    logits, y, prevalence = read_val_predictions(model_dir / "val_predictions.csv")
+    assert len(y) == meta.metrics["n"] and 0 < prevalence < 1
+    p = calibrated_probabilities(
+        shifted_logits(logits, meta.metrics["logit_shift"]), meta.temperature
+    )[:, 1]
+    assert (p[y == 1] >= meta.threshold).mean() >= cfg.target_sensitivity
+    higher = p[y == 1][p[y == 1] > meta.threshold]
+    assert higher.size == 0 or (p[y == 1] >= higher.min()).mean() < cfg.target_sensitivity
+    assert meta.metrics["sensitivity"] == pytest.approx((p[y == 1] >= meta.threshold).mean())
 
 
 def test_prevalence_moves_the_threshold_by_bayes_rule(tiny_data, tiny_config, tmp_path):
-    cfg = tiny_config(tiny_data, tmp_path / "run", mode="frozen", epochs=1, prevalence=0.8)
+    cfg = tiny_config(
+        tiny_data,
+        tmp_path / "run",
+        mode="frozen",
+        epochs=1,
+        threshold_method="bayes",
+        prevalence=0.8,
+    )
     meta = read_metadata(train(cfg).model_dir)
     assert meta.threshold == pytest.approx(0.2)
 
@@ -286,7 +311,7 @@ def test_variants_table_and_export(tiny_data, tiny_config, tmp_path):
     rows = compare_variants(run_dir, alphas=(0.5,))
     names = [r["variant"] for r in rows]
     assert names[:3] == [
-        "start (ImageNet backbone + linear probe)",
+        "start (ImageNet backbone + starting head)",
         "last epoch",
         "EMA of weights",
     ]
@@ -321,9 +346,50 @@ def test_bundle_writes_fp16_weights_and_a_card_computed_from_the_run(
     assert "WiSE-FT mixed at alpha 0.5" in card and "random initialisation" in card
     assert "--wise-alpha 0.5" in card and "--head-init" not in card
     assert figures["canary"]["n"] == 8 and "canary" in card
-    assert "**0.500 (model)**" in card  # the Bayes threshold of a balanced model
     meta = read_metadata(dest)
     assert meta.threshold == read_metadata(run_dir / "model").threshold
+    assert f"**{meta.threshold:.3f} (model)**" in card
+    assert "the highest threshold reaching 97% sensitivity on validation" in card
+
+
+def test_bundle_places_the_operating_point_again_from_saved_predictions(
+    tiny_data, tiny_config, tmp_path
+):
+    """Another rule needs no pass over the films: the run's val_predictions.csv is enough, and
+    the shipped weights then give on validation what the new rule promised."""
+    from pneumo.training.bundle import bundle_model
+
+    cfg = tiny_config(tiny_data, tmp_path / "run", mode="finetune", epochs=1)
+    run_dir = train(cfg).run_dir
+    original = read_metadata(run_dir / "model")
+    bayes = bundle_model(run_dir, tmp_path / "bayes", threshold_method="bayes", prevalence=0.8)
+    meta = read_metadata(bayes)
+    assert meta.threshold == pytest.approx(0.2)  # Bayes' rule at 80% prevalence
+    assert meta.training["threshold_method"] == "bayes"
+    assert (
+        "moved by Bayes' rule to a deployment prevalence of 80%"
+        in (bayes / "MODEL_CARD.md").read_text()
+    )
+    # The same rule again reproduces the run's own operating point and weights (to fp16).
+    same = bundle_model(run_dir, tmp_path / "same", threshold_method="sensitivity")
+    again = read_metadata(same)
+    assert again.threshold == pytest.approx(original.threshold, abs=1e-9)
+    assert again.metrics["logit_shift"] == pytest.approx(original.metrics["logit_shift"])
+    _, run_meta_bias = _head_bias(run_dir / "model")
+    _, same_bias = _head_bias(same)
+    assert torch.allclose(run_meta_bias, same_bias, atol=2e-3)
+    # The shipped fp16 weights give on validation what the rule promised there (fp16 may move
+    # one film across the threshold).
+    figures = json.loads((same / "figures.json").read_text())["validation"]
+    assert again.metrics["sensitivity"] >= cfg.target_sensitivity
+    assert abs(figures["sensitivity"] - again.metrics["sensitivity"]) <= (
+        1 / figures["n_pneumonia"] + 1e-9
+    )
+
+
+def _head_bias(model_dir):
+    model, meta, _ = load_model(model_dir)
+    return meta, model.get_classifier().bias.detach().float()
 
 
 def test_cuda_without_a_gpu_is_a_clear_error(tiny_data, tiny_config, tmp_path):
@@ -356,7 +422,7 @@ def test_runs_from_one_start_can_be_souped_and_bundled(tiny_data, tiny_config, t
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((second / "head_init.json").read_text())["head_init"] == "start_weights"
     rows = compare_variants(first, soup_runs=[second], alphas=())
-    assert any(r["variant"].startswith("greedy soup keeps a") for r in rows)
+    assert any(r["variant"].startswith("greedy soup keeps ") for r in rows)
     export_variant(first, soup_name(2), tmp_path / "soup" / "model", alphas=(), soup_runs=[second])
     meta = read_metadata(tmp_path / "soup" / "model")
     assert meta.training["variant"]["soup_runs"] == [str(second)]

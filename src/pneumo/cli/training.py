@@ -97,7 +97,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         "--head-init",
         choices=HEAD_INITS,
         default=d.head_init,
-        help="fine-tuning's starting head: a linear probe on frozen features (LP-FT), zero, random",
+        help="fine-tuning's starting head: zero (default), a linear probe on frozen features "
+        "(LP-FT, with --freeze-bn), random",
     )
     p.add_argument(
         "--freeze-stages",
@@ -105,11 +106,19 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         default=d.freeze_stages,
         help="keep the stem and this many early stages at ImageNet weights (faster epochs)",
     )
-    p.add_argument(
+    bn = p.add_mutually_exclusive_group()
+    bn.add_argument(
         "--train-bn",
         dest="freeze_bn",
         action="store_false",
-        help="fine-tune with batch statistics instead of frozen batch-norm statistics",
+        default=d.freeze_bn,
+        help="fine-tune batch norm with batch statistics (the default)",
+    )
+    bn.add_argument(
+        "--freeze-bn",
+        dest="freeze_bn",
+        action="store_true",
+        help="keep batch-norm statistics frozen (what LP-FT, --head-init probe, wants)",
     )
     p.add_argument(
         "--ema-decay",
@@ -133,7 +142,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         "--threshold-method",
         choices=THRESHOLD_METHODS,
         default=d.threshold_method,
-        help="bayes: p = 0.5 on the balanced posterior, moved to --prevalence by Bayes' rule",
+        help="sensitivity: the highest threshold reaching --target-sensitivity on validation; "
+        "bayes: p = 0.5 on the balanced posterior, moved to --prevalence by Bayes' rule",
     )
     p.add_argument(
         "--prevalence",
@@ -195,7 +205,13 @@ def _compare(args: argparse.Namespace) -> int:
 def _bundle(args: argparse.Namespace) -> int:
     from pneumo.training.bundle import bundle_model
 
-    bundle_model(args.run, args.dest)
+    bundle_model(
+        args.run,
+        args.dest,
+        threshold_method=args.threshold_method,
+        target_sensitivity=args.target_sensitivity,
+        prevalence=args.prevalence,
+    )
     return 0
 
 
@@ -242,6 +258,7 @@ def _variants(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     """Add this group's subcommands to the `pneumo` parser."""
+    from pneumo.config import THRESHOLD_METHODS
     from pneumo.training.train import train
 
     p = add_command(sub, "train", train, _train)
@@ -275,6 +292,14 @@ def register(sub) -> None:
     p.add_argument(
         "--dest", type=Path, default=Path("models/default"), help="where to write the model"
     )
+    p.add_argument(
+        "--threshold-method",
+        choices=THRESHOLD_METHODS,
+        default=None,
+        help="place the operating point again by this rule (default: the run's own)",
+    )
+    p.add_argument("--target-sensitivity", type=float, default=None)
+    p.add_argument("--prevalence", type=float, default=None)
 
     from pneumo.training.adapt import adapt
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from pneumo.config import TrainConfig
+from pneumo.errors import PneumoError
 from pneumo.evaluation.calibration import expected_calibration_error
 from pneumo.evaluation.metrics import compute_metrics
 from pneumo.inference.engine import load_predictor
@@ -78,8 +79,7 @@ def reproduce_command(cfg: TrainConfig, data: str = "../shared/data/chest_xray")
         shown = name in ("epochs", "lr") or value != getattr(default, name)
         if shown and value is not None:
             args += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
-    if not cfg.freeze_bn:
-        args.append("--train-bn")
+    args.append("--freeze-bn" if cfg.freeze_bn else "--train-bn")
     args += ["--data", data, "--output", str(cfg.output)]
     return " ".join(shlex.quote(a) for a in args)
 
@@ -162,11 +162,12 @@ def shipped_figures(model_dir: Path, cfg: TrainConfig) -> dict:
     return figures
 
 
-def model_card(run_dir: Path, dest: Path, figures: dict) -> str:
-    """The model card of the model in ``dest`` packaged from ``run_dir``."""
+def model_card(run_dir: Path, dest: Path, figures: dict, cfg: TrainConfig | None = None) -> str:
+    """The model card of the model in ``dest`` packaged from ``run_dir`` (``cfg``: the run's
+    config with the operating-point rule the bundle applied)."""
 
     meta = read_metadata(dest)
-    cfg = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    cfg = cfg or TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
     facts = RunFacts.read(run_dir)
     history = json.loads((run_dir / "history.json").read_text())
     head = run_dir / "head_init.json"
@@ -278,7 +279,8 @@ def model_card(run_dir: Path, dest: Path, figures: dict) -> str:
         lines += [
             "## Weight-averaging variants of this run (`pneumo variants`)",
             "",
-            "Figures at p = 0.5 after a temperature fitted on validation (never below 1). "
+            "Each variant at its own operating point, placed by the run's rule (logit shift and "
+            "temperature fitted on validation, T never below 1, then the threshold). "
             "Validation cannot rank these under the train-to-test shift; the choice follows the "
             "literature on robust fine-tuning (see docs/robustness.md).",
             "",
@@ -303,24 +305,81 @@ def model_card(run_dir: Path, dest: Path, figures: dict) -> str:
     return "\n".join(lines)
 
 
-def bundle_model(run_dir: Path, dest: Path) -> Path:
+def bundle_model(
+    run_dir: Path,
+    dest: Path,
+    *,
+    threshold_method: str | None = None,
+    target_sensitivity: float | None = None,
+    prevalence: float | None = None,
+) -> Path:
     """Package a trained run as the bundled model: fp16 weights, history and a model card.
 
     Copies the model of ``run_dir`` to ``dest`` (default ``models/default``) with its weights in
     fp16 and its training history, then writes MODEL_CARD.md: the recipe from the run's config,
     the threshold rule, and validation and official-val (canary) figures computed from the
-    shipped fp16 weights at the model's threshold and across thresholds.
+    shipped fp16 weights at the model's threshold and across thresholds. --threshold-method,
+    --target-sensitivity and --prevalence place the operating point again by another rule,
+    from the model's saved validation predictions (no pass over the films).
     """
+    import dataclasses
+
+    from pneumo.training.finalize import VAL_PREDICTIONS
 
     run_dir, dest = Path(run_dir), Path(dest)
     model, meta, extra = load_model(run_dir / "model")
+    cfg = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    rule = {
+        k: v
+        for k, v in (
+            ("threshold_method", threshold_method),
+            ("target_sensitivity", target_sensitivity),
+            ("prevalence", prevalence),
+        )
+        if v is not None
+    }
+    if rule:
+        cfg = dataclasses.replace(cfg, **rule)
+        replace_operating_point(model, meta, cfg, run_dir / "model" / VAL_PREDICTIONS)
     if dest.exists():
         shutil.rmtree(dest)
     save_model(dest, model, meta, half=True, extra_tensors=extra)
     history = json.loads((run_dir / "history.json").read_text())
     (dest / "history.json").write_text(json.dumps(history, indent=1) + "\n")
-    cfg = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
     figures = shipped_figures(dest, cfg)
     (dest / "figures.json").write_text(json.dumps(figures, indent=1) + "\n")
-    (dest / "MODEL_CARD.md").write_text(model_card(run_dir, dest, figures))
+    (dest / "MODEL_CARD.md").write_text(model_card(run_dir, dest, figures, cfg=cfg))
     return dest
+
+
+def replace_operating_point(model, meta, cfg: TrainConfig, predictions: Path) -> None:
+    """Place ``model``'s operating point by ``cfg``'s rule on the validation predictions the
+    run saved: the new shift is folded into the head (less the one already there), and the
+    threshold, temperature, band and validation figures of ``meta`` follow."""
+    from pneumo.training.finalize import (
+        calibrate_and_select,
+        fold_logit_shift,
+        read_val_predictions,
+    )
+
+    if not Path(predictions).is_file():
+        raise PneumoError(
+            f"{predictions}: no saved validation predictions (runs before pneumo 0.x did not "
+            "write them); export the model again with `pneumo variants RUN --export ...`"
+        )
+    logits, labels, train_prevalence = read_val_predictions(predictions)
+    selection = calibrate_and_select(cfg, logits, labels, train_prevalence)
+    fold_logit_shift(model, selection.shift - float(meta.metrics.get("logit_shift", 0.0)))
+    meta.threshold, meta.temperature = selection.threshold, selection.temperature
+    meta.uncertain_band = selection.uncertain_band
+    meta.metrics = {
+        "split": "validation (patient-level, carved from train)",
+        "logit_shift": selection.shift,
+        **selection.metrics,
+    }
+    meta.training = {
+        **meta.training,
+        "threshold_method": cfg.threshold_method,
+        "target_sensitivity": cfg.target_sensitivity,
+        "prevalence": cfg.prevalence,
+    }

@@ -14,7 +14,6 @@ from pneumo.data.discover import data_root_of, find_images
 from pneumo.data.labels import write_label_file
 from pneumo.errors import DataError, PneumoError
 from pneumo.evaluation.metrics import baseline_metrics
-from pneumo.models.checkpoint import METADATA_FILE, read_metadata
 from pneumo.models.registry import get_spec
 from pneumo.training.splits import training_records
 from pneumo.training.train import train
@@ -105,7 +104,7 @@ def compare(base, backbones: list[str], *, output: Path, retrain: bool = True) -
                 "run": str(run.run_dir),
                 "best_epoch": run.best_epoch,
                 "seconds": time.perf_counter() - started,
-                **{k: chosen.get(k) for k in (*COLUMNS, "threshold", "temperature")},
+                **{k: chosen.get(k) for k in (*COLUMNS, "threshold", "temperature", "logit_shift")},
             }
         )
     ranked = rank(results)
@@ -151,21 +150,26 @@ def retrain_on_all(base, winner: dict, output: Path) -> Path:
     )
 
     run_dir = run_train(cfg).run_dir
-    _keep_selection(
-        run_dir / "model", threshold=winner["threshold"], temperature=winner["temperature"]
-    )
+    _keep_selection(run_dir / "model", winner)
     return run_dir
 
 
-def _keep_selection(model_dir: Path, *, threshold: float, temperature: float) -> None:
-    from pneumo.training.finalize import uncertain_band
+def _keep_selection(model_dir: Path, winner: dict) -> None:
+    """The winner's operating point (shift, temperature, threshold from its validation run) on
+    the model retrained on everything, which has no validation of its own to place one."""
+    from pneumo.models.checkpoint import load_model, save_model
+    from pneumo.training.finalize import fold_logit_shift, uncertain_band
 
-    meta = read_metadata(model_dir)
-    meta.threshold, meta.temperature = threshold, temperature
-    meta.uncertain_band = uncertain_band(threshold)
+    model, meta, extra = load_model(model_dir)
+    fold_logit_shift(
+        model, float(winner.get("logit_shift") or 0.0) - float(meta.metrics.get("logit_shift", 0.0))
+    )
+    meta.threshold, meta.temperature = winner["threshold"], winner["temperature"]
+    meta.uncertain_band = uncertain_band(meta.threshold)
     meta.metrics = {
-        "note": "retrained on train + validation; threshold and temperature from the "
-        "validation run",
+        "note": "retrained on train + validation; logit shift, threshold and temperature from "
+        "the validation run",
         **meta.metrics,
+        "logit_shift": float(winner.get("logit_shift") or 0.0),
     }
-    (model_dir / METADATA_FILE).write_text(json.dumps(meta.to_dict(), indent=2) + "\n")
+    save_model(model_dir, model, meta, extra_tensors=extra)

@@ -13,7 +13,11 @@ import torch
 
 from pneumo import __version__
 from pneumo.config import TrainConfig
-from pneumo.evaluation.calibration import calibrated_probabilities, fit_temperature
+from pneumo.evaluation.calibration import (
+    calibrated_probabilities,
+    fit_shift_and_temperature,
+    shifted_logits,
+)
 from pneumo.evaluation.metrics import compute_metrics
 from pneumo.evaluation.thresholds import bayes_threshold, choose_threshold
 from pneumo.inference.ood import fit_ood
@@ -26,14 +30,17 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Selection:
-    """The operating point chosen on validation and what it gives there."""
+    """The operating point placed on validation and what it gives there."""
 
     temperature: float
     threshold: float
     metrics: dict
-    """Validation figures at ``threshold`` (compute_metrics)."""
+    """Validation figures at ``threshold`` (compute_metrics, with binomial intervals)."""
     p: np.ndarray
     """Calibrated validation probabilities of pneumonia."""
+    shift: float = 0.0
+    """Subtracted from the network's PNEUMONIA-vs-NORMAL logit (folded into the head's bias
+    when the model is written)."""
 
     @property
     def uncertain_band(self) -> tuple[float, float]:
@@ -45,26 +52,37 @@ class Selection:
             "split": "validation",
             "threshold": self.threshold,
             "temperature": self.temperature,
+            "logit_shift": self.shift,
             **self.metrics,
         }
 
 
 def calibrate_and_select(
-    cfg: TrainConfig, logits: np.ndarray, labels: np.ndarray, train_labels: np.ndarray
+    cfg: TrainConfig, logits: np.ndarray, labels: np.ndarray, train_prevalence: float
 ) -> Selection:
-    """Temperature (NLL on validation), then the threshold by ``cfg.threshold_method``, then the
-    validation figures at that threshold."""
+    """Place the operating point on validation by ``cfg``'s stated rule.
 
+    1. A logit shift and a temperature (Platt scaling, class-balanced NLL), so that p is the
+       validation posterior at 50% prevalence; the temperature may soften, never sharpen.
+    2. The threshold by ``cfg.threshold_method`` on those probabilities: the highest one that
+       reaches ``cfg.target_sensitivity`` on validation (default), Bayes' rule, or the middle of
+       the balanced-accuracy plateau.
+    3. The validation figures at that threshold, with exact binomial 95% intervals for its
+       sensitivity and specificity (the margin of a rule read off a few hundred films).
+
+    ``train_prevalence`` is the share of pneumonia in the training films (Bayes' rule for a model
+    trained without class balancing).
+    """
     balanced = cfg.class_balance != "none"
     # Validation carved from train is nearly separable, so its NLL always asks for sharper
     # probabilities (T < 1); new films are not separable, and sharpening turns their errors
     # into confident ones. The temperature may soften the network, never sharpen it.
-    temperature = max(1.0, float(fit_temperature(logits, labels, balanced=balanced)))
-    p = calibrated_probabilities(logits, temperature)[:, 1]
+    shift, temperature = fit_shift_and_temperature(logits, labels, balanced=balanced)
+    p = calibrated_probabilities(shifted_logits(logits, shift), temperature)[:, 1]
     if cfg.threshold_method == "bayes":
-        # A class-balanced model's p is the posterior at 50% prevalence; without balancing it is
-        # the posterior at the training prevalence.
-        trained_at = 0.5 if balanced else float(np.mean(train_labels))
+        # After the balanced fit p is the posterior at 50% prevalence (for a model trained
+        # without balancing, the training prevalence stays its prior).
+        trained_at = 0.5 if balanced else float(train_prevalence)
         threshold = bayes_threshold(trained_at, cfg.prevalence)
     else:
         threshold = float(
@@ -72,8 +90,37 @@ def calibrate_and_select(
                 labels, p, method=cfg.threshold_method, target_sensitivity=cfg.target_sensitivity
             )
         )
-    metrics = compute_metrics(labels, p, threshold)
-    return Selection(temperature=temperature, threshold=threshold, metrics=metrics, p=p)
+    metrics = {**compute_metrics(labels, p, threshold), **binomial_intervals(labels, p, threshold)}
+    return Selection(
+        temperature=temperature, threshold=threshold, metrics=metrics, p=p, shift=shift
+    )
+
+
+def binomial_intervals(labels, p, threshold: float) -> dict:
+    """Exact (Clopper-Pearson) 95% intervals of sensitivity and specificity at ``threshold``."""
+    from scipy.stats import binomtest
+
+    y, called = np.asarray(labels), np.asarray(p) >= threshold
+    out = {}
+    for name, cls, hit in (("sensitivity", 1, True), ("specificity", 0, False)):
+        n = int((y == cls).sum())
+        if n:
+            k = int((called[y == cls] == hit).sum())
+            ci = binomtest(k, n).proportion_ci(0.95, method="exact")
+            out[f"{name}_ci95"] = [float(ci.low), float(ci.high)]
+    return out
+
+
+def fold_logit_shift(model: torch.nn.Module, shift: float) -> None:
+    """Lower the network's PNEUMONIA-vs-NORMAL logit by ``shift`` through its head's bias, so
+    every engine (torch, ONNX, OpenVINO) serves the calibrated logits with no extra step."""
+    if shift == 0:
+        return
+    head = model.get_classifier()
+    with torch.no_grad():
+        head.bias += torch.tensor([shift / 2, -shift / 2], dtype=head.bias.dtype).to(
+            head.bias.device
+        )
 
 
 UNCERTAIN_ODDS = 4.0
@@ -106,11 +153,13 @@ def write_model(
     bn_reference: dict | None = None,
     variant: dict | None = None,
 ) -> Path:
-    """Save weights, OOD statistics, the training films' batch-norm statistics (the reference
-    ``pneumo adapt`` measures a site against) and metadata into ``output``. ``variant`` says
+    """Save weights (the selection's logit shift folded into ``model``'s head), OOD statistics,
+    the training films' batch-norm statistics (the reference ``pneumo adapt`` measures a site
+    against) and metadata into ``output``. ``variant`` says
     which averaging of which runs the weights are (``pneumo variants --export``)."""
 
     ood_tensors, ood_settings = fit_ood(train_features, val_features)
+    fold_logit_shift(model, selection.shift)
     metadata = ModelMetadata(
         backbone=cfg.backbone,
         data_config=data_config,
@@ -119,7 +168,11 @@ def write_model(
         uncertain_band=selection.uncertain_band,
         ood=ood_settings,
         data_fingerprint=fingerprint,
-        metrics={"split": "validation (patient-level, carved from train)", **selection.metrics},
+        metrics={
+            "split": "validation (patient-level, carved from train)",
+            "logit_shift": selection.shift,
+            **selection.metrics,
+        },
         training={**cfg.to_dict(), **({"variant": variant} if variant else {})},
         pneumo_version=__version__,
     )
@@ -145,3 +198,45 @@ def write_model(
 def write_json(path: Path, data) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, default=float) + "\n")
+
+
+VAL_PREDICTIONS = "val_predictions.csv"
+"""Each run's validation films with the network's own logits (before any shift), so that any
+operating-point rule can be applied again without a pass over the films."""
+
+
+def write_val_predictions(path: Path, records, logits, labels, train_prevalence: float) -> None:
+    """``relpath, patient, label, logit_normal, logit_pneumonia`` per validation film; the first
+    line is a comment with the training prevalence (Bayes' rule without class balance)."""
+    import csv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="") as f:
+        f.write(f"# train_prevalence={train_prevalence:.6f}\n")
+        writer = csv.writer(f)
+        writer.writerow(["relpath", "patient", "label", "logit_normal", "logit_pneumonia"])
+        for record, z, y in zip(records, np.asarray(logits), np.asarray(labels), strict=True):
+            writer.writerow(
+                [record.relpath, record.patient, int(y), repr(float(z[0])), repr(float(z[1]))]
+            )
+    tmp.replace(path)
+
+
+def read_val_predictions(path: Path) -> tuple[np.ndarray, np.ndarray, float]:
+    """Logits (N, 2), labels (N,) and the training prevalence of a run's ``val_predictions.csv``."""
+    import csv
+
+    from pneumo.errors import PneumoError
+
+    try:
+        lines = Path(path).read_text().splitlines()
+        prevalence = float(lines[0].split("=", 1)[1])
+        rows = list(csv.DictReader(lines[1:]))
+        logits = np.array([[float(r["logit_normal"]), float(r["logit_pneumonia"])] for r in rows])
+        labels = np.array([int(r["label"]) for r in rows])
+    except (OSError, IndexError, KeyError, ValueError) as exc:
+        raise PneumoError(f"{path}: not a readable {VAL_PREDICTIONS} ({exc})") from None
+    if not rows:
+        raise PneumoError(f"{path}: no validation predictions in it")
+    return logits, labels, prevalence

@@ -231,14 +231,23 @@ def write_outputs(
     """Calibrate, choose the threshold, and write the model, history, metrics and validation
     report of a run (``output`` overrides where the model goes; ``variant`` is recorded in its
     metadata)."""
+    import numpy as np
+
     from pneumo.training.averaging import batchnorm_statistics
-    from pneumo.training.finalize import calibrate_and_select, write_json, write_model
+    from pneumo.training.finalize import (
+        VAL_PREDICTIONS,
+        calibrate_and_select,
+        write_json,
+        write_model,
+        write_val_predictions,
+    )
     from pneumo.training.loops import clean_batches
 
     run_dir = Path(cfg.output)
     val_logits, val_y, val_x = validation
-    train_y = [r.label_index for r in train_recs]
-    selection = calibrate_and_select(cfg, val_logits, val_y, train_y)
+    train_prevalence = float(np.mean([r.label_index for r in train_recs]))
+    selection = calibrate_and_select(cfg, val_logits, val_y, train_prevalence)
+    model_dir = Path(output or run_dir / "model")
     write_model(
         cfg,
         model,
@@ -247,9 +256,12 @@ def write_outputs(
         train_features=ood_train,
         val_features=val_x,
         fingerprint=fingerprint(train_recs),
-        output=output or run_dir / "model",
+        output=model_dir,
         bn_reference=batchnorm_statistics(model, clean_batches(train_recs, dcfg, cfg)),
         variant=variant,
+    )
+    write_val_predictions(
+        model_dir / VAL_PREDICTIONS, val_recs, val_logits, val_y, train_prevalence
     )
     write_json(run_dir / "history.json", history)
     write_json(run_dir / "metrics.json", selection.summary())

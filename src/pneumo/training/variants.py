@@ -1,8 +1,9 @@
 """One table of the weight-averaging choices of a fine-tuning run, computed from its
-checkpoints without training again: the linear-probe start, the last epoch, the EMA of weights,
+checkpoints without training again: the start, the last epoch, the EMA of weights,
 WiSE-FT mixes of start and EMA, and soups when other runs from the same start are given. Each
 (with its batch-norm statistics re-estimated, for runs that trained them) gets validation
-(carved from train) and official 16-image val split (the canary) figures at p = 0.5.
+(carved from train) and official 16-image val split (the canary) figures at its own operating
+point, placed by the run's rule.
 
 Validation is near-separable and cannot rank these under the train-to-test shift; the table is
 there to catch a variant that breaks, and to show what each choice costs and changes."""
@@ -14,13 +15,14 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from pneumo.config import TrainConfig
 from pneumo.evaluation.calibration import (
     calibrated_probabilities,
-    fit_temperature,
     negative_log_likelihood,
+    shifted_logits,
 )
-from pneumo.evaluation.metrics import compute_metrics
 from pneumo.models.registry import create_model, data_config
 from pneumo.training.splits import canary_records, training_records
 from pneumo.training.train import ood_reference_features, validation_pass, write_outputs
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-START = "start (ImageNet backbone + linear probe)"
+START = "start (ImageNet backbone + starting head)"
 
 
 def _strip(tensors: dict, prefix: str) -> dict:
@@ -71,7 +73,7 @@ def compare_variants(
 ) -> list[dict]:
     """Compare the weight-averaging variants of a fine-tuning run in one table.
 
-    Computes, from RUN's checkpoints, the start (ImageNet backbone + linear probe head), the
+    Computes, from RUN's checkpoints, the start (ImageNet backbone + starting head), the
     last epoch, the EMA of weights and WiSE-FT mixes of start and EMA (--alphas), plus uniform
     and greedy soups of the EMA weights of RUN and --soup runs (fine-tunes from the same start).
     Each variant (with batch-norm statistics re-estimated, for runs that trained them) is
@@ -96,27 +98,33 @@ def compare_variants(
         logits, y, _, _ = validation_pass(model, records, dcfg, cfg)
         return logits, y
 
+    train_prevalence = float(np.mean([r.label_index for r in train_recs]))
+
     def measure(state: dict) -> dict:
+        from pneumo.training.finalize import calibrate_and_select
+
         logits, y = logits_of(state, val_recs)
-        # As the shipped model: the temperature may soften, never sharpen (see finalize).
-        temperature = max(
-            1.0, float(fit_temperature(logits, y, balanced=cfg.class_balance != "none"))
-        )
-        p = calibrated_probabilities(logits, temperature)[:, 1]
-        m = compute_metrics(y, p, 0.5)
+        # Each variant at its own operating point, placed by the run's rule as the shipped
+        # model's is (shift and temperature, then the threshold).
+        chosen = calibrate_and_select(cfg, logits, y, train_prevalence)
+        m = chosen.metrics
         row = {
             "val_roc_auc": m["roc_auc"],
             "val_balanced_accuracy": m["balanced_accuracy"],
             "val_sensitivity": m["sensitivity"],
             "val_specificity": m["specificity"],
-            "temperature": temperature,
+            "threshold": chosen.threshold,
+            "temperature": chosen.temperature,
+            "logit_shift": chosen.shift,
         }
         if canary_recs:
             # The model already holds this state (and its statistics): run it as it is.
             c_logits, c_y, _, _ = validation_pass(model, canary_recs, dcfg, cfg)
-            c_p = calibrated_probabilities(c_logits, temperature)[:, 1]
+            c_p = calibrated_probabilities(
+                shifted_logits(c_logits, chosen.shift), chosen.temperature
+            )[:, 1]
             row.update(
-                canary_correct=int(((c_p >= 0.5) == c_y).sum()),
+                canary_correct=int(((c_p >= chosen.threshold) == c_y).sum()),
                 canary_n=len(c_y),
                 canary_normal_mean_p=float(c_p[c_y == 0].mean()),
                 canary_pneumonia_mean_p=float(c_p[c_y == 1].mean()),
@@ -156,9 +164,9 @@ def _load_variant(model, state: dict, cfg: TrainConfig, train_recs, dcfg) -> Non
 def variants_markdown(rows: list[dict]) -> str:
     """The comparison as a Markdown table."""
     head = (
-        "| variant | val ROC-AUC | val balanced accuracy | val sensitivity | val specificity "
-        "| canary correct | canary NORMAL mean p | canary PNEUMONIA mean p |\n"
-        "|---|---|---|---|---|---|---|---|\n"
+        "| variant | val ROC-AUC | threshold | val balanced accuracy | val sensitivity "
+        "| val specificity | canary correct | canary NORMAL mean p | canary PNEUMONIA mean p |\n"
+        "|---|---|---|---|---|---|---|---|---|\n"
     )
     lines = []
     for r in rows:
@@ -172,7 +180,8 @@ def variants_markdown(rows: list[dict]) -> str:
             else ("n/a", "n/a", "n/a")
         )
         lines.append(
-            f"| {r['variant']} | {r['val_roc_auc']:.4f} | {r['val_balanced_accuracy']:.4f} "
+            f"| {r['variant']} | {r['val_roc_auc']:.4f} | {r.get('threshold', 0.5):.3f} "
+            f"| {r['val_balanced_accuracy']:.4f} "
             f"| {r['val_sensitivity']:.4f} | {r['val_specificity']:.4f} | "
             + " | ".join(canary)
             + " |"
