@@ -350,6 +350,11 @@ def test_bundle_writes_fp16_weights_and_a_card_computed_from_the_run(
     assert meta.threshold == read_metadata(run_dir / "model").threshold
     assert f"**{meta.threshold:.3f} (model)**" in card
     assert "the highest threshold reaching 97% sensitivity on validation" in card
+    # The stress battery ran on the validation films with the shipped weights.
+    stress = figures["stress"]
+    assert {"none", "JPEG quality 20", "brighter (gamma 0.6)"} <= set(stress)
+    jpeg = stress["JPEG quality 20"]
+    assert f"| JPEG quality 20 | {jpeg['roc_auc']:.4f} | {jpeg['balanced_accuracy']:.4f} |" in card
 
 
 def test_bundle_places_the_operating_point_again_from_saved_predictions(

@@ -110,6 +110,16 @@ def _threshold_rule(cfg: TrainConfig, threshold: float) -> str:
     return f"the middle of validation's balanced-accuracy plateau: {threshold:.3f}"
 
 
+def _margins(metrics: dict) -> str:
+    """The exact binomial 95% intervals of the validation sensitivity and specificity."""
+    parts = [
+        f"{name} {_pct(metrics[name])} (95% CI {_pct(metrics[key][0])}-{_pct(metrics[key][1])})"
+        for name, key in (("sensitivity", "sensitivity_ci95"), ("specificity", "specificity_ci95"))
+        if metrics.get(key) and metrics.get(name) is not None
+    ]
+    return f"; there, {' and '.join(parts)}" if parts else ""
+
+
 def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{100 * v:.1f}%"
 
@@ -122,9 +132,10 @@ def _predict(predictor, records) -> tuple[np.ndarray, np.ndarray]:
     return y, p
 
 
-def shipped_figures(model_dir: Path, cfg: TrainConfig) -> dict:
+def shipped_figures(model_dir: Path, cfg: TrainConfig, *, stress: bool = False) -> dict:
     """Validation and canary (official val split) figures of the shipped weights, at the
-    model's threshold and across ``THRESHOLDS``."""
+    model's threshold and across ``THRESHOLDS``; with ``stress``, the validation films under
+    the stress battery's acquisition shifts too."""
 
     predictor = load_predictor(model_dir, backend="torch")
     meta = predictor.metadata
@@ -159,7 +170,35 @@ def shipped_figures(model_dir: Path, cfg: TrainConfig) -> dict:
             row[f"{prefix}_sensitivity"] = m["sensitivity"]
             row[f"{prefix}_specificity"] = m["specificity"]
         figures["sweep"].append(row)
+    if stress:
+        from pneumo.evaluation.stress import stress_test
+
+        report = stress_test(predictor, val_recs)
+        keys = ("roc_auc", "balanced_accuracy", "sensitivity", "specificity")
+        figures["stress"] = {
+            name: {k: shift[k] for k in keys} for name, shift in report["shifts"].items()
+        }
     return figures
+
+
+def _stress_lines(stress: dict | None) -> list[str]:
+    """The stress battery's table (``pneumo evaluate --stress`` on the validation films)."""
+    if not stress:
+        return []
+    lines = [
+        "",
+        "## Under acquisition shifts (the stress battery on the validation films)",
+        "",
+        "| shift | ROC-AUC | balanced accuracy | sensitivity | specificity |",
+        "|---|---|---|---|---|",
+    ]
+    for name, m in stress.items():
+        auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.4f}"
+        lines.append(
+            f"| {name} | {auc} | {m['balanced_accuracy']:.4f} | {_pct(m['sensitivity'])} "
+            f"| {_pct(m['specificity'])} |"
+        )
+    return lines
 
 
 def model_card(run_dir: Path, dest: Path, figures: dict, cfg: TrainConfig | None = None) -> str:
@@ -227,8 +266,11 @@ def model_card(run_dir: Path, dest: Path, figures: dict, cfg: TrainConfig | None
     lines += [
         f"- Validation: {cfg.val_fraction:.0%} of the training patients (patient-level, "
         f"stratified, seed {cfg.seed}); the official test split was never used.",
-        f"- Temperature {meta.temperature:.3f} fitted on validation. Threshold rule: "
-        f"{_threshold_rule(cfg, meta.threshold)} 'Uncertain' band "
+        f"- Operating point placed on the validation predictions (docs/robustness.md): logit "
+        f"shift {meta.metrics.get('logit_shift', 0.0):+.3f} (folded into the head's bias) and "
+        f"temperature {meta.temperature:.3f} (Platt scaling, class-balanced, never below 1); "
+        f"threshold rule: {_threshold_rule(cfg, meta.threshold)}"
+        f"{_margins(meta.metrics)}. 'Uncertain' band "
         f"{meta.uncertain_band[0]:.2f}-{meta.uncertain_band[1]:.2f}.",
         _ood_line(meta.ood),
         "",
@@ -267,6 +309,7 @@ def model_card(run_dir: Path, dest: Path, figures: dict, cfg: TrainConfig | None
             f"| {t} | {_pct(r['val_sensitivity'])} | {_pct(r['val_specificity'])} "
             f"| {_pct(r.get('canary_sensitivity'))} | {_pct(r.get('canary_specificity'))} |"
         )
+    lines += _stress_lines(figures.get("stress"))
     lines += [
         "",
         "Validation carved from train is optimistic: the official test split is known to be "
@@ -346,7 +389,7 @@ def bundle_model(
     save_model(dest, model, meta, half=True, extra_tensors=extra)
     history = json.loads((run_dir / "history.json").read_text())
     (dest / "history.json").write_text(json.dumps(history, indent=1) + "\n")
-    figures = shipped_figures(dest, cfg)
+    figures = shipped_figures(dest, cfg, stress=True)
     (dest / "figures.json").write_text(json.dumps(figures, indent=1) + "\n")
     (dest / "MODEL_CARD.md").write_text(model_card(run_dir, dest, figures, cfg=cfg))
     return dest
