@@ -40,7 +40,7 @@ def _balanced_accuracy(model_dir: Path, folder: Path) -> tuple[float, float]:
     records, _ = folder_records(folder)
     predictor = load_predictor(model_dir, backend="torch")
     preds = predictor.predict_sources([r.path for r in records])
-    p = np.array([pred.probability for pred in preds])
+    p = np.array([pred.model_probability for pred in preds])
     y = np.array([r.label_index for r in records])
     m = compute_metrics(y, p, predictor.metadata.threshold)
     return m["balanced_accuracy"], m["specificity"]
