@@ -13,6 +13,7 @@ from PIL import Image
 from pneumo.errors import DataError
 from pneumo.models.checkpoint import BUNDLED_MODEL_DIR, read_metadata
 from pneumo.training.adapt import MIN_PER_CLASS, adapt, robust_target, threshold_for_share
+from pneumo.training.finalize import uncertain_band
 
 pytestmark = pytest.mark.realdata
 
@@ -74,6 +75,9 @@ def test_labeled_adaptation_repairs_a_shift_on_films_it_never_saw(sites, tmp_pat
     assert meta.adaptation["base_model"] == str(BUNDLED_MODEL_DIR)
     assert meta.adaptation["n_films"] == 80 and meta.adaptation["mode"] == "labeled"
     assert json.loads((out / "model.json").read_text())["threshold"] == result.threshold
+    # served with the band its own threshold gives, and never sharper than the base model
+    assert meta.uncertain_band == uncertain_band(meta.threshold)
+    assert meta.temperature >= 1.0
 
 
 def test_unlabeled_adaptation_keeps_the_share_called_pneumonia(sites, tmp_path, monkeypatch):
