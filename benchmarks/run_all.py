@@ -153,7 +153,7 @@ def bench_variants(model: Path, quick: bool) -> dict:
         return out
     paths, labels = [s[0] for s in sample], np.array([s[1] for s in sample])
     ref = load_predictor(model, backend="onnx")
-    ref_p = np.array([p.probability for p in ref.predict_sources(paths)])
+    ref_p = np.array([p.model_probability for p in ref.predict_sources(paths)])
     out["variants"] = []
     for backend, precision in (
         ("onnx", "fp32"),
@@ -163,7 +163,7 @@ def bench_variants(model: Path, quick: bool) -> dict:
         ("torch", "bf16"),
     ):
         p = load_predictor(model, backend=backend, precision=precision)
-        probs = np.array([x.probability for x in p.predict_sources(paths)])
+        probs = np.array([x.model_probability for x in p.predict_sources(paths)])
         thr = p.metadata.threshold
         row = {
             "variant": f"{backend} {precision}",

@@ -19,6 +19,17 @@ def make_xray(seed: int, label: int, size: int = 64) -> Image.Image:
     return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), mode="L")
 
 
+def colour_photo(seed: int = 1, size: int = 96) -> Image.Image:
+    """A very colourful picture (a cat photo stand-in): no chest X-ray looks like this, so it
+    is flagged out of distribution whatever the model."""
+    rng = np.random.default_rng(seed)
+    arr = np.zeros((size, size, 3), np.uint8)
+    arr[..., 0] = 230
+    arr[..., 1] = rng.integers(0, 80, (size, size))
+    arr[size // 2 :, :, 2] = 220
+    return Image.fromarray(arr, mode="RGB")
+
+
 def write_dataset(root: Path, counts: dict[str, tuple[int, int]], size: int = 64) -> Path:
     """Write ``{split: (n_normal, n_pneumonia)}`` images with Kermany-style patient names."""
     seed = 0

@@ -55,6 +55,7 @@ def test_predict_folder_to_csv_keeps_going_past_bad_files(tiny_model, folder, tm
         "uncertain",
         "ood",
         "ood_score",
+        "ood_reason",
         "error",
     ]
     assert len(rows) == 6  # 4 images + broken.jpeg + the missing file; readme.txt skipped

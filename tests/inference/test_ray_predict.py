@@ -16,6 +16,7 @@ import pytest
 
 from pneumo.inference.predict import predict_files
 from pneumo.inference.rows import read_rows
+from synthetic import colour_photo
 
 pytestmark = [pytest.mark.slow, pytest.mark.realdata]
 
@@ -63,7 +64,7 @@ def _finish(driver, timeout: float = 240) -> list[str]:
 @pytest.fixture(scope="module")
 def inputs(real_data_root, tmp_path_factory) -> list[str]:
     """40 real films (val and train, both classes) with a corrupt file, a text file named like
-    a film, a missing file and an empty folder among them."""
+    a film, a colour photo, a missing file and an empty folder among them."""
     bad = tmp_path_factory.mktemp("bad")
     films = []
     for split, per_class in (("val", 8), ("train", 12)):
@@ -73,8 +74,9 @@ def inputs(real_data_root, tmp_path_factory) -> list[str]:
     truncated.write_bytes(films[0].read_bytes()[:3000])
     (bad / "notes.png").write_text("not an image")
     (bad / "empty").mkdir()
+    colour_photo().save(bad / "chelsea_cat.png")  # flagged out of distribution: no diagnosis
     paths = [str(p) for p in films]
-    paths[5:5] = [str(truncated), str(bad / "notes.png")]
+    paths[5:5] = [str(truncated), str(bad / "notes.png"), str(bad / "chelsea_cat.png")]
     paths[20:20] = [str(bad / "missing.jpeg"), str(bad / "empty")]
     return paths
 
@@ -95,7 +97,10 @@ def test_ray_rows_are_the_local_rows(inputs, local_csv, tmp_path):
     errors = [r["path"] for r in rows if r["error"]]
     assert len(errors) == 4  # each bad input in its own row
     assert counts == [str(len(inputs)), "4"] * 3  # the summaries say so too
-    assert all(r["class"] in ("NORMAL", "PNEUMONIA") for r in rows if not r["error"])
+    (cat,) = [r for r in rows if r["ood"] == "True"]
+    assert cat["path"].endswith("chelsea_cat.png") and cat["ood_reason"]
+    assert (cat["class"], cat["probability"], cat["confidence"]) == ("", "", "")
+    assert all(r["class"] in ("NORMAL", "PNEUMONIA") for r in rows if not r["error"] and r != cat)
 
     predict_files(inputs, output=tmp_path / "local.json", progress=False)
     assert outputs[1].read_bytes() == (tmp_path / "local.json").read_bytes()

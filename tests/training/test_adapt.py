@@ -13,6 +13,7 @@ from PIL import Image
 from pneumo.errors import DataError
 from pneumo.models.checkpoint import BUNDLED_MODEL_DIR, read_metadata
 from pneumo.training.adapt import MIN_PER_CLASS, adapt, robust_target, threshold_for_share
+from pneumo.training.finalize import uncertain_band
 
 pytestmark = pytest.mark.realdata
 
@@ -40,7 +41,7 @@ def _balanced_accuracy(model_dir: Path, folder: Path) -> tuple[float, float]:
     records, _ = folder_records(folder)
     predictor = load_predictor(model_dir, backend="torch")
     preds = predictor.predict_sources([r.path for r in records])
-    p = np.array([pred.probability for pred in preds])
+    p = np.array([pred.model_probability for pred in preds])
     y = np.array([r.label_index for r in records])
     m = compute_metrics(y, p, predictor.metadata.threshold)
     return m["balanced_accuracy"], m["specificity"]
@@ -74,6 +75,9 @@ def test_labeled_adaptation_repairs_a_shift_on_films_it_never_saw(sites, tmp_pat
     assert meta.adaptation["base_model"] == str(BUNDLED_MODEL_DIR)
     assert meta.adaptation["n_films"] == 80 and meta.adaptation["mode"] == "labeled"
     assert json.loads((out / "model.json").read_text())["threshold"] == result.threshold
+    # served with the band its own threshold gives, and never sharper than the base model
+    assert meta.uncertain_band == uncertain_band(meta.threshold)
+    assert meta.temperature >= 1.0
 
 
 def test_unlabeled_adaptation_keeps_the_share_called_pneumonia(sites, tmp_path, monkeypatch):

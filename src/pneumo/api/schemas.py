@@ -2,21 +2,40 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, Field
+
+if TYPE_CHECKING:
+    from pneumo.inference.base import Prediction
 
 
 class PredictionOut(BaseModel):
-    """The result for one uploaded file; ``error`` set means it could not be classified."""
+    """The result for one uploaded file; ``error`` set means it could not be classified, ``ood``
+    that it was not assessed (no label, no probability: ``ood_reason`` says why)."""
 
     filename: str = Field(description="Name of the uploaded file.")
-    label: str | None = Field(None, description="NORMAL or PNEUMONIA.")
-    probability: float | None = Field(None, description="Calibrated probability of PNEUMONIA.")
+    label: str | None = Field(
+        None, description="NORMAL or PNEUMONIA; null when not assessed (ood) or unreadable."
+    )
+    probability: float | None = Field(
+        None, description="Calibrated probability of PNEUMONIA; null when not assessed."
+    )
     confidence: float | None = Field(None, description="Probability of the predicted class.")
     threshold: float | None = Field(None, description="Decision threshold used.")
     uncertain: bool = Field(False, description="Probability in the model's uncertain band.")
-    ood: bool = Field(False, description="Does not look like a chest X-ray of the training data.")
+    ood: bool = Field(
+        False, description="Does not look like a chest X-ray of the training data: no diagnosis."
+    )
     ood_score: float | None = Field(None, description="Feature distance from the training data.")
+    ood_reason: str | None = Field(None, description="Why the film was not assessed.")
     error: str | None = Field(None, description="Why this file could not be classified.")
+
+    @classmethod
+    def of(cls, prediction: Prediction) -> PredictionOut:
+        """The public view of one Prediction (the fields it shows, nothing else)."""
+        shown = prediction.to_dict()
+        return cls(filename=shown.pop("source"), **shown)
 
 
 class PredictResponse(BaseModel):

@@ -60,9 +60,9 @@ def serve(
     GET /v1/health (alive), GET /v1/ready (model loaded, room in the queue), GET /v1/model;
     OpenAPI at /openapi.json and docs at /docs.
 
-    Settings come from the environment: PNEUMO_API_KEY (then the X-API-Key header is required,
-    exactly once, on everything but /v1/health and /v1/ready; /docs, /redoc and /openapi.json
-    too unless PNEUMO_PUBLIC_DOCS=1), PNEUMO_MAX_UPLOAD_MB (request size cap, default 20),
+    Settings come from the environment: PNEUMO_API_KEY (at least 8 characters; then the
+    X-API-Key header is required, exactly once, on everything but /v1/health and /v1/ready;
+    /docs, /redoc and /openapi.json too unless PNEUMO_PUBLIC_DOCS=1), PNEUMO_MAX_UPLOAD_MB (request size cap, default 20),
     PNEUMO_MAX_PIXELS and PNEUMO_MAX_REQUEST_PIXELS (decoded pixels per image, default 40
     million, and per request, default 160 million, read from the headers before decoding),
     PNEUMO_DECODE_BUDGET_MB (memory for concurrent decodes, default 1536), PNEUMO_MODEL,

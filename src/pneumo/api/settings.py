@@ -8,13 +8,17 @@ from pathlib import Path
 from pneumo.errors import PneumoError
 from pneumo.settings_env import EnvReader
 
+MIN_API_KEY_LENGTH = 8
+"""Shortest PNEUMO_API_KEY accepted: a shorter one is guessed in a few requests."""
+
 
 @dataclass(frozen=True)
 class ApiSettings:
     """How the REST API runs; ``from_env`` reads the ``PNEUMO_*`` variables."""
 
     api_key: str | None = None
-    """Required in the ``X-API-Key`` header when set (PNEUMO_API_KEY); open API when None."""
+    """Required in the ``X-API-Key`` header when set (PNEUMO_API_KEY, at least
+    ``MIN_API_KEY_LENGTH`` characters); open API when None."""
     max_upload_mb: float = 20.0
     """Largest request body accepted, in MiB (PNEUMO_MAX_UPLOAD_MB); larger gets 413."""
     max_files: int = 32
@@ -47,8 +51,11 @@ class ApiSettings:
     true (PNEUMO_PUBLIC_DOCS=1). Without a key everything is open anyway."""
 
     def __post_init__(self):
-        if self.api_key is not None and len(self.api_key) < 8:
-            raise PneumoError("PNEUMO_API_KEY must be at least 8 characters")
+        if self.api_key is not None and len(self.api_key) < MIN_API_KEY_LENGTH:
+            raise PneumoError(
+                f"PNEUMO_API_KEY must be at least {MIN_API_KEY_LENGTH} characters, "
+                f"got {len(self.api_key)}"
+            )
         if not 0 < self.max_upload_mb <= 1024:
             raise PneumoError(
                 f"PNEUMO_MAX_UPLOAD_MB must be in (0, 1024], got {self.max_upload_mb}"

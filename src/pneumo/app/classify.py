@@ -68,11 +68,8 @@ class Submission:
 
 
 def model_version(meta: ModelMetadata) -> str:
-    """A short, stable description of the model for the records."""
-    version = f"{meta.backbone}@{meta.created}"
-    if meta.data_fingerprint:
-        version += f"+{meta.data_fingerprint[:8]}"
-    return version
+    """A short, stable description of the model for the records, the CSV and the PDF."""
+    return meta.version
 
 
 def classify_images(

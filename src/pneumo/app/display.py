@@ -17,3 +17,12 @@ def md(text: object) -> str:
 
 def display_label(label: str | None) -> str:
     return DISPLAY_NAMES.get(label or "", label or "")
+
+
+NOT_DIAGNOSED = "not a chest X-ray (not diagnosed)"
+"""The result shown for a film flagged out of distribution, wherever a result is shown."""
+
+
+def display_result(label: str | None, ood: bool) -> str:
+    """The result column of the page, the history and the exports."""
+    return NOT_DIAGNOSED if ood else display_label(label)

@@ -125,13 +125,15 @@ def show_result(r: ImageResult, heatmaps: bool) -> None:
         info = cols[-1]
         if p.ood:
             info.subheader(f"{md(r.name)}: not diagnosed")
+            score = f" Distance score {p.ood_score:.2f}." if p.ood_score is not None else ""
             info.warning(
                 "This does not look like a chest X-ray (out of distribution): no diagnosis "
-                f"is given. Distance score {p.ood_score:.2f}."
-                if p.ood_score is not None
-                else "This does not look like a chest X-ray (out of distribution): no diagnosis "
-                "is given."
+                f"is given ({md(p.ood_reason)}).{score}"
             )
+            if r.store_error:
+                info.error(r.store_error)
+            elif r.record_id is not None:
+                info.caption(f"Saved as record {r.record_id} (not diagnosed).")
             return
         info.subheader(f"{md(r.name)}: {display_label(p.label)}")
         info.markdown(

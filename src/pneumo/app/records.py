@@ -17,7 +17,7 @@ from pneumo.app.classify import (
     classify_images,
     model_version,
 )
-from pneumo.app.display import display_label
+from pneumo.app.display import display_result
 from pneumo.app.intake import InputItem, NothingToClassify, PatientEntry
 from pneumo.app.settings import AppSettings
 from pneumo.errors import PneumoError
@@ -168,8 +168,11 @@ def _patient_history(session_factory, query: str, session_id: str, user: str):
                 {
                     "time (UTC)": r.created.strftime("%Y-%m-%d %H:%M:%S") if r.created else "",
                     "file": r.file_name,
-                    "result": "not a chest X-ray?" if r.ood else display_label(r.prediction),
-                    "P(pneumonia)": round(r.probability, 4),
+                    "result": display_result(r.prediction, r.ood),
+                    # records stored before OOD films lost their numbers still hold one
+                    "P(pneumonia)": None
+                    if r.ood or r.probability is None
+                    else round(r.probability, 4),
                     "threshold": round(r.threshold, 4),
                     "uncertain": r.uncertain,
                     "model": r.model_version,

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pneumo.app.classify import ImageResult, Submission
-from pneumo.app.display import display_label
+from pneumo.app.display import display_result
 
 DISCLAIMER = (
     "Research use only. Not a medical device and not a diagnosis: every result must be "
@@ -46,9 +46,7 @@ def _status(r: ImageResult) -> str:
     p = r.prediction
     if p is None:
         return "error"
-    if p.ood:
-        return "not a chest X-ray (not diagnosed)"
-    return display_label(p.label)
+    return display_result(p.label, p.ood)
 
 
 def results_csv(submissions: list[Submission]) -> bytes:
@@ -179,14 +177,15 @@ def _image_block(pdf, r: ImageResult, text, heatmaps: bool) -> None:
         pdf.multi_cell(0, 5, text(r.error), new_x="LMARGIN", new_y="NEXT")
         return
     p = r.prediction
-    lines = [
-        f"P(pneumonia) {p.probability:.1%}   P(normal) {1 - p.probability:.1%}   "
-        f"confidence {p.confidence:.1%}   threshold {p.threshold:.3f}",
-    ]
+    if p.ood:  # no numbers that read as a diagnosis
+        lines = [f"This does not look like a chest X-ray: no diagnosis is given ({p.ood_reason})."]
+    else:
+        lines = [
+            f"P(pneumonia) {p.probability:.1%}   P(normal) {1 - p.probability:.1%}   "
+            f"confidence {p.confidence:.1%}   threshold {p.threshold:.3f}",
+        ]
     if p.uncertain:
         lines.append("Uncertain: the probability lies close to the threshold.")
-    if p.ood:
-        lines.append("This does not look like a chest X-ray: no diagnosis is given.")
     lines.append(f"SHA-256 {r.sha256}")
     for line in lines:
         pdf.multi_cell(0, 5, text(line), new_x="LMARGIN", new_y="NEXT")

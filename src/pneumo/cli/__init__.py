@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 
 from pneumo import __version__
 from pneumo.cli import app, data, evaluation, inference, training
@@ -26,6 +28,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a service manager, a container stopping): unwinds like Ctrl+C, so a
+    command's context managers remove what it was writing instead of leaving it half done."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
+
+
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
@@ -43,11 +54,16 @@ def main(argv: list[str] | None = None) -> int:
     from pneumo.errors import PneumoError
 
     log = logging.getLogger("pneumo.cli")
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if on_main_thread else None
     try:
         return int(args.func(args) or 0)
     except PneumoError as exc:
         print(f"error: {_one_line(exc)}", file=sys.stderr)  # noqa: T201
         return 2
+    except Terminated:
+        print("terminated", file=sys.stderr)  # noqa: T201
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)  # noqa: T201
         return 130
@@ -71,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    finally:
+        if on_main_thread and previous is not None:  # None: set outside Python, left as it is
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -140,6 +140,8 @@ def folder_records(folder: Path) -> tuple[list[ImageRecord], bool]:
     they are labeled (``NORMAL/`` and ``PNEUMONIA/`` subfolders, any case); unlabeled films get
     label index -1."""
     folder = Path(folder)
+    if not folder.exists():
+        raise DataError(f"{folder}: no such folder")
     if not folder.is_dir():
         raise DataError(f"{folder}: not a folder of images")
     subdirs = {p.name.upper(): p for p in folder.iterdir() if p.is_dir()}

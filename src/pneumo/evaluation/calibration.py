@@ -47,19 +47,28 @@ def negative_log_likelihood(
     return float(np.mean([nll[y == c].mean() for c in np.unique(y)]))
 
 
-def fit_temperature(logits, labels, *, balanced: bool = False) -> float:
+def fit_temperature(
+    logits, labels, *, balanced: bool = False, min_temperature: float = MIN_TEMPERATURE
+) -> float:
     """The temperature T > 0 that minimises the NLL of ``softmax(logits / T)`` on ``labels``.
 
-    Searched over log T (bounded to [0.05, 20]) because NLL is smooth and unimodal there;
-    over-confident models get T > 1, under-confident ones T < 1. A model trained
+    Searched over log T (bounded to [``min_temperature``, 20]) because NLL is smooth and
+    unimodal there; over-confident models get T > 1, under-confident ones T < 1. A model trained
     class-balanced is fitted with ``balanced`` NLL, so its p stays the posterior at 50%.
+    ``min_temperature=1`` may soften, never sharpen: on few, well separated films the fit
+    otherwise drives T towards 0 and every p to 0 or 1.
     """
     from scipy.optimize import minimize_scalar
 
     z, y = _check_logits(logits, labels)
+    if not MIN_TEMPERATURE <= min_temperature < MAX_TEMPERATURE:
+        raise ValueError(
+            f"min_temperature must be in [{MIN_TEMPERATURE}, {MAX_TEMPERATURE}), "
+            f"got {min_temperature}"
+        )
     result = minimize_scalar(
         lambda log_t: negative_log_likelihood(z, y, float(np.exp(log_t)), balanced=balanced),
-        bounds=(np.log(MIN_TEMPERATURE), np.log(MAX_TEMPERATURE)),
+        bounds=(np.log(min_temperature), np.log(MAX_TEMPERATURE)),
         method="bounded",
         options={"xatol": 1e-4},
     )

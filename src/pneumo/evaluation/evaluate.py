@@ -158,7 +158,7 @@ def _classify(predictor, records: list[ImageRecord], name: str):
             skipped.append({"path": record.relpath, "reason": reason})
         else:
             kept.append(record)
-            probabilities.append(pred.probability)
+            probabilities.append(pred.model_probability)  # every film, flagged or not
     if not kept:
         raise DataError(f"none of the {len(records)} images could be read; see the warnings")
     return kept, np.asarray(probabilities), skipped

@@ -134,7 +134,7 @@ def stress_test(predictor, records, *, seed: int = 0, chunk: int = 64, advance=N
             rng = np.random.default_rng([seed, index, start])
             shifted = [shift(img, rng) for img in images]
             preds = predictor.predict_images(shifted, [r.relpath for r in part])
-            p[name] += [pred.probability for pred in preds]
+            p[name] += [pred.model_probability for pred in preds]
         if advance:
             advance(len(records[start : start + chunk]))
     if not kept:

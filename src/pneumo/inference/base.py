@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,16 +38,24 @@ distribution: X-rays are grey, even when saved as RGB (JPEG noise stays below ab
 _COLOUR_MODES = ("RGB", "RGBA", "P", "CMYK", "YCbCr", "LAB", "HSV")
 
 
+NOT_ASSESSED = "not assessed"
+"""What every face says in place of a diagnosis for a film flagged out of distribution."""
+
+
 @dataclass
 class Prediction:
-    """The answer for one image; ``error`` is set (and the rest None) when it could not be read."""
+    """The answer for one image; ``error`` is set (and the rest None) when it could not be read.
+
+    A film flagged out of distribution gets no diagnosis: ``label``, ``probability`` and
+    ``confidence`` are None and ``ood_reason`` says why. Made once in ``Predictor.postprocess``
+    so the CLI, the API, the app, its exports and the records all say the same."""
 
     source: str
     """File path, upload name or URL."""
     label: str | None = None
-    """Predicted class name (NORMAL or PNEUMONIA)."""
+    """Predicted class name (NORMAL or PNEUMONIA); None when not assessed or unreadable."""
     probability: float | None = None
-    """Calibrated probability of PNEUMONIA."""
+    """Calibrated probability of PNEUMONIA; None when not assessed or unreadable."""
     confidence: float | None = None
     """Calibrated probability of the predicted class."""
     threshold: float | None = None
@@ -55,14 +63,22 @@ class Prediction:
     uncertain: bool = False
     """The probability lies in the model's uncertain band around the threshold."""
     ood: bool = False
-    """The image does not look like a chest X-ray of the training distribution."""
+    """The image does not look like a chest X-ray of the training distribution: no diagnosis."""
     ood_score: float | None = None
     """Feature distance from the training data (the cut-off is in the model metadata)."""
+    ood_reason: str | None = None
+    """Why the film was not assessed (``ood``): which checks flagged it."""
     error: str | None = None
     """Why this image could not be classified."""
+    model_probability: float | None = field(default=None, repr=False)
+    """The network's calibrated p(PNEUMONIA) whatever the OOD flag, for evaluation, which
+    measures the network on every film; never shown as a diagnosis (not in ``to_dict``)."""
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """What may be shown: every field but ``model_probability``."""
+        out = asdict(self)
+        del out["model_probability"]
+        return out
 
 
 def single_threaded_blas() -> None:
@@ -137,11 +153,18 @@ class InputStats:
     @property
     def odd(self) -> bool:
         """Out of distribution on its own statistics."""
-        return (
-            self.chroma > COLOUR_CHROMA_LIMIT
-            or self.aspect > ASPECT_LIMIT
-            or self.contrast < CONTRAST_LIMIT
-        )
+        return bool(self.reasons())
+
+    def reasons(self) -> list[str]:
+        """What no chest film is, in words (empty for a plausible film)."""
+        out = []
+        if self.chroma > COLOUR_CHROMA_LIMIT:
+            out.append("a colour image")
+        if self.aspect > ASPECT_LIMIT:
+            out.append(f"a shape beyond {ASPECT_LIMIT:g}:1")
+        if self.contrast < CONTRAST_LIMIT:
+            out.append("blank or washed out")
+        return out
 
     @classmethod
     def of(cls, grey: Image.Image, chroma: float) -> InputStats:
@@ -257,11 +280,23 @@ class Predictor(ABC):
         out = []
         for i, name in enumerate(names):
             p = float(probs[i])
-            positive = p >= meta.threshold
             score = None if scores is None else float(scores[i])
-            ood = bool(score is not None and cutoff is not None and score > cutoff)
-            if stats is not None and stats[i].odd:
-                ood = True
+            reasons = [] if stats is None else stats[i].reasons()
+            if score is not None and cutoff is not None and score > cutoff:
+                reasons.append("features far from the training films")
+            if reasons:  # no diagnosis, in any form, for a film the model was not made for
+                out.append(
+                    Prediction(
+                        source=name,
+                        threshold=meta.threshold,
+                        ood=True,
+                        ood_score=score,
+                        ood_reason=f"{NOT_ASSESSED}: {', '.join(reasons)}",
+                        model_probability=p,
+                    )
+                )
+                continue
+            positive = p >= meta.threshold
             out.append(
                 Prediction(
                     source=name,
@@ -270,8 +305,8 @@ class Predictor(ABC):
                     confidence=p if positive else 1.0 - p,
                     threshold=meta.threshold,
                     uncertain=bool(lo <= p <= hi),
-                    ood=ood,
                     ood_score=score,
+                    model_probability=p,
                 )
             )
         return out

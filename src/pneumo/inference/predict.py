@@ -168,9 +168,11 @@ def predict_files(
     progress: bool = True,
 ) -> PredictSummary:
     """Classify chest X-rays: files, folders (recursive; JPEG, PNG, DICOM) or CSV lists with a
-    `path` column. Writes path, class, probability, confidence, uncertain, ood, ood_score and
-    error per input, as CSV or JSON (by the --output suffix; CSV on stdout without --output).
-    A file that cannot be read gets its reason in the error column; the others go on.
+    `path` column. Writes path, class, probability, confidence, uncertain, ood, ood_score,
+    ood_reason and error per input, as CSV or JSON (by the --output suffix; CSV on stdout without
+    --output). A film that does not look like a chest X-ray (ood) gets no class and no
+    probability, only its reason; a file that cannot be read gets its reason in the error
+    column; the others go on.
     """
     from pneumo.inference.engine import load_predictor
 

@@ -111,6 +111,7 @@ def _row_schema():
         "uncertain": pa.bool_(),
         "ood": pa.bool_(),
         "ood_score": pa.float64(),
+        "ood_reason": pa.string(),
         "error": pa.string(),
     }
     return pa.schema([("index", pa.int64())] + [(c, types[c]) for c in COLUMNS])

@@ -15,20 +15,33 @@ from typing import TextIO
 from pneumo.data.decode import printable
 from pneumo.errors import PneumoError
 
-COLUMNS = ("path", "class", "probability", "confidence", "uncertain", "ood", "ood_score", "error")
-"""Output columns, in order, for CSV and JSON alike."""
+COLUMNS = (
+    "path",
+    "class",
+    "probability",
+    "confidence",
+    "uncertain",
+    "ood",
+    "ood_score",
+    "ood_reason",
+    "error",
+)
+"""Output columns, in order, for CSV, JSON and Parquet alike."""
 
 
 def prediction_row(p) -> dict:
-    """One Prediction as an output row (rounded, escaped for display)."""
+    """One Prediction as an output row (rounded, escaped for display): a film not assessed
+    (``ood``) has no class, probability, confidence or uncertain flag, and its reason."""
+    assessed = p.error is None and not p.ood
     return {
         "path": printable(p.source),
         "class": p.label,
         "probability": None if p.probability is None else round(p.probability, 6),
         "confidence": None if p.confidence is None else round(p.confidence, 6),
-        "uncertain": p.uncertain if p.error is None else None,
+        "uncertain": p.uncertain if assessed else None,
         "ood": p.ood if p.error is None else None,
         "ood_score": None if p.ood_score is None else round(p.ood_score, 4),
+        "ood_reason": p.ood_reason,
         "error": None if p.error is None else printable(p.error),
     }
 

@@ -48,6 +48,17 @@ class OodConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
+FINGERPRINT_DIGITS = 8
+"""Hex digits of a fingerprint shown where space is short (records, CSV, PDF)."""
+
+
+def short_fingerprint(fingerprint: str, digits: int = FINGERPRINT_DIGITS) -> str:
+    """``sha256:0123abcd``: the algorithm prefix, then ``digits`` hex digits of the digest (the
+    prefix does not count: cutting the whole string to 8 characters left one digit)."""
+    algorithm, colon, digest = fingerprint.rpartition(":")
+    return f"{algorithm}{colon}{digest[:digits]}"
+
+
 @dataclass
 class ModelMetadata:
     """Everything that travels with the weights; serving builds its preprocessing from this."""
@@ -89,6 +100,15 @@ class ModelMetadata:
             raise ModelError(f"threshold must be in (0, 1), got {self.threshold}")
         if self.temperature <= 0:
             raise ModelError(f"temperature must be > 0, got {self.temperature}")
+
+    @property
+    def version(self) -> str:
+        """A short, stable name of these weights for records and reports:
+        ``backbone@created+sha256:0123abcd``."""
+        version = f"{self.backbone}@{self.created}"
+        if self.data_fingerprint:
+            version += f"+{short_fingerprint(self.data_fingerprint)}"
+        return version
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -95,8 +95,8 @@ def add_record(
     patient: Patient,
     file_name: str,
     sha256: str,
-    prediction: str,
-    probability: float,
+    prediction: str | None,
+    probability: float | None,
     threshold: float,
     model_version: str,
     session_id: str,
@@ -104,13 +104,13 @@ def add_record(
     ood: bool = False,
     user: str = "",
 ) -> Record:
-    """Store one classified image."""
+    """Store one classified image (``prediction`` and ``probability`` None: not assessed)."""
     record = Record(
         patient=patient,
         file_name=_storable(file_name)[:255],
         sha256=sha256,
         prediction=prediction,
-        probability=float(probability),
+        probability=None if probability is None else float(probability),
         threshold=float(threshold),
         uncertain=bool(uncertain),
         ood=bool(ood),

@@ -51,10 +51,10 @@ class Record(Base):
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     file_name: Mapped[str] = mapped_column(String(255), nullable=False)
     sha256: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
-    prediction: Mapped[str] = mapped_column(String(32), nullable=False)
-    """Class name (NORMAL or PNEUMONIA) as the model decided it."""
-    probability: Mapped[float] = mapped_column(Float, nullable=False)
-    """Calibrated probability of PNEUMONIA."""
+    prediction: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    """Class name (NORMAL or PNEUMONIA) as the model decided it; None when not assessed (ood)."""
+    probability: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """Calibrated probability of PNEUMONIA; None when not assessed (ood)."""
     threshold: Mapped[float] = mapped_column(Float, nullable=False)
     uncertain: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     ood: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)

@@ -11,9 +11,11 @@ Two cases, chosen by the folder's layout:
   operating point (in the issue's probes an unchecked re-estimation moved sensitivity from 92% to
   72%).
 - **Labeled films** (``NORMAL/`` and ``PNEUMONIA/`` subfolders): the same re-estimation, kept only
-  if it does not lower ROC-AUC on these films; then the temperature and the threshold are refit on
-  the labels (the highest threshold whose sensitivity on the site's films reaches the target plus
-  one binomial standard error, so that new films of the site still reach the target).
+  if it does not lower ROC-AUC on these films; then the temperature (never below 1: it may
+  soften, never sharpen) and the threshold are refit on the labels (the highest threshold whose
+  sensitivity on the site's films reaches the target plus one binomial standard error, so that
+  new films of the site still reach the target). A threshold that lands at the extreme of the
+  films' scores, or outside (0.001, 0.999), is refused: too few films to place it honestly.
 
 The result is an ordinary model directory with its provenance in ``model.json``.
 """
@@ -114,6 +116,38 @@ def robust_target(target: float, n_positive: int) -> float:
     return min(1.0, target + math.sqrt(target * (1 - target) / max(1, n_positive)))
 
 
+THRESHOLD_RANGE = (0.001, 0.999)
+"""Thresholds an adaptation may place: beyond them p rests on a film or two in the tails."""
+
+
+def labeled_operating_point(
+    logits: np.ndarray, y: np.ndarray, target_sensitivity: float, folder: Path
+) -> tuple[float, float, float]:
+    """(temperature, threshold, sensitivity goal) refit on a site's labeled films. T >= 1 as in
+    training: on few, well separated films an unbounded fit sharpens p to 0 or 1 (T = 0.05,
+    threshold 0.99998 on 20 + 20 films). A threshold the rule can only place at the extreme of
+    the films' scores, or outside ``THRESHOLD_RANGE``, is refused: it says nothing about the
+    site's next film."""
+    temperature = fit_temperature(logits, y, balanced=True, min_temperature=1.0)
+    p = calibrated_probabilities(logits, temperature)[:, 1]
+    goal = robust_target(target_sensitivity, int((y == 1).sum()))
+    threshold = float(choose_threshold(y, p, method="sensitivity", target_sensitivity=goal))
+    lo, hi = THRESHOLD_RANGE
+    if not lo < threshold < hi:
+        problem = f"p = {threshold:.5f}, outside ({lo}, {hi})"
+    elif threshold <= p.min():
+        problem = f"p = {threshold:.4f}, the lowest score: every film would be PNEUMONIA"
+    elif threshold >= p.max():
+        problem = f"p = {threshold:.4f}, the highest score: one film would be PNEUMONIA"
+    else:
+        return temperature, threshold, goal
+    raise DataError(
+        f"{folder}: cannot place a threshold honestly on {len(y)} labeled films: reaching "
+        f"sensitivity {goal:.1%} on them puts it at {problem}; label more films of the site, "
+        "or adapt without labels (a flat folder)"
+    )
+
+
 def adapt(
     *,
     model: Path | None = None,
@@ -128,8 +162,9 @@ def adapt(
     out-of-distribution reference are re-estimated, then the threshold keeps the share of films
     called PNEUMONIA that the base model gave), or a folder with NORMAL/ and PNEUMONIA/
     subfolders (the same re-estimation, kept only if it does not lower ROC-AUC on these films,
-    then temperature and threshold refit on the labels to reach --target-sensitivity). Too few
-    films are refused with a message. The adapted model records its base model, the number of
+    then temperature (never below 1) and threshold refit on the labels to reach
+    --target-sensitivity). Too few films, or a threshold that can only be placed at the extreme
+    of their scores, are refused with a message. The adapted model records its base model, the number of
     films and what was refit in model.json.
     """
     import torch
@@ -190,10 +225,10 @@ def adapt(
                 auc_after,
             )
             adapted, after, refit = base, before, []
-        temperature = float(fit_temperature(after["logits"], y, balanced=True))
+        temperature, threshold, goal = labeled_operating_point(
+            after["logits"], y, target_sensitivity, Path(images)
+        )
         p = calibrated_probabilities(after["logits"], temperature)[:, 1]
-        goal = robust_target(target_sensitivity, int((y == 1).sum()))
-        threshold = float(choose_threshold(y, p, method="sensitivity", target_sensitivity=goal))
         refit += ["temperature", "threshold"]
         figures.update(
             target_sensitivity=target_sensitivity,

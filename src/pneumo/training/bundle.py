@@ -127,7 +127,7 @@ def _pct(v: float | None) -> str:
 def _predict(predictor, records) -> tuple[np.ndarray, np.ndarray]:
     preds = predictor.predict_sources([r.path for r in records])
     keep = [i for i, pred in enumerate(preds) if pred.error is None]
-    p = np.array([preds[i].probability for i in keep])
+    p = np.array([preds[i].model_probability for i in keep])
     y = np.array([records[i].label_index for i in keep])
     return y, p
 

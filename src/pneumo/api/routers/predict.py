@@ -53,12 +53,7 @@ async def predict(
     preds = await run_in_threadpool(_predict_within_limits, predictor, datas, names, settings)
     body = PredictResponse(
         model=predictor.metadata.backbone,
-        results=[
-            PredictionOut(
-                filename=p.source, **{k: v for k, v in p.to_dict().items() if k != "source"}
-            )
-            for p in preds
-        ],
+        results=[PredictionOut.of(p) for p in preds],
     )
     if all(p.error is not None for p in preds):
         return JSONResponse(body.model_dump(), status_code=422)
