@@ -48,8 +48,11 @@ def write_dataset(root: Path, counts: dict[str, tuple[int, int]], size: int = 64
     return root
 
 
-def build_tiny_model(root: Path, *, seed: int = 0, with_ood: bool = True) -> Path:
-    """A `test_efficientnet` model dir (64x64 input) saved with save_model, as training would."""
+def build_tiny_model(
+    root: Path, *, seed: int = 0, with_ood: bool = True, with_layout: bool = False
+) -> Path:
+    """A `test_efficientnet` model dir (64x64 input) saved with save_model, as training would;
+    ``with_layout`` adds the layout check, fitted on ``make_xray`` films."""
     import torch
 
     from pneumo.inference.ood import fit_ood
@@ -76,7 +79,13 @@ def build_tiny_model(root: Path, *, seed: int = 0, with_ood: bool = True) -> Pat
         )
         with torch.no_grad():
             feats = model.forward_head(model.forward_features(x), pre_logits=True).numpy()
-        tensors, settings = fit_ood(feats[:30], feats[30:], k=3)
+        layouts = None
+        if with_layout:
+            from pneumo.inference.ood import layout_vector
+
+            films = np.stack([layout_vector(make_xray(seed + i, i % 2, 96)) for i in range(60)])
+            layouts = (films[:40], films[40:])
+        tensors, settings = fit_ood(feats[:30], feats[30:], k=3, layouts=layouts)
         meta.ood = settings
         extra = {k: torch.from_numpy(v) for k, v in tensors.items()}
     return save_model(root, model, meta, extra_tensors=extra)

@@ -136,6 +136,10 @@ def test_classify_five_originals_in_chromium(originals_dir, model_for_browser, t
             expect(caption).to_be_visible()
             # a heading can be drawn before the numbers under it: wait for all five
             expect(page.get_by_text("Operating threshold")).to_have_count(5, timeout=30_000)
+            # ...and the heatmaps, whose images can arrive after the text beside them
+            expect(page.get_by_text("Grad-CAM: regions behind the result")).to_have_count(
+                5, timeout=60_000
+            )
             server = re.search(r"classified in ([0-9.]+) s", caption.inner_text()).group(1)
             print(
                 f"\nClassify -> results for 5 full-size images: {seconds:.2f} s in the browser, "

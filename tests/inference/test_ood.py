@@ -25,3 +25,43 @@ def test_reference_sample_is_capped_and_stored_small():
     assert tensors["ood.reference"].shape == (500, 32)
     assert tensors["ood.reference"].dtype == np.float16
     assert settings.reference_size == 500
+
+
+def test_the_layout_check_tells_a_chest_film_from_other_grey_pictures(tmp_path):
+    """Pixels, not features: a page of text, a texture or a film on its side is not laid out
+    like a chest film, and the predictor says so instead of diagnosing it; films of every
+    exposure pass."""
+    import skimage.data
+    from PIL import Image, ImageOps
+
+    from pneumo.inference.engine import load_predictor
+    from synthetic import build_tiny_model, make_xray
+
+    predictor = load_predictor(build_tiny_model(tmp_path / "m", with_layout=True), backend="onnx")
+    cutoff = predictor.metadata.ood.layout_cutoff
+    assert cutoff is not None and 0 < cutoff < 1
+    films = [make_xray(500 + i, i % 2, 128) for i in range(6)]
+    films += [ImageOps.equalize(films[0]), films[1].point(lambda v: int(255 * (v / 255) ** 1.6))]
+    others = {
+        "text": Image.fromarray(skimage.data.text()),
+        "checkerboard": Image.fromarray(skimage.data.checkerboard()),
+        "film on its side": films[2].rotate(90),
+    }
+    preds = predictor.predict_images([*films, *others.values()], [*"abcdefgh", *others])
+    for p in preds[: len(films)]:
+        assert "not laid out like a chest film" not in (p.ood_reason or ""), p
+    for p in preds[len(films) :]:
+        assert p.ood and p.label is None and p.probability is None
+        assert "not laid out like a chest film" in p.ood_reason, p.source
+
+
+def test_a_model_without_a_layout_template_skips_the_check(tiny_model):
+    import skimage.data
+    from PIL import Image
+
+    from pneumo.inference.engine import load_predictor
+
+    predictor = load_predictor(tiny_model, backend="onnx")
+    assert predictor.layout_template is None and predictor.metadata.ood.layout_cutoff is None
+    (pred,) = predictor.predict_images([Image.fromarray(skimage.data.text())], ["text"])
+    assert "not laid out" not in (pred.ood_reason or "")

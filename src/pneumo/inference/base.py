@@ -149,15 +149,21 @@ class InputStats:
     """Longer over shorter side."""
     contrast: float = 255.0
     """Grey-level standard deviation (``grey_contrast``)."""
+    layout: float = 1.0
+    """Correlation of the coarse layout with the model's mean training film (1 when the model
+    has no layout template)."""
 
     @property
     def odd(self) -> bool:
-        """Out of distribution on its own statistics."""
+        """Out of distribution on its own statistics (the model's layout cut-off aside)."""
         return bool(self.reasons())
 
-    def reasons(self) -> list[str]:
-        """What no chest film is, in words (empty for a plausible film)."""
+    def reasons(self, layout_cutoff: float | None = None) -> list[str]:
+        """What no chest film is, in words (empty for a plausible film); ``layout_cutoff`` is
+        the model's (``OodConfig.layout_cutoff``)."""
         out = []
+        if layout_cutoff is not None and self.layout < layout_cutoff:
+            out.append("not laid out like a chest film")
         if self.chroma > COLOUR_CHROMA_LIMIT:
             out.append("a colour image")
         if self.aspect > ASPECT_LIMIT:
@@ -167,14 +173,20 @@ class InputStats:
         return out
 
     @classmethod
-    def of(cls, grey: Image.Image, chroma: float) -> InputStats:
-        return cls(chroma, aspect_ratio(grey.size), grey_contrast(grey))
+    def of(cls, grey: Image.Image, chroma: float, template: np.ndarray | None = None) -> InputStats:
+        """The statistics of a grey picture; ``template`` is the model's mean training layout."""
+        from pneumo.inference.ood import layout_vector
+
+        layout = 1.0 if template is None else float(layout_vector(grey) @ template)
+        return cls(chroma, aspect_ratio(grey.size), grey_contrast(grey), layout)
 
     @classmethod
-    def of_encoded(cls, grey: Image.Image, raw: bytes, name: str) -> InputStats:
+    def of_encoded(
+        cls, grey: Image.Image, raw: bytes, name: str, template: np.ndarray | None = None
+    ) -> InputStats:
         """The statistics of a decoded film, the colour measured on its encoded bytes (grey
         decoding has already thrown the colour away)."""
-        return cls.of(grey, _source_chroma(raw, name))
+        return cls.of(grey, _source_chroma(raw, name), template)
 
 
 def _source_chroma(raw: bytes, name: str) -> float:
@@ -250,6 +262,14 @@ class Predictor(ABC):
         """Decoded image -> model input (3, H, W), from the model's own data config."""
         return preprocess(img, self.metadata.data_config)
 
+    @property
+    def layout_template(self) -> np.ndarray | None:
+        """The mean training film's coarse layout (``pneumo.inference.ood``), if stored."""
+        from pneumo.inference.ood import LAYOUT_KEY
+
+        template = self.ood_tensors.get(LAYOUT_KEY)
+        return None if template is None else np.asarray(template, dtype=np.float32)
+
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         """Calibrated p(PNEUMONIA) per row: softmax(logits / temperature)[:, 1]."""
         return temperature_softmax(logits, self.metadata.temperature)[:, 1]
@@ -276,12 +296,13 @@ class Predictor(ABC):
         probs = self.probabilities(logits)
         scores = self.ood_score(features)
         cutoff = meta.ood.cutoff if meta.ood else None
+        layout_cutoff = meta.ood.layout_cutoff if meta.ood else None
         lo, hi = meta.uncertain_band
         out = []
         for i, name in enumerate(names):
             p = float(probs[i])
             score = None if scores is None else float(scores[i])
-            reasons = [] if stats is None else stats[i].reasons()
+            reasons = [] if stats is None else stats[i].reasons(layout_cutoff)
             if score is not None and cutoff is not None and score > cutoff:
                 reasons.append("features far from the training films")
             if reasons:  # no diagnosis, in any form, for a film the model was not made for
@@ -342,7 +363,11 @@ class Predictor(ABC):
         if not images:
             return []
         greys = [to_grey(img) for img in images]
-        stats = [InputStats.of(g, colour_chroma(img)) for g, img in zip(greys, images, strict=True)]
+        template = self.layout_template
+        stats = [
+            InputStats.of(g, colour_chroma(img), template)
+            for g, img in zip(greys, images, strict=True)
+        ]
         arrays = np.stack([self.preprocess(g) for g in greys])
         return self.predict_arrays(arrays, names, stats)
 
@@ -355,7 +380,11 @@ class Predictor(ABC):
         raw = read_bytes(source, name)  # read once: decoded to grey, then checked for colour
         limit = {} if max_pixels is None else {"max_pixels": max_pixels}
         img = load_grey(raw, name=name, draft_size=self.draft_size, **limit)
-        return img, self.preprocess(img), InputStats.of_encoded(img, raw, name)
+        return (
+            img,
+            self.preprocess(img),
+            InputStats.of_encoded(img, raw, name, self.layout_template),
+        )
 
     def _load(self, source: str | Path | bytes, name: str) -> tuple[np.ndarray, InputStats]:
         _, array, stats = self.decode(source, name)

@@ -47,9 +47,13 @@ class _Decoder(Predictor):
     decode tasks make exactly the arrays the local path makes, without loading the network."""
 
     def __init__(self, model_dir: str):
+        from pneumo.inference.engine import read_ood_tensors
+        from pneumo.inference.ood import LAYOUT_KEY
         from pneumo.models.checkpoint import read_metadata
 
-        super().__init__(read_metadata(model_dir))
+        # The layout template: the decode tasks measure the statistics the OOD flag reads.
+        template = {k: v for k, v in read_ood_tensors(model_dir).items() if k == LAYOUT_KEY}
+        super().__init__(read_metadata(model_dir), template)
 
     def forward(self, batch):  # pragma: no cover - never called
         raise NotImplementedError("decode only")
@@ -80,7 +84,7 @@ def _decode_batch(batch: dict, model_dir: str) -> dict:
     h, w = decoder.metadata.data_config.input_size
     n = len(batch["index"])
     images = np.zeros((n, 3, h, w), dtype=np.float32)
-    stats = np.zeros((n, 3), dtype=np.float64)
+    stats = np.zeros((n, 4), dtype=np.float64)
     errors = [str(e) for e in batch["error"]]
     for i, path in enumerate(batch["path"]):
         if errors[i]:
@@ -90,7 +94,7 @@ def _decode_batch(batch: dict, model_dir: str) -> dict:
             errors[i] = decoded
             continue
         images[i], st = decoded
-        stats[i] = (st.chroma, st.aspect, st.contrast)
+        stats[i] = (st.chroma, st.aspect, st.contrast, st.layout)
     return {
         "index": batch["index"],
         "path": batch["path"],

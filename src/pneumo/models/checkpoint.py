@@ -41,6 +41,9 @@ class OodConfig:
     reference_size: int = 0
     """How many training features are stored as the reference."""
     method: str = "knn-cosine"
+    layout_cutoff: float | None = None
+    """Films whose coarse layout correlates less than this with the mean training film are
+    flagged (``pneumo.inference.ood.layout_vector``); None for a model without the check."""
 
     @classmethod
     def from_dict(cls, d: dict) -> OodConfig:

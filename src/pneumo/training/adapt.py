@@ -23,6 +23,7 @@ The result is an ordinary model directory with its provenance in ``model.json``.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
@@ -292,10 +293,12 @@ def _refit_ood(features: np.ndarray, settings: OodConfig):
     rng = np.random.default_rng(0)
     order = rng.permutation(len(features))
     half = len(order) // 2
-    return fit_ood(
+    tensors, refit = fit_ood(
         features[order[:half]],
         features[order[half:]],
         k=settings.k,
         quantile=settings.quantile,
         margin=settings.margin,
     )
+    # The layout check reads pixels, not features: its template and cut-off stay the base's.
+    return tensors, dataclasses.replace(refit, layout_cutoff=settings.layout_cutoff)

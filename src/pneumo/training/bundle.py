@@ -45,8 +45,14 @@ def _ood_line(ood: OodConfig | None) -> str:
     return (
         f"- Out-of-distribution check: cosine distance to the {ood.k}-th nearest of "
         f"{ood.reference_size} stored training features, cut-off {ood.cutoff:.3f} (validation "
-        f"{ood.quantile} quantile x {ood.margin}); colour images are flagged too. A safeguard, "
-        "not a guarantee."
+        f"{ood.quantile} quantile x {ood.margin})"
+        + (
+            f"; coarse layout correlating less than {ood.layout_cutoff:.3f} with the mean "
+            "training film (grey photographs, documents, textures)"
+            if ood.layout_cutoff is not None
+            else ""
+        )
+        + "; colour images are flagged too. A safeguard, not a guarantee."
     )
 
 

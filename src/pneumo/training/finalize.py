@@ -150,15 +150,17 @@ def write_model(
     fingerprint: str,
     output: Path,
     half: bool = False,
+    layouts: tuple[np.ndarray, np.ndarray] | None = None,
     bn_reference: dict | None = None,
     variant: dict | None = None,
 ) -> Path:
-    """Save weights (the selection's logit shift folded into ``model``'s head), OOD statistics,
+    """Save weights (the selection's logit shift folded into ``model``'s head), OOD statistics
+    (with ``layouts``, training and validation film layouts, the layout check too),
     the training films' batch-norm statistics (the reference ``pneumo adapt`` measures a site
     against) and metadata into ``output``. ``variant`` says
     which averaging of which runs the weights are (``pneumo variants --export``)."""
 
-    ood_tensors, ood_settings = fit_ood(train_features, val_features)
+    ood_tensors, ood_settings = fit_ood(train_features, val_features, layouts=layouts)
     fold_logit_shift(model, selection.shift)
     metadata = ModelMetadata(
         backbone=cfg.backbone,

@@ -16,6 +16,8 @@ from pneumo.training.runtime import choose_precision, init_distributed
 from pneumo.training.splits import fingerprint, training_records
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from pneumo.training.finalize import Selection
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,33 @@ def ood_reference_features(model, records, data_config, cfg: TrainConfig):
         image_dataset([records[i] for i in picked], data_config), batch_size=64, workers=cfg.workers
     )
     return predict_loader(model, loader)["features"]
+
+
+def film_layouts(records) -> np.ndarray:
+    """The coarse layout (``pneumo.inference.ood.layout_vector``) of each readable film, for
+    the layout check of the OOD flag."""
+    import numpy as np
+
+    from pneumo.data.decode import load_grey
+    from pneumo.errors import ImageDecodeError
+    from pneumo.inference.ood import layout_vector
+
+    out = []
+    for record in records:
+        try:
+            out.append(layout_vector(load_grey(record.path)))
+        except ImageDecodeError:
+            continue  # reported where the film is used; one bad file changes no template
+    return np.stack(out)
+
+
+def layout_reference(train_recs, val_recs, cfg: TrainConfig) -> tuple:
+    """Layouts of a seeded sample of up to 1200 training films and of the validation films."""
+    import numpy as np
+
+    rng = np.random.default_rng(cfg.seed)
+    picked = sorted(rng.choice(len(train_recs), min(1200, len(train_recs)), replace=False))
+    return film_layouts([train_recs[i] for i in picked]), film_layouts(val_recs)
 
 
 def train(cfg: TrainConfig) -> RunResult:
@@ -256,6 +285,7 @@ def write_outputs(
         train_features=ood_train,
         val_features=val_x,
         fingerprint=fingerprint(train_recs),
+        layouts=layout_reference(train_recs, val_recs, cfg),
         output=model_dir,
         bn_reference=batchnorm_statistics(model, clean_batches(train_recs, dcfg, cfg)),
         variant=variant,
