@@ -39,7 +39,7 @@ clean:
 	rm -rf $(VENV) runs .pytest_cache
 
 # Reproduce the bundled model (issue 17's recipe: zero head, trained batch norm, EMA, operating
-# point at 97% validation sensitivity; about 35 minutes on 2 cores); nothing selected on the test split.
+# point at 97% validation sensitivity; about 45 minutes on 2 cores); nothing selected on the test split.
 PNEUMO_DATA ?= ../shared/data/chest_xray
 BUNDLED_BACKBONE ?= tf_efficientnet_lite0
 bundled-model: $(STAMP)
