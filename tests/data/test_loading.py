@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,6 +32,31 @@ def test_batches_from_worker_processes(tiny_data):
     labels = torch.cat([b["label"] for b in batches]).tolist()
     assert labels == [r.label_index for r in records]
     assert [p for b in batches for p in b["patient"]] == [r.patient for r in records]
+
+
+def test_workers_are_not_forks_of_a_threaded_caller(tiny_data):
+    """A loader started in a process that already runs inference threads (``pneumo adapt`` after
+    loading its engine, the app) must not fork that process: forking a threaded runtime can
+    crash it. Workers come from a clean fork server instead, and the batches still arrive."""
+    import os
+    import threading
+
+    busy = threading.Event()
+    runner = threading.Thread(target=busy.wait, daemon=True)  # a live thread in the caller
+    runner.start()
+    try:
+        records = find_images(tiny_data, splits=["val"])
+        loader = make_loader(image_dataset(records, DataConfig((32, 32))), batch_size=4)
+        batches = list(loader)
+        workers = loader._iterator._workers
+        parents = {
+            int(Path(f"/proc/{w.pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            for w in workers
+        }
+    finally:
+        busy.set()
+    assert sum(len(b["path"]) for b in batches) == len(records) == 8
+    assert len(workers) == 2 and os.getpid() not in parents
 
 
 def test_shuffled_order_is_seeded(tiny_data):

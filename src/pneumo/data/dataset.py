@@ -100,7 +100,13 @@ def make_loader(
     drop_last: bool = False,
     persistent_workers: bool = True,
 ) -> XrayLoader:
-    """DataLoader with worker processes, error-skipping collation and a seeded order."""
+    """DataLoader with worker processes, error-skipping collation and a seeded order.
+
+    Workers come from a fork server, not from forking the caller: by the time a loader starts,
+    the caller may hold the threads of ONNX Runtime, OpenVINO or a web server (``pneumo adapt``
+    after loading its engine, the app, the test suite), and forking a threaded process can crash
+    it. The server is a clean process that has imported only this module.
+    """
     generator = torch.Generator().manual_seed(seed)
     return XrayLoader(
         dataset,
@@ -112,4 +118,16 @@ def make_loader(
         generator=generator,
         persistent_workers=persistent_workers and workers > 0,
         drop_last=drop_last,
+        multiprocessing_context=_worker_context() if workers > 0 else None,
     )
+
+
+def _worker_context():
+    """The fork server where the platform has one (Linux, macOS), else the platform default."""
+    import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return None
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context
