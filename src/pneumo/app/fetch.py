@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
+from pneumo.data.decode import mib
 from pneumo.errors import PneumoError
 
 log = logging.getLogger(__name__)
@@ -36,8 +37,8 @@ class FetchPolicy:
 
     timeout_s: float = 10.0
     """Deadline for the whole fetch, redirects included (seconds)."""
-    max_bytes: int = 20 * 1024 * 1024
-    """Largest body accepted; larger downloads are cut off and refused."""
+    max_bytes: int = 20 * 2**20
+    """Largest body accepted (20 MiB); larger downloads are cut off and refused."""
     max_redirects: int = 3
     """Redirects followed at most."""
     allow_loopback: bool = False
@@ -239,7 +240,7 @@ def fetch_image(url: str, policy: FetchPolicy | None = None) -> Fetched:
 
 
 def _too_large(size: int, policy: FetchPolicy) -> str:
-    return f"too large: over the {policy.max_bytes / 1e6:.1f} MB limit ({size / 1e6:.1f} MB)"
+    return f"too large: {mib(size)}, over the {mib(policy.max_bytes)} limit"
 
 
 def _read_capped(resp, policy: FetchPolicy, deadline: float) -> bytes:
@@ -257,7 +258,7 @@ def _read_capped(resp, policy: FetchPolicy, deadline: float) -> bytes:
             break
         total += len(chunk)
         if total > policy.max_bytes:
-            raise FetchError(f"too large: over the {policy.max_bytes / 1e6:.1f} MB limit")
+            raise FetchError(f"too large: over the {mib(policy.max_bytes)} limit")
         chunks.append(chunk)
     if not total:
         raise FetchError("the server sent an empty body")
