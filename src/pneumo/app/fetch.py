@@ -3,8 +3,9 @@
 Only http(s); every hop's host is resolved and *all* its addresses must be public (no loopback,
 private, link-local, shared, reserved or multicast address); the connection then goes to the
 addresses that were checked, in the resolver's order, and the name is never resolved again, so a
-DNS answer that changes between check and connect (rebinding) cannot slip through. Redirects are followed by hand, at most ``max_redirects``, each re-checked.
-The body is streamed with a size cap and an overall deadline; the content type must be an image.
+DNS answer that changes between check and connect (rebinding) cannot slip through. Redirects
+are followed by hand, at most ``max_redirects``, each re-checked. The body is streamed with a
+size cap and an overall deadline; the content type must be an image.
 """
 
 from __future__ import annotations
