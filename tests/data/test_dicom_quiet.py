@@ -19,7 +19,9 @@ from synthetic import build_tiny_model
 # a JPEG frame every installed decoder gives up on: pydicom logs each failure with a traceback
 BROKEN = dicom(syntax="JPEGBaseline8Bit", jpeg_frame=b"\xff\xd8\xff\xe0" + bytes(300))
 # an unknown character set: pydicom copes, after a WARNING line and a UserWarning
-ODD_CHARSET = dicom(extra=lambda ds: setattr(ds, "SpecificCharacterSet", "NO_SUCH_CHARSET"))
+with warnings.catch_warnings():  # pydicom warns when writing it too
+    warnings.simplefilter("ignore")
+    ODD_CHARSET = dicom(extra=lambda ds: setattr(ds, "SpecificCharacterSet", "NO_SUCH_CHARSET"))
 CORRUPT = (
     "broken.dcm: corrupt DICOM pixel data (no JPEG Baseline (Process 1) decoder could read it)"
 )
