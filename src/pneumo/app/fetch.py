@@ -2,9 +2,10 @@
 
 Only http(s); every hop's host is resolved and *all* its addresses must be public (no loopback,
 private, link-local, shared, reserved or multicast address); the connection then goes to the
-address that was checked, so a DNS answer that changes between check and connect (rebinding)
-cannot slip through. Redirects are followed by hand, at most ``max_redirects``, each re-checked.
-The body is streamed with a size cap and an overall deadline; the content type must be an image.
+addresses that were checked, in the resolver's order, and the name is never resolved again, so a
+DNS answer that changes between check and connect (rebinding) cannot slip through. Redirects
+are followed by hand, at most ``max_redirects``, each re-checked. The body is streamed with a
+size cap and an overall deadline; the content type must be an image.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
+from pneumo.data.decode import mib
 from pneumo.errors import PneumoError
 
 log = logging.getLogger(__name__)
@@ -36,8 +38,8 @@ class FetchPolicy:
 
     timeout_s: float = 10.0
     """Deadline for the whole fetch, redirects included (seconds)."""
-    max_bytes: int = 20 * 1024 * 1024
-    """Largest body accepted; larger downloads are cut off and refused."""
+    max_bytes: int = 20 * 2**20
+    """Largest body accepted (20 MiB); larger downloads are cut off and refused."""
     max_redirects: int = 3
     """Redirects followed at most."""
     allow_loopback: bool = False
@@ -120,8 +122,9 @@ def check_address(ip: str, policy: FetchPolicy) -> None:
     _refuse_unless_public(addr, policy, str(addr))
 
 
-def resolve(host: str, port: int, policy: FetchPolicy) -> str:
-    """Resolve ``host`` and check every address it has; returns the one to connect to."""
+def resolve(host: str, port: int, policy: FetchPolicy) -> list[str]:
+    """Resolve ``host`` once and check every address it has: any address that is not public
+    refuses the host. Returns the checked addresses, the only ones it may be connected to."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
@@ -131,29 +134,44 @@ def resolve(host: str, port: int, policy: FetchPolicy) -> str:
         raise FetchError(f"cannot resolve host {host!r}")
     for ip in addresses:
         check_address(ip, policy)
-    return addresses[0]
+    return addresses
+
+
+def _connect(ips: list[str], port: int, timeout: float | None) -> socket.socket:
+    """A socket to the first of the checked ``ips`` that answers, in the resolver's order (an
+    IPv6 address first on an IPv4-only network fails at once, then IPv4 is tried), as
+    ``socket.create_connection`` does for a name, but never resolving the name again."""
+    failure: OSError | None = None
+    for ip in ips:
+        try:
+            return socket.create_connection((ip, port), timeout)
+        except TimeoutError:
+            raise
+        except OSError as exc:
+            failure = exc
+    raise failure or OSError("no address to connect to")
 
 
 class _PinnedHTTPConnection(http.client.HTTPConnection):
-    """Connects to the checked address while keeping the URL's host in the Host header."""
+    """Connects to a checked address while keeping the URL's host in the Host header."""
 
-    def __init__(self, host, port, ip, timeout):
+    def __init__(self, host, port, ips, timeout):
         super().__init__(host, port, timeout=timeout)
-        self._ip = ip
+        self._ips = ips
 
     def connect(self):
-        self.sock = socket.create_connection((self._ip, self.port), self.timeout)
+        self.sock = _connect(self._ips, self.port, self.timeout)
 
 
 class _PinnedHTTPSConnection(http.client.HTTPSConnection):
-    """TLS to the checked address; the certificate is verified against the URL's host name."""
+    """TLS to a checked address; the certificate is verified against the URL's host name."""
 
-    def __init__(self, host, port, ip, timeout):
+    def __init__(self, host, port, ips, timeout):
         super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
-        self._ip = ip
+        self._ips = ips
 
     def connect(self):
-        sock = socket.create_connection((self._ip, self.port), self.timeout)
+        sock = _connect(self._ips, self.port, self.timeout)
         self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
 
 
@@ -195,12 +213,12 @@ def fetch_image(url: str, policy: FetchPolicy | None = None) -> Fetched:
     current = url.strip()
     for hop in range(policy.max_redirects + 1):
         scheme, host, port, path = _split(current)
-        ip = resolve(host, port, policy)
+        ips = resolve(host, port, policy)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise FetchError(f"timed out after {policy.timeout_s:g} s")
         cls = _PinnedHTTPSConnection if scheme == "https" else _PinnedHTTPConnection
-        conn = cls(host, port, ip, timeout=remaining)
+        conn = cls(host, port, ips, timeout=remaining)
         try:
             try:
                 conn.request("GET", path, headers={"User-Agent": "pneumo", "Accept": "image/*"})
@@ -239,7 +257,7 @@ def fetch_image(url: str, policy: FetchPolicy | None = None) -> Fetched:
 
 
 def _too_large(size: int, policy: FetchPolicy) -> str:
-    return f"too large: over the {policy.max_bytes / 1e6:.1f} MB limit ({size / 1e6:.1f} MB)"
+    return f"too large: {mib(size)}, over the {mib(policy.max_bytes)} limit"
 
 
 def _read_capped(resp, policy: FetchPolicy, deadline: float) -> bytes:
@@ -257,7 +275,7 @@ def _read_capped(resp, policy: FetchPolicy, deadline: float) -> bytes:
             break
         total += len(chunk)
         if total > policy.max_bytes:
-            raise FetchError(f"too large: over the {policy.max_bytes / 1e6:.1f} MB limit")
+            raise FetchError(f"too large: over the {mib(policy.max_bytes)} limit")
         chunks.append(chunk)
     if not total:
         raise FetchError("the server sent an empty body")

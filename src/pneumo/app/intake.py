@@ -11,7 +11,7 @@ from typing import Any
 
 from pneumo.app.fetch import FetchError, FetchPolicy, fetch_image
 from pneumo.app.settings import AppSettings
-from pneumo.data.decode import printable
+from pneumo.data.decode import mib, printable
 from pneumo.errors import PneumoError
 from pneumo.storage.repository import clean_patient
 
@@ -85,9 +85,7 @@ def read_uploads(uploads: list[Any], settings: AppSettings) -> list[InputItem]:
 
 
 def _too_big(name: str, size: int, settings: AppSettings) -> str:
-    return (
-        f"{name}: file too large ({size / 1e6:.1f} MB; the limit is {settings.max_upload_mb:g} MiB)"
-    )
+    return f"{name}: file too large ({mib(size)}; the limit is {mib(settings.max_bytes)})"
 
 
 def read_url(

@@ -22,7 +22,7 @@ class AppSettings:
     backend: str = "onnx"
     """Inference backend [PNEUMO_BACKEND]: onnx (faster) or torch."""
     max_upload_mb: float = 20.0
-    """Largest accepted file, uploaded or fetched [PNEUMO_MAX_UPLOAD_MB]."""
+    """Largest accepted file, uploaded or fetched, in MiB [PNEUMO_MAX_UPLOAD_MB]."""
     max_pixels: int = MAX_PIXELS
     """Images with more pixels are refused before decoding (decompression bombs)."""
     max_files: int = 50
@@ -34,7 +34,7 @@ class AppSettings:
         if self.backend not in ("onnx", "torch"):
             raise ValueError(f"backend must be onnx or torch, got {self.backend!r}")
         if not 0 < self.max_upload_mb <= 1000:
-            raise ValueError(f"max_upload_mb must be in (0, 1000], got {self.max_upload_mb}")
+            raise ValueError(f"max_upload_mb must be in (0, 1000] MiB, got {self.max_upload_mb}")
         if self.max_pixels < 16 * 16 or self.max_files < 1 or self.fetch_timeout_s <= 0:
             raise ValueError("max_pixels, max_files and fetch_timeout_s must be positive")
 

@@ -21,7 +21,7 @@ def register(sub) -> None:
         "--max-upload-mb",
         type=float,
         default=20.0,
-        help="largest image accepted, uploaded or fetched (default 20)",
+        help="largest image accepted, uploaded or fetched, in MiB (default 20)",
     )
     p.add_argument(
         "--hash-password",

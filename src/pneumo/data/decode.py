@@ -9,9 +9,7 @@ from __future__ import annotations
 import io
 import os
 import stat
-import struct
 import threading
-import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +18,6 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from pneumo.errors import ImageDecodeError
-from pneumo.extras import missing_message
 
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 DICOM_SUFFIXES = (".dcm", ".dicom")
@@ -28,18 +25,26 @@ MAX_PIXELS = 60_000_000
 """Refuse images above this many pixels before decoding them (decompression bombs)."""
 MIN_SIDE = 16
 """Smaller images cannot be X-rays worth classifying."""
-MAX_FILE_BYTES = 256 * 1024 * 1024
-"""Refuse files larger than this before reading them (a 60-Mpixel 16-bit DICOM is 120 MB)."""
+MAX_FILE_BYTES = 256 * 2**20
+"""Refuse files larger than this (256 MiB) before reading them (a 60-Mpixel 16-bit DICOM is
+about 115 MiB)."""
 FORMATS = ("JPEG", "PNG", "TIFF", "BMP", "WEBP")
 """The Pillow formats opened; others (EPS, which runs Ghostscript, PSD, ICO ...) are refused."""
 MAX_JPEG_SCANS = 100
 """Most start-of-scan markers in a JPEG: progressive files have about 10, and each extra scan is
 one more pass over every pixel (a small file with thousands of scans decodes for minutes)."""
-DECODE_BUDGET_BYTES = 1536 * 1024 * 1024
+DECODE_BUDGET_BYTES = 1536 * 2**20
 """Decoded bytes all threads of this process may hold at once; a decode that would exceed it
 waits for others to finish (bounded memory under many concurrent large images)."""
 
 Source = str | Path | bytes | bytearray | memoryview
+
+
+def mib(nbytes: float) -> str:
+    """A size in the one unit every size message and limit of pneumo uses: MiB (2**20 bytes),
+    e.g. ``20 MiB`` or ``20.25 MiB``: saying MB for the file and MiB for the limit gave two
+    numbers for the same size."""
+    return f"{nbytes / 2**20:.2f}".rstrip("0").rstrip(".") + " MiB"
 
 
 _CONTROL = {c: f"\\x{c:02x}" for c in (*range(32), 127)}
@@ -100,7 +105,7 @@ def _open_regular(path: Path, label: str, max_bytes: int) -> tuple[int, int]:
     if not stat.S_ISREG(st.st_mode):
         problem = f"{_file_kind(st.st_mode)}, not a regular file: only files are read"
     elif st.st_size > max_bytes:
-        problem = f"file too large ({st.st_size / 2**20:.1f} MiB, limit {max_bytes / 2**20:g} MiB)"
+        problem = f"file too large ({mib(st.st_size)}, limit {mib(max_bytes)})"
     elif st.st_size == 0:
         # nothing to read; and /proc files such as kmsg claim 0 bytes, then block when read
         problem = "empty file (0 bytes)"
@@ -126,7 +131,7 @@ def read_bytes(source: Source, label: str, max_bytes: int = MAX_FILE_BYTES) -> b
     if not data:
         raise ImageDecodeError(label, "empty file (0 bytes)")
     if len(data) > max_bytes:
-        raise ImageDecodeError(label, f"file too large (over {max_bytes / 2**20:g} MiB)")
+        raise ImageDecodeError(label, f"file too large (over {mib(max_bytes)})")
     return data
 
 
@@ -235,154 +240,6 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
     return np.clip(out, 0, 255, out=out).astype(np.uint8)
 
 
-def _dicom_geometry(ds, label: str) -> tuple[int, int, int, int]:
-    """(columns, rows, frames, samples per pixel) of a DICOM data set, with a plain message
-    for files that hold no image (reports, header-only files) or a broken header."""
-    if "PixelData" not in ds:
-        kinds = [k for k in ("FloatPixelData", "DoubleFloatPixelData") if k in ds]
-        what = "float pixel data, which is not supported" if kinds else "no pixel data"
-        raise ImageDecodeError(label, f"DICOM file without an image ({what})")
-    missing = [k for k in ("Rows", "Columns") if ds.get(k) is None]
-    if missing:
-        raise ImageDecodeError(label, f"DICOM image header lacks {' and '.join(missing)}")
-    try:
-        return (
-            int(ds.Columns),
-            int(ds.Rows),
-            int(ds.get("NumberOfFrames") or 1),
-            int(ds.get("SamplesPerPixel") or 1),
-        )
-    except (TypeError, ValueError) as exc:
-        raise ImageDecodeError(label, f"DICOM image header is invalid ({exc})") from None
-
-
-_DEFLATED = b"1.2.840.10008.1.2.1.99"
-_LONG_VRS = {
-    b"OB",
-    b"OD",
-    b"OF",
-    b"OL",
-    b"OV",
-    b"OW",
-    b"SQ",
-    b"SV",
-    b"UC",
-    b"UN",
-    b"UR",
-    b"UT",
-    b"UV",
-}
-
-
-def _meta_end(data: bytes) -> int:
-    """Offset where the DICOM file meta group (0002,xxxx; explicit VR little endian) ends."""
-    pos = 132
-    while pos + 8 <= len(data):
-        group = struct.unpack_from("<H", data, pos)[0]
-        if group != 2:
-            return pos
-        if data[pos + 4 : pos + 6] in _LONG_VRS:
-            if pos + 12 > len(data):
-                break
-            pos += 12 + struct.unpack_from("<I", data, pos + 8)[0]
-        else:
-            pos += 8 + struct.unpack_from("<H", data, pos + 6)[0]
-    return min(pos, len(data))
-
-
-def _check_deflated(data: bytes, label: str, limit: int) -> None:
-    """pydicom inflates a deflated data set whole and unbounded: a 256 KiB file can become
-    gigabytes. Inflate it here first, 1 MiB at a time and discarding, to refuse such bombs."""
-    end = _meta_end(data)
-    if _DEFLATED not in data[132:end]:
-        return
-    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    pending, total = data[end:], 0
-    try:
-        while pending:
-            total += len(inflater.decompress(pending, 1 << 20))
-            if total > limit:
-                raise ImageDecodeError(
-                    label, f"deflated DICOM expands beyond {limit / 2**20:g} MiB (a zip bomb?)"
-                )
-            pending = inflater.unconsumed_tail
-    except zlib.error as exc:
-        raise ImageDecodeError(label, f"corrupt deflated DICOM ({exc})") from None
-
-
-def _decode_dicom(data: bytes, label: str, max_pixels: int) -> Image.Image:
-    try:
-        import pydicom
-        from pydicom.pixels import apply_modality_lut, apply_voi_lut
-    except ImportError:
-        raise ImageDecodeError(label, missing_message("dicom", "DICOM support")) from None
-    _check_deflated(data, label, MAX_FILE_BYTES)
-    try:
-        ds = pydicom.dcmread(io.BytesIO(data))
-    except Exception as exc:
-        raise ImageDecodeError(label, f"not a readable DICOM file ({_reason(exc)})") from None
-    width, height, frames, samples = _dicom_geometry(ds, label)
-    check_size(width, height, label, max_pixels)
-    syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", ""))
-    if syntax.startswith("1.2.840.10008.1.2.4.5"):  # JPEG baseline/extended inside DICOM
-        scans = data.count(b"\xff\xda")
-        if scans > MAX_JPEG_SCANS * max(1, frames):
-            raise ImageDecodeError(
-                label, f"DICOM JPEG with {scans} scans (limit {MAX_JPEG_SCANS}): a decoding bomb?"
-            )
-    if frames > 1:
-        check_size(width * frames, height, label, max_pixels)
-    bits = int(ds.get("BitsAllocated") or 16)
-    cost = _decoded_bytes(width * frames * samples, height, max(1, bits // 8)) * 4
-    with decode_budget.hold(cost):
-        try:
-            pixels = ds.pixel_array
-            if frames > 1 and pixels.ndim >= 3:
-                pixels = pixels[0]  # a multi-frame file: the first frame is the image
-            photometric = str(ds.get("PhotometricInterpretation", "")).upper()
-            if photometric == "PALETTE COLOR":
-                from pydicom.pixels import apply_color_lut
-
-                pixels = apply_color_lut(pixels, ds)
-                samples = 3
-            if pixels.ndim == 3 and pixels.shape[-1] in (3, 4):
-                pixels = pixels[..., :3].mean(axis=-1)
-            elif pixels.ndim != 2:
-                raise ImageDecodeError(
-                    label, f"DICOM pixel data of shape {pixels.shape} is not one image"
-                )
-            if samples == 1:
-                pixels = apply_modality_lut(pixels, ds)
-                pixels = apply_voi_lut(pixels, ds)
-        except ImageDecodeError:
-            raise
-        except (NotImplementedError, RuntimeError) as exc:
-            if "plugin" not in str(exc) and "not supported" not in str(exc):
-                raise ImageDecodeError(
-                    label, f"cannot decode the DICOM pixels ({_reason(exc)})"
-                ) from None
-            raise ImageDecodeError(label, _unsupported_syntax(ds)) from None
-        except Exception as exc:
-            raise ImageDecodeError(
-                label, f"cannot decode the DICOM pixels ({_reason(exc)})"
-            ) from None
-        grey = _to_uint8(np.asarray(pixels))
-    if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
-        grey = 255 - grey  # MONOCHROME1 stores bright bone as low values
-    return Image.fromarray(grey, mode="L")
-
-
-def _unsupported_syntax(ds) -> str:
-    """Name the compression a DICOM uses when no installed decoder reads it, so the user can
-    ask for an uncompressed or JPEG/JPEG-LS/JPEG 2000/RLE export instead of a stack trace."""
-    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    name = getattr(syntax, "name", "") or "unknown"
-    return (
-        f"DICOM pixels compressed as {printable(name)} ({printable(str(syntax))}), which cannot "
-        "be decoded here; export the study uncompressed or as JPEG, JPEG-LS, JPEG 2000 or RLE"
-    )
-
-
 def _reason(exc: BaseException) -> str:
     """A one-line reason from a library exception (type name when the message is empty)."""
     text = " ".join(str(exc).split())
@@ -437,7 +294,9 @@ def load_grey(
     label = _name(source, name)
     data = read_bytes(source, label, max_bytes)
     if is_dicom(data):
-        return _decode_dicom(data, label, max_pixels)
+        from pneumo.data.dicom import decode_dicom
+
+        return decode_dicom(data, label, max_pixels)
     img = open_image(io.BytesIO(data), label, max_pixels)
     check_size(*img.size, label, max_pixels)
     if img.format in ("JPEG", "MPO"):
@@ -470,10 +329,13 @@ def header_pixels(data: bytes) -> int:
     bombs, small files that decode to huge images, before decoding anything."""
     try:
         if is_dicom(data):
-            import pydicom
+            from pneumo.data.dicom import check_deflated, read_header
 
-            _check_deflated(data, "<header>", MAX_FILE_BYTES)
-            ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+            check_deflated(data, "<header>", MAX_FILE_BYTES)  # a bomb: BOMB_PIXELS
+            try:
+                ds = read_header(data, "<header>")
+            except ImageDecodeError:
+                return 0
             frames = int(ds.get("NumberOfFrames") or 1)
             return int(ds.get("Rows") or 0) * int(ds.get("Columns") or 0) * max(1, frames)
         with Image.open(io.BytesIO(data), formats=FORMATS) as img:
@@ -537,26 +399,11 @@ def probe_image(path: str | Path, *, max_pixels: int = MAX_PIXELS) -> ImageInfo:
     except OSError as exc:
         raise ImageDecodeError(label, f"cannot read file ({exc.strerror or exc})") from None
     if is_dicom(head):
-        return _probe_dicom(path, label)
+        from pneumo.data.dicom import probe_dicom
+
+        return probe_dicom(path, label)
     with open_image(path, label, max_pixels) as img:
         fmt, (width, height), mode = img.format or "?", img.size, img.mode
     check_size(width, height, label, max_pixels)
     _check_complete(fmt, tail, label)
     return ImageInfo(fmt, width, height, mode)
-
-
-def _probe_dicom(path: Path, label: str) -> ImageInfo:
-    try:
-        import pydicom
-
-        data = read_bytes(path, label)  # once: the deflate check and the parser share it
-        _check_deflated(data, label, MAX_FILE_BYTES)
-        ds = pydicom.dcmread(io.BytesIO(data))
-    except ImportError:
-        raise ImageDecodeError(label, missing_message("dicom", "DICOM support")) from None
-    except ImageDecodeError:
-        raise
-    except Exception as exc:
-        raise ImageDecodeError(label, f"not a readable DICOM file ({_reason(exc)})") from None
-    width, height, _, _ = _dicom_geometry(ds, label)
-    return ImageInfo("DICOM", width, height, str(ds.get("PhotometricInterpretation", "?")))

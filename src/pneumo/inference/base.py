@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -152,6 +152,9 @@ class InputStats:
     layout: float = 1.0
     """Correlation of the coarse layout with the model's mean training film (1 when the model
     has no layout template)."""
+    header_reason: str | None = None
+    """What the file's own header says it is when that is not a frontal chest radiograph (a
+    DICOM CT slice, a report, a lateral view: ``pneumo.data.dicom_scope``); None otherwise."""
 
     @property
     def odd(self) -> bool:
@@ -161,7 +164,7 @@ class InputStats:
     def reasons(self, layout_cutoff: float | None = None) -> list[str]:
         """What no chest film is, in words (empty for a plausible film); ``layout_cutoff`` is
         the model's (``OodConfig.layout_cutoff``)."""
-        out = []
+        out = [self.header_reason] if self.header_reason else []
         if layout_cutoff is not None and self.layout < layout_cutoff:
             out.append("not laid out like a chest film")
         if self.chroma > COLOUR_CHROMA_LIMIT:
@@ -185,8 +188,13 @@ class InputStats:
         cls, grey: Image.Image, raw: bytes, name: str, template: np.ndarray | None = None
     ) -> InputStats:
         """The statistics of a decoded film, the colour measured on its encoded bytes (grey
-        decoding has already thrown the colour away)."""
-        return cls.of(grey, _source_chroma(raw, name), template)
+        decoding has already thrown the colour away), with what a DICOM header says it is."""
+        stats = cls.of(grey, _source_chroma(raw, name), template)
+        if is_dicom(raw):
+            from pneumo.data.dicom_scope import dicom_scope_problem
+
+            return replace(stats, header_reason=dicom_scope_problem(raw, name))
+        return stats
 
 
 def _source_chroma(raw: bytes, name: str) -> float:

@@ -85,6 +85,7 @@ def _decode_batch(batch: dict, model_dir: str) -> dict:
     n = len(batch["index"])
     images = np.zeros((n, 3, h, w), dtype=np.float32)
     stats = np.zeros((n, 4), dtype=np.float64)
+    headers = [""] * n  # what a DICOM header objects to (InputStats.header_reason)
     errors = [str(e) for e in batch["error"]]
     for i, path in enumerate(batch["path"]):
         if errors[i]:
@@ -95,12 +96,14 @@ def _decode_batch(batch: dict, model_dir: str) -> dict:
             continue
         images[i], st = decoded
         stats[i] = (st.chroma, st.aspect, st.contrast, st.layout)
+        headers[i] = st.header_reason or ""
     return {
         "index": batch["index"],
         "path": batch["path"],
         "error": np.array(errors, dtype=object),
         "image": images,
         "stats": stats,
+        "header": np.array(headers, dtype=object),
     }
 
 
@@ -144,7 +147,10 @@ class _PredictActor:
         ]
         good = [i for i, p in enumerate(preds) if p.error is None]
         if good:
-            stats = [InputStats(*map(float, batch["stats"][i])) for i in good]
+            stats = [
+                InputStats(*map(float, batch["stats"][i]), str(batch["header"][i]) or None)
+                for i in good
+            ]
             answers = self.predictor.predict_arrays(
                 batch["image"][good], [paths[i] for i in good], stats
             )
