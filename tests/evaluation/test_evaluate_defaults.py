@@ -44,14 +44,14 @@ def test_without_a_test_split_the_default_is_the_models_validation_films(
     monkeypatch.chdir(tmp_path)
     assert main(["evaluate", "--model", str(run_dir / "model"), "--data", str(data)]) == 0
     out = capsys.readouterr().out
-    path = tmp_path / "reports" / "tiny-validation.json"
+    path = tmp_path / "runs" / "eval-tiny-validation" / "report.json"
     assert f"report: {path.relative_to(tmp_path)}" in out
     report = json.loads(path.read_text())
     config = json.loads((run_dir / "config.json").read_text())
     assert report["n"] == config["n_val"]  # the films the model was validated on, all of them
     assert report["split"].startswith("validation") and "threshold was placed" in report["split"]
     assert "validation" in out and "optimistic" in out
-    rows = (tmp_path / "reports" / "tiny-validation_predictions.csv").read_text().splitlines()
+    rows = (path.parent / "report_predictions.csv").read_text().splitlines()
     assert all(row.startswith("train/") for row in rows[1:])  # carved from train, not val/ or test/
 
 
@@ -61,7 +61,7 @@ def test_with_a_test_split_the_default_is_the_test_split(trained, tmp_path, monk
     monkeypatch.chdir(tmp_path)
     argv = ["evaluate", "--model", str(run_dir / "model"), "--data", str(with_test)]
     assert main(argv) == 0
-    report = json.loads((tmp_path / "reports" / "tiny-test.json").read_text())
+    report = json.loads((tmp_path / "runs" / "eval-tiny-test" / "report.json").read_text())
     assert report["split"] == "test" and (report["n_normal"], report["n_pneumonia"]) == (3, 2)
 
 
@@ -73,7 +73,7 @@ def test_an_explicit_test_split_that_is_missing_is_a_one_line_error(
     argv = ["evaluate", "--model", str(run_dir / "model"), "--data", str(data), "--split", "test"]
     assert main(argv) == 2
     assert "split 'test' not found" in capsys.readouterr().err
-    assert not (tmp_path / "reports").exists()
+    assert not (tmp_path / "runs").exists()
 
 
 def test_a_model_without_a_training_record_and_no_test_split_is_a_one_line_error(

@@ -110,7 +110,7 @@ def register(sub) -> None:
         type=_json_path,
         default=None,
         help="report JSON path; the .md report, figures and predictions CSV go beside it "
-        "(default: reports/<model>-<split>.json)",
+        "(default: runs/eval-<model>-<split>/report.json)",
     )
     parser.add_argument("--batch-size", type=_positive_int, default=32, help="default: 32")
     parser.add_argument(

@@ -35,8 +35,9 @@ SPLIT_NAMES = {
     "was placed: optimistic)",
 }
 """How a split is named in the report where its folder name alone would mislead."""
-REPORTS = Path("reports")
-"""Where reports go by default: ``reports/<model>-<split>.json``."""
+REPORTS = Path("runs")
+"""Where reports go by default: ``runs/eval-<model>-<split>/report.json`` (runs/ is where
+training writes too, and git ignores it)."""
 
 
 def find_history(model_dir: Path) -> list[dict] | None:
@@ -67,14 +68,15 @@ def resolve_split(split: str, data: Path) -> str:
 
 
 def default_output(model_dir: Path, name: str) -> Path:
-    """``reports/<model>-<name>.json``; a run's model (``runs/NAME/model``) is called NAME."""
+    """``runs/eval-<model>-<name>/report.json``; a run's model (``runs/NAME/model``) is called
+    NAME, the bundled one "bundled"."""
     from pneumo.models.checkpoint import BUNDLED_MODEL_DIR
 
     model_dir = Path(model_dir)
     model = model_dir.parent.name if model_dir.name == "model" else model_dir.name
     if model_dir.resolve() == BUNDLED_MODEL_DIR.resolve():
         model = "bundled"
-    return REPORTS / f"{model}-{name}.json"
+    return REPORTS / f"eval-{model}-{name}" / "report.json"
 
 
 def _records(
@@ -140,8 +142,8 @@ def evaluate(
     validation; nothing is ever selected on what is evaluated. Probabilities are calibrated
     with the model's temperature and called PNEUMONIA at its threshold.
 
-    The report goes to --output, by default reports/<model>-<split>.json (the bundled model is
-    called "bundled", a run's model by its run folder).
+    The report goes to --output, by default runs/eval-<model>-<split>/report.json (the bundled
+    model is called "bundled", a run's model by its run folder).
 
     The report gives accuracy, balanced accuracy, sensitivity, specificity, precision, F1 and
     ROC AUC with 95% bootstrap intervals resampled by patient, next to the always-PNEUMONIA
