@@ -3,7 +3,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-PIP := $(PY) -m pip install --quiet --disable-pip-version-check
+# Not --quiet: a first install takes minutes, and pip's "Collecting ..." lines show it moving.
+PIP := $(PY) -m pip install --disable-pip-version-check
 # The torch builds this workplace's machines install from local disk, by architecture.
 ifeq ($(shell uname -m),aarch64)
 TORCH ?= "torch==2.9.1" "torchvision==0.24.1"
@@ -14,10 +15,14 @@ endif
 .PHONY: app test lint bench install clean bundled-model
 
 $(STAMP): pyproject.toml
+	@echo "==> [1/3] virtual environment $(VENV)"
 	test -x $(PY) || python3 -m venv $(VENV)
+	@echo "==> [2/3] torch (the largest part: a few minutes on a first install)"
 	$(PIP) $(TORCH)
+	@echo "==> [3/3] pneumo with its extras (OpenVINO, ONNX Runtime, Ray, Streamlit, test tools)"
 	$(PIP) -e ".[dev]"
 	touch $(STAMP)
+	@echo "==> installed in $(VENV); later runs skip this until pyproject.toml changes"
 
 install: $(STAMP)
 

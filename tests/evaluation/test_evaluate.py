@@ -147,6 +147,7 @@ def test_labels_csv_and_model_from_environment(tiny_data, run_dir, tmp_path, mon
 def test_missing_split_names_the_folder(tiny_data, run_dir, tmp_path, capsys):
     shutil.rmtree(tiny_data / "test")
     argv = ["evaluate", "--model", str(run_dir / "model"), "--data", str(tiny_data)]
+    argv += ["--split", "test"]
     assert main([*argv, "--output", str(tmp_path / "r.json")]) == 2
     err = capsys.readouterr().err
     assert str(tiny_data / "test") in err and "not found" in err

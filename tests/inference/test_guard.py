@@ -7,7 +7,16 @@ import json
 import numpy as np
 import pytest
 
-from pneumo.inference.guard import GuardLimits, judge, roc_auc
+from pneumo.inference.guard import (
+    GuardLimits,
+    GuardReport,
+    Verdict,
+    _write_json,
+    fastest_passed,
+    guard_path,
+    judge,
+    roc_auc,
+)
 
 BAND = (0.2, 0.8)
 
@@ -102,10 +111,10 @@ def test_a_model_failing_the_guard_stays_fp32(tiny_model, guard_inputs):
 def test_auto_loads_what_the_guard_chose(tiny_model, tmp_path, monkeypatch):
     pytest.importorskip("openvino")
     from pneumo.inference.engine import load_predictor
-    from pneumo.inference.guard import GuardReport, _write_json, guard_path
 
     monkeypatch.setenv("PNEUMO_CACHE", str(tmp_path))
-    report = GuardReport("bf16", "validation (4 films)", 4, 1.0, 100.0, {}, {})
+    passed = _verdict("bf16", True, 200.0)
+    report = GuardReport("bf16", "validation (4 films)", 4, 1.0, 100.0, {}, {"bf16": passed})
     _write_json(guard_path(tiny_model), report.to_dict())
     assert load_predictor(tiny_model, backend="openvino").precision == "bf16"
     assert load_predictor(tiny_model, backend="onnx").precision == "fp32"  # no bf16 in ORT
@@ -132,3 +141,93 @@ def test_without_calibration_films_int8_is_left_out_and_bf16_still_judged(
     val, _ = guard_inputs
     report = run_guard(tiny_model, val, [], precisions=("int8", "bf16"))
     assert set(report.verdicts) == {"bf16"} and report.n == len(val)
+
+
+def _verdict(precision, passed, speed):
+    return Verdict(precision, 0.9, 0.0, 0, 0.0, 0, 0.0, passed, [] if passed else ["x"], speed)
+
+
+@pytest.mark.parametrize(
+    ("verdicts", "expected"),
+    [
+        ([("bf16", False, 500.0), ("int8", True, 150.0)], "int8"),  # the faster one was refused
+        ([("bf16", False, 500.0), ("int8", False, 900.0)], "fp32"),
+        ([("bf16", True, 90.0)], "fp32"),  # passed, but slower than fp32
+        ([("bf16", True, 300.0), ("int8", True, 200.0)], "bf16"),
+    ],
+)
+def test_the_guard_never_chooses_a_refused_precision_however_fast(verdicts, expected):
+    by_name = {name: _verdict(name, passed, speed) for name, passed, speed in verdicts}
+    assert fastest_passed(by_name, 100.0) == expected
+
+
+def test_a_cached_report_naming_a_refused_precision_serves_fp32(tiny_model, tmp_path, monkeypatch):
+    """A report (edited by hand, or damaged) that names a precision its own verdict refused:
+    ``auto`` must not serve it."""
+    pytest.importorskip("openvino")
+    from pneumo.inference.engine import load_predictor
+
+    monkeypatch.setenv("PNEUMO_CACHE", str(tmp_path))
+    refused = _verdict("bf16", False, 900.0)
+    report = GuardReport("bf16", "validation (4 films)", 4, 1.0, 100.0, {}, {"bf16": refused})
+    _write_json(guard_path(tiny_model), report.to_dict())
+    assert load_predictor(tiny_model, backend="openvino").precision == "fp32"
+
+
+def test_a_one_class_validation_set_fails_the_guard(
+    tiny_model, guard_inputs, tmp_path, monkeypatch
+):
+    """ROC-AUC is undefined on films of one class: the guard cannot tell whether bf16 ranks
+    like fp32, so it must refuse bf16, not pass it."""
+    pytest.importorskip("openvino")
+    from pneumo.inference.guard import run_guard
+
+    monkeypatch.setenv("PNEUMO_CACHE", str(tmp_path))
+    val, train = guard_inputs
+    normal_only = [r for r in val if r.label == "NORMAL"]
+    report = run_guard(tiny_model, normal_only, train, precisions=("bf16",))
+    verdict = report.verdicts["bf16"]
+    assert not verdict.passed and "one class" in " ".join(verdict.reasons)
+    assert report.chosen == "fp32" and report.n == len(normal_only)
+
+
+def test_a_guard_that_cannot_run_is_said_once_and_plainly(
+    tiny_model, tmp_path, monkeypatch, caplog
+):
+    """Every `predict` (and each `serve` process) asks for the precision: the reason the guard
+    cannot run is told the first time, in one plain sentence, then no more."""
+    pytest.importorskip("openvino")
+    import logging
+
+    from pneumo.inference.guard import guarded_precision
+
+    monkeypatch.setenv("PNEUMO_CACHE", str(tmp_path))
+    told = []
+    for _ in range(3):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="pneumo.inference.guard"):
+            assert guarded_precision(tiny_model) == "fp32"
+        told.append([r.getMessage() for r in caplog.records if r.levelno >= logging.INFO])
+    assert len(told[0]) == 1 and told[1:] == [[], []]
+    line = told[0][0]
+    assert "cannot run" in line and "records no training data" in line
+    depth, deepest = 0, 0
+    for char in line:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        deepest = max(deepest, depth)
+    assert deepest <= 1, f"nested brackets: {line}"
+
+
+@pytest.mark.slow
+def test_int8_calibration_keeps_nncf_quiet(tiny_model, guard_inputs, tmp_path, monkeypatch, capfd):
+    """`pneumo models --check` calibrates int8 in a child process: NNCF's INFO lines about
+    ignored nodes must not flood the terminal."""
+    pytest.importorskip("nncf")
+    from pneumo.inference.quantize import ensure_int8_ir
+
+    monkeypatch.setenv("PNEUMO_CACHE", str(tmp_path))
+    _, train = guard_inputs
+    assert ensure_int8_ir(tiny_model, train).is_file()
+    out, err = capfd.readouterr()
+    assert "calibrating int8" in err
+    assert "INFO:nncf" not in out + err and "No CUDA runtime" not in out + err

@@ -96,11 +96,15 @@ def test_training_code_brings_tensors_to_the_cpu_before_numpy():
     assert unsafe == [], f".numpy() on a tensor that may be on the GPU (add .cpu()): {unsafe}"
 
 
+COLLECTIVE_CODE = ("finetune.py", "runtime.py")
+"""Where training talks to other ranks (early stopping, the precision rank 0 chose)."""
+
+
 def test_collectives_send_tensors_on_the_process_device():
     """NCCL (torchrun on GPUs) only moves CUDA tensors: a broadcast of a CPU tensor fails there
     although gloo (CPU CI) accepts it."""
-    finetune = (PACKAGE / "training" / "finetune.py").read_text()
-    for node in ast.walk(ast.parse(finetune)):
+    trees = [ast.parse((PACKAGE / "training" / f).read_text()) for f in COLLECTIVE_CODE]
+    for node in (n for tree in trees for n in ast.walk(tree)):
         if isinstance(node, ast.FunctionDef) and any(
             isinstance(c, ast.Attribute) and c.attr in {"broadcast", "all_reduce"}
             for c in ast.walk(node)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from pneumo.cli.common import add_command, add_data_arg, add_model_arg, data_dir
-from pneumo.evaluation.evaluate import evaluate
+from pneumo.evaluation.evaluate import SPLITS, evaluate
 
 
 def _positive_int(text: str) -> int:
@@ -67,9 +67,10 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     _summary(report)
     from rich.console import Console
 
-    Console().print(f"report: {args.output} and {args.output.with_suffix('.md')}")
+    output = Path(report["path"])
+    Console().print(f"report: {output} and {output.with_suffix('.md')}")
     if args.stress:
-        Console().print(f"stress test: {args.output.with_suffix('.stress.md')}")
+        Console().print(f"stress test: {output.with_suffix('.stress.md')}")
     return 0
 
 
@@ -80,9 +81,11 @@ def register(sub) -> None:
     add_data_arg(parser)
     parser.add_argument(
         "--split",
-        choices=("test", "val", "train"),
-        default="test",
-        help="split folder to evaluate (default: test; ignored with --labels)",
+        choices=SPLITS,
+        default="auto",
+        help="test, val or train folder, or validation: the model's own patient-level "
+        "validation films (default auto: test when the data root has it, else validation; "
+        "ignored with --labels or --images)",
     )
     parser.add_argument(
         "--labels",
@@ -105,8 +108,9 @@ def register(sub) -> None:
     parser.add_argument(
         "--output",
         type=_json_path,
-        required=True,
-        help="report JSON path; the .md report, figures and predictions CSV go beside it",
+        default=None,
+        help="report JSON path; the .md report, figures and predictions CSV go beside it "
+        "(default: runs/eval-<model>-<split>/report.json)",
     )
     parser.add_argument("--batch-size", type=_positive_int, default=32, help="default: 32")
     parser.add_argument(

@@ -26,6 +26,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HISTORY_FILE = "history.json"
+SPLITS = ("auto", "test", "validation", "val", "train")
+"""What ``--split`` takes. auto: the official test split when the data root has one, else
+validation; validation: the model's own patient-level validation films, rebuilt from its
+training record (its threshold was placed on them); val: the official 16-film val folder."""
+SPLIT_NAMES = {
+    "validation": "validation (the model's patient-level validation split, where its threshold "
+    "was placed: optimistic)",
+}
+"""How a split is named in the report where its folder name alone would mislead."""
+REPORTS = Path("runs")
+"""Where reports go by default: ``runs/eval-<model>-<split>/report.json`` (runs/ is where
+training writes too, and git ignores it)."""
 
 
 def find_history(model_dir: Path) -> list[dict] | None:
@@ -45,8 +57,34 @@ def find_history(model_dir: Path) -> list[dict] | None:
     return None
 
 
+def resolve_split(split: str, data: Path) -> str:
+    """``auto``: test when the data root has a test folder (the shared copy does not), else the
+    model's validation films; any other choice as given."""
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
+    if split != "auto":
+        return split
+    return "test" if "test" in find_split_dirs(data) else "validation"
+
+
+def default_output(model_dir: Path, name: str) -> Path:
+    """``runs/eval-<model>-<name>/report.json``; a run's model (``runs/NAME/model``) is called
+    NAME, the bundled one "bundled"."""
+    from pneumo.models.checkpoint import BUNDLED_MODEL_DIR
+
+    model_dir = Path(model_dir)
+    model = model_dir.parent.name if model_dir.name == "model" else model_dir.name
+    if model_dir.resolve() == BUNDLED_MODEL_DIR.resolve():
+        model = "bundled"
+    return REPORTS / f"eval-{model}-{name}" / "report.json"
+
+
 def _records(
-    data: Path, split: str, labels: Path | None, images: Path | None = None
+    data: Path,
+    split: str,
+    labels: Path | None,
+    images: Path | None = None,
+    model_dir: Path | None = None,
 ) -> list[ImageRecord]:
 
     if images is not None:
@@ -61,6 +99,14 @@ def _records(
         if not records:
             raise DataError(f"labels file {labels} lists no images")
         return records
+    if split == "validation":
+        from pneumo.inference.guard import validation_records
+        from pneumo.models.checkpoint import read_metadata
+
+        try:
+            return validation_records(read_metadata(model_dir), data)[1]
+        except PneumoError as exc:
+            raise DataError(f"cannot evaluate {model_dir} on its validation split: {exc}") from None
     dirs = find_split_dirs(data)
     if split not in dirs:
         # find_images would say the same; checked here so the message never depends on it.
@@ -76,10 +122,10 @@ def evaluate(
     *,
     model: Path | None = None,
     data: Path,
-    split: str = "test",
+    split: str = "auto",
     labels: Path | None = None,
     images: Path | None = None,
-    output: Path,
+    output: Path | None = None,
     batch_size: int = 32,
     workers: int = 2,
     stress: bool = False,
@@ -87,11 +133,17 @@ def evaluate(
 ) -> dict:
     """Evaluate a model on a data split and write a JSON and Markdown report with figures.
 
-    Runs the model (default: the bundled one, or $PNEUMO_MODEL) on every image of the split
-    folder (test, val or train) under the data root, on the rows of a label CSV such as the
-    patient-level validation split, or on any folder with NORMAL/ and PNEUMONIA/ subfolders
-    (--images, such as a site's own films). Probabilities are
-    calibrated with the model's temperature and called PNEUMONIA at its threshold.
+    Runs the model (default: the bundled one, or $PNEUMO_MODEL) on every image of a split, on
+    the rows of a label CSV, or on any folder with NORMAL/ and PNEUMONIA/ subfolders (--images,
+    such as a site's own films). Splits: test, val (the official 16 films) or train folders
+    under the data root, or validation: the model's own patient-level validation films, rebuilt
+    from its training record (its threshold was placed on them, so the figures are optimistic).
+    The default, auto, takes the official test split when the data root has one, else
+    validation; nothing is ever selected on what is evaluated. Probabilities are calibrated
+    with the model's temperature and called PNEUMONIA at its threshold.
+
+    The report goes to --output, by default runs/eval-<model>-<split>/report.json (the bundled
+    model is called "bundled", a run's model by its run folder).
 
     The report gives accuracy, balanced accuracy, sensitivity, specificity, precision, F1 and
     ROC AUC with 95% bootstrap intervals resampled by patient, next to the always-PNEUMONIA
@@ -110,12 +162,18 @@ def evaluate(
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
-    output = Path(output)
+    model_dir = resolve_model_dir(model)
+    if images is None and labels is None:
+        chosen = resolve_split(split, Path(data))
+        if split == "auto" and chosen != "test":
+            log.info("no test/ folder under %s: evaluating the model's validation split", data)
+        split = chosen
+    key = images.name if images is not None else (labels.stem if labels is not None else split)
+    output = Path(output) if output is not None else default_output(model_dir, key)
     if output.suffix.lower() != ".json":
         raise PneumoError(f"{output}: the report file must end in .json")
-    model_dir = resolve_model_dir(model)
-    records = _records(Path(data), split, labels, images)
-    name = images.name if images is not None else (labels.stem if labels is not None else split)
+    records = _records(Path(data), split, labels, images, model_dir)
+    name = SPLIT_NAMES.get(key, key) if images is None and labels is None else key
     # The torch backend of the serving engine: the same decoding, preprocessing and calibration
     # as `predict`, `serve` and the app, without an ONNX export for a one-off evaluation.
     predictor = load_predictor(model_dir, backend="torch", batch_size=batch_size)
@@ -127,7 +185,7 @@ def evaluate(
     kept, p, skipped = _classify(predictor, records, name)
     if stress:
         _stress(predictor, kept, model_dir, name, output, seed)
-    return write_report(
+    report = write_report(
         output,
         y_true=np.array([int(r.label == "PNEUMONIA") for r in kept]),
         p=p,
@@ -139,6 +197,7 @@ def evaluate(
         skipped=skipped,
         predictions=_prediction_rows(kept, p, meta.threshold),
     )
+    return {**report, "path": str(output)}  # where it went, for the caller to say
 
 
 def _classify(predictor, records: list[ImageRecord], name: str):

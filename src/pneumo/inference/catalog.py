@@ -25,7 +25,7 @@ class ModelSummary:
     guard: GuardReport | None
     """The cached accuracy guard report, if the guard ran."""
     guard_problem: str | None = None
-    """Why the guard could not run, when ``check`` asked for it."""
+    """Why the guard cannot run here (asked when it has not run, or by ``check``)."""
 
 
 def model_dirs(paths: list[str | Path] | None = None) -> list[Path]:
@@ -55,12 +55,15 @@ def summarize(model_dir: str | Path, *, check: bool = False) -> ModelSummary:
     if backend == "openvino":
         from pneumo.inference.guard import (
             calibration_records,
+            guard_obstacle,
             read_guard,
             run_guard,
             validation_records,
         )
 
         report = read_guard(model_dir)
+        if report is None and not check:
+            problem = guard_obstacle(model_dir, meta)
         if check:
             try:
                 train, val = validation_records(meta)
@@ -101,9 +104,17 @@ def format_summary(s: ModelSummary) -> str:
         lines.append(f"  engine here: {s.backend}, fp32 (reduced precision needs OpenVINO)")
         return "\n".join(lines)
     g = s.guard
+    if g is None and s.guard_problem:
+        lines.append(
+            "  engine here: openvino fp32; bf16 and int8 need the accuracy guard, which cannot "
+            f"run here: {s.guard_problem}"
+        )
+        return "\n".join(lines)
     if g is None:
-        why = s.guard_problem or "not run yet: it runs on first use, or now with --check"
-        lines.append(f"  engine here: openvino; precision guard {why}")
+        lines.append(
+            "  engine here: openvino; accuracy guard not run yet: it runs on first use, or now "
+            "with --check"
+        )
         return "\n".join(lines)
     limits = g.limits
     lines += [

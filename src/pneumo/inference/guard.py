@@ -5,6 +5,7 @@ and ``GET /v1/model``."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -125,7 +126,9 @@ def judge(
         max_probability_change=change,
         passed=True,
     )
-    if not v.auc_change <= limits.max_auc_change:  # NaN fails too
+    if np.isnan(auc32):
+        v.reasons.append("ROC-AUC undefined: the validation films hold one class only")
+    elif not v.auc_change <= limits.max_auc_change:  # NaN fails too
         v.reasons.append(f"ROC-AUC moved {v.auc_change:.4f} > {limits.max_auc_change}")
     if v.flip_share > limits.max_flip_share:
         v.reasons.append(f"{v.flips} decisions flipped ({v.flip_share:.2%})")
@@ -189,10 +192,10 @@ def validation_records(
             problems.append(f"{root}: {len(val)} validation films, the model recorded {expected}")
             continue
         return train, val
+    found = f" ({'; '.join(problems)})" if problems else ""
     raise PneumoError(
-        "the validation split was not found ("
-        + ("; ".join(problems) or "set PNEUMO_DATA to the data set the model was trained on")
-        + ")"
+        f"its validation films were not found{found}; set PNEUMO_DATA to the data set the "
+        "model was trained on"
     )
 
 
@@ -284,10 +287,8 @@ def run_guard(
         )
         v.images_per_s = speed(precision)
         verdicts[precision] = v
-    passed = [v for v in verdicts.values() if v.passed and v.images_per_s > speed("fp32")]
-    chosen = max(passed, key=lambda v: v.images_per_s).precision if passed else "fp32"
     report = GuardReport(
-        chosen=chosen,
+        chosen=fastest_passed(verdicts, speed("fp32")),
         split=f"{split} ({len(y)} films)",
         n=len(y),
         roc_auc_fp32=roc_auc(y, p32),
@@ -309,10 +310,71 @@ def run_guard(
     return report
 
 
+def fastest_passed(verdicts: dict[str, Verdict], fp32_images_per_s: float | None) -> str:
+    """The fastest precision that passed and beat fp32's speed, else fp32: a refused precision
+    is never chosen, however fast."""
+    passed = [
+        v
+        for v in verdicts.values()
+        if v.passed and (v.images_per_s or 0.0) > (fp32_images_per_s or 0.0)
+    ]
+    return max(passed, key=lambda v: v.images_per_s).precision if passed else "fp32"
+
+
+def served_precision(report: GuardReport) -> str:
+    """What ``auto`` serves from a cached report: its choice only when that precision passed
+    (a hand-edited or damaged report naming a refused one gets fp32)."""
+    verdict = report.verdicts.get(report.chosen)
+    if report.chosen == "fp32" or (verdict is not None and verdict.passed):
+        return report.chosen
+    log.warning(
+        "fp32: the cached accuracy guard report chose %s, which it did not pass", report.chosen
+    )
+    return "fp32"
+
+
+def unavailable_path(model_dir: str | Path) -> Path:
+    """The note of why the guard cannot run here (so the reason is said once, not every use)."""
+    return guard_path(model_dir).with_suffix(".unavailable")
+
+
+def guard_obstacle(model_dir: str | Path, meta: ModelMetadata | None = None) -> str | None:
+    """Why the guard cannot run for ``model_dir`` here (its validation films are not found, or
+    it records none), or None when it can."""
+    from pneumo.models.checkpoint import read_metadata
+
+    try:
+        validation_records(meta or read_metadata(model_dir))
+    except (PneumoError, ValueError, TypeError, OSError) as exc:  # an odd training record
+        return str(exc)
+    return None
+
+
+def _say_once(model_dir: str | Path, reason: str) -> None:
+    """Log why the guard cannot run at INFO the first time on this machine (and whenever the
+    reason changes), at DEBUG after that: every `predict` and each `serve` process asks."""
+    note = unavailable_path(model_dir)
+    try:
+        known = note.read_text() == reason
+    except OSError:
+        known = False
+    message = "precision fp32: the accuracy guard that allows bf16 and int8 cannot run: %s"
+    if known:
+        log.debug(message, reason)
+        return
+    log.info(message + " (said once; `pneumo models` shows it)", reason)
+    with contextlib.suppress(OSError):  # a read-only cache: said each time rather than fail
+        _write_text(note, reason)
+
+
 def _write_json(path: Path, data: dict) -> None:
+    _write_text(path, json.dumps(data, indent=1) + "\n")
+
+
+def _write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    tmp.write_text(text)
     os.replace(tmp, path)
 
 
@@ -322,7 +384,7 @@ def guarded_precision(model_dir: str | Path, *, threads: int | None = None) -> s
     split can be found, else fp32."""
     report = read_guard(model_dir)
     if report is not None:
-        return report.chosen
+        return served_precision(report)
     import fcntl
 
     from pneumo.models.checkpoint import read_metadata
@@ -333,12 +395,13 @@ def guarded_precision(model_dir: str | Path, *, threads: int | None = None) -> s
         fcntl.flock(lock, fcntl.LOCK_EX)
         report = read_guard(model_dir)  # another process may have finished it meanwhile
         if report is not None:
-            return report.chosen
+            return served_precision(report)
         try:
             train, val = validation_records(read_metadata(model_dir))
         except (PneumoError, ValueError, TypeError, OSError) as exc:  # an odd training record
-            log.info("fp32: reduced precision needs the accuracy guard, which cannot run (%s)", exc)
+            _say_once(model_dir, str(exc))
             return "fp32"
+        unavailable_path(model_dir).unlink(missing_ok=True)
         log.info(
             "first use on this machine: checking bf16 and int8 against fp32 on %d validation "
             "films (once; the result is cached)",
@@ -353,6 +416,6 @@ def guarded_precision(model_dir: str | Path, *, threads: int | None = None) -> s
                 threads=threads,
             )
         except PneumoError as exc:
-            log.warning("fp32: the accuracy guard failed (%s)", exc)
+            log.warning("precision fp32: the accuracy guard failed: %s", exc)
             return "fp32"
-        return report.chosen
+        return served_precision(report)

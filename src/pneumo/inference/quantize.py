@@ -24,7 +24,7 @@ from pneumo.errors import ModelError, PneumoError
 if TYPE_CHECKING:
     from pneumo.data.discover import ImageRecord
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("pneumo.inference.quantize")  # also when run as __main__
 
 _LAYERS = ("Convolution", "GroupConvolution", "MatMul")
 
@@ -54,11 +54,15 @@ def calibrate(model_dir: str | Path, paths: list[str]) -> Path:
     from pneumo.inference.openvino_backend import OpenVinoPredictor, cached_ir_path, ensure_ir
     from pneumo.models.checkpoint import read_metadata
 
+    # NNCF logs every ignored node and graph step at INFO (a screenful on `pneumo models
+    # --check`) and its torch import warns that this CPU machine has no CUDA: warnings only.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     try:
         import nncf
         import openvino as ov
     except ImportError:
         raise ModelError("int8 needs NNCF: pip install 'pneumo[openvino]'") from None
+    logging.getLogger("nncf").setLevel(logging.WARNING)  # NNCF sets INFO on import: after it
     fp32 = OpenVinoPredictor(ensure_ir(model_dir), read_metadata(model_dir))
     arrays = []
     for path in paths:

@@ -118,7 +118,7 @@ def train(cfg: TrainConfig) -> RunResult:
     train_recs, val_recs = training_records(cfg)
     model = _backbone(cfg)
     dcfg = data_config(model)
-    precision = _precision(cfg, model, dcfg)
+    precision = _precision(cfg, model, dcfg, dist)
     if dist.is_main:
         _write_config(cfg, model, dcfg, precision, len(train_recs), len(val_recs), dist)
     log.info(
@@ -150,7 +150,7 @@ def _backbone(cfg: TrainConfig):
     return model.to(cfg.device)
 
 
-def _precision(cfg: TrainConfig, model, dcfg) -> str:
+def _precision(cfg: TrainConfig, model, dcfg, dist) -> str:
 
     if cfg.mode == "frozen" and cfg.precision == "auto":
         # The head must see the features serving computes (fp32): a head trained on bf16
@@ -162,6 +162,7 @@ def _precision(cfg: TrainConfig, model, dcfg) -> str:
         dcfg.input_size,
         prefer_bf16=get_spec(cfg.backbone).bf16_training,
         device=cfg.device,
+        dist=dist,
     )
 
 
