@@ -1,7 +1,8 @@
 """`pneumo serve` while its model loads (issue 19): the port opens at once; /v1/health says
 alive, /v1/ready and predictions answer 503 with the reason and Retry-After until the model is
 prepared, loaded and warmed. A real process, polled from its start, with a fresh cache so the
-first-use export (torch, in a child process) makes the load slow for real."""
+first-use export (torch, in a child process) makes the load slow for real. Its log carries
+request ids and leaves the probes out."""
 
 from __future__ import annotations
 
@@ -72,7 +73,13 @@ def test_serve_answers_503_while_loading_then_serves(tmp_path, make_jpeg):
                 time.sleep(0.2)
             assert loading_answers >= 3, "the port opened only once the model was ready"
             assert client.get("/v1/health").json()["status"] == "ok"
-            r = client.post("/v1/predict", files=files, headers=keyed)
+            traced = {**keyed, "X-Request-ID": "trace-0123456789"}
+            r = client.post("/v1/predict", files=files, headers=traced)
             assert r.status_code == 200 and r.json()["results"][0]["label"], r.text
+            assert r.headers["X-Request-ID"] == "trace-0123456789"
     finally:
         stop_group(proc, timeout=20)
+    # the access log: the request under its id, and none of the many probes above
+    lines = log_path.read_text().splitlines()
+    assert any("[trace-0123456789]" in x and "POST /v1/predict" in x for x in lines), lines
+    assert not [x for x in lines if "GET /v1/ready" in x or "GET /v1/health" in x]

@@ -55,3 +55,13 @@ def require_docs_access(
     """The API key check for /docs, /redoc and /openapi.json unless they are public."""
     if not settings.public_docs:
         require_api_key(request, key, settings)
+
+
+def require_metrics_access(
+    request: Request,
+    key: Annotated[str | None, Depends(api_key_header)],
+    settings: Annotated[ApiSettings, Depends(get_settings)],
+) -> None:
+    """The API key check for /metrics unless it is public."""
+    if not settings.public_metrics:
+        require_api_key(request, key, settings)

@@ -47,6 +47,8 @@ class ApiKeyGate:
         self.app = app
         self.key = settings.api_key
         self.open_paths = OPEN_PATHS | (DOCS_PATHS if settings.public_docs else frozenset())
+        if settings.public_metrics:
+            self.open_paths |= {"/metrics"}
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or self.key is None or scope["path"] in self.open_paths:

@@ -9,12 +9,14 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from pneumo import __version__
-from pneumo.api.deps import require_docs_access
+from pneumo.api.deps import require_docs_access, require_metrics_access
 from pneumo.api.guards import ApiKeyGate, BodyGuard
 from pneumo.api.loading import ModelSlot
+from pneumo.api.metrics import ApiMetrics, RequestMetrics
+from pneumo.api.request_id import RequestId
 from pneumo.api.routers import meta, predict
 from pneumo.api.settings import ApiSettings
 from pneumo.errors import PneumoError
@@ -33,10 +35,24 @@ class NoQueryStrings(logging.Filter):
         return True
 
 
+class NoProbes(logging.Filter):
+    """Keeps health probes and metric scrapes (every few seconds, from machines) out of the
+    access log, where they would bury the requests people make; /metrics still counts them."""
+
+    PATHS = frozenset({"/v1/health", "/v1/ready", "/metrics"})
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            return args[2].split("?", 1)[0] not in self.PATHS
+        return True
+
+
 def _quiet_access_log() -> None:
     access = logging.getLogger("uvicorn.access")
-    if not any(isinstance(f, NoQueryStrings) for f in access.filters):
-        access.addFilter(NoQueryStrings())
+    for kind in (NoQueryStrings, NoProbes):
+        if not any(isinstance(f, kind) for f in access.filters):
+            access.addFilter(kind())
 
 
 def create_app(settings: ApiSettings | None = None, predictor=None) -> FastAPI:
@@ -87,6 +103,16 @@ def create_app(settings: ApiSettings | None = None, predictor=None) -> FastAPI:
         return get_redoc_html(openapi_url="/openapi.json", title="pneumo API")
 
     app.state.model = ModelSlot()
+    app.state.metrics = ApiMetrics(app.state.model)
+
+    @app.get("/metrics", include_in_schema=False, dependencies=[Depends(require_metrics_access)])
+    async def metrics() -> Response:
+        """Prometheus text format, this process's counts."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        body = generate_latest(app.state.metrics.registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
     app.include_router(meta.router)
     app.include_router(predict.router)
 
@@ -117,6 +143,11 @@ def create_app(settings: ApiSettings | None = None, predictor=None) -> FastAPI:
         min_bytes_per_s=settings.min_upload_kib_s * 1024,
     )
     app.add_middleware(ApiKeyGate, settings=settings)
+    # outside the guards, so their refusals are counted and carry a request id too
+    routers = (app.router, meta.router, predict.router)
+    routes = frozenset(r.path for router in routers for r in router.routes if hasattr(r, "path"))
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics, routes=routes)
+    app.add_middleware(RequestId)
     return app
 
 

@@ -35,14 +35,15 @@ def serve(
     api_key: str | None = None,
 ) -> None:
     """Serve the REST API: POST /v1/predict (multipart field `files`: JPEG, PNG or DICOM),
-    GET /v1/health (alive), GET /v1/ready (model loaded, room in the queue), GET /v1/model;
-    OpenAPI at /openapi.json and docs at /docs. The port opens at once and the model loads
+    GET /v1/health (alive), GET /v1/ready (model loaded, room in the queue), GET /v1/model,
+    GET /metrics (Prometheus); OpenAPI at /openapi.json and docs at /docs. The port opens at once and the model loads
     behind it (on first use on a machine, after its export and accuracy guard): meanwhile
     /v1/ready and predictions answer 503 with the reason and Retry-After.
 
     Settings come from the environment: PNEUMO_API_KEY (at least 8 characters; then the
     X-API-Key header is required, exactly once, on everything but /v1/health and /v1/ready;
-    /docs, /redoc and /openapi.json too unless PNEUMO_PUBLIC_DOCS=1), PNEUMO_MAX_UPLOAD_MB (request size cap, default 20),
+    /docs, /redoc and /openapi.json too unless PNEUMO_PUBLIC_DOCS=1, /metrics unless
+    PNEUMO_PUBLIC_METRICS=1), PNEUMO_MAX_UPLOAD_MB (request size cap, default 20),
     PNEUMO_MAX_PIXELS and PNEUMO_MAX_REQUEST_PIXELS (decoded pixels per image, default 40
     million, and per request, default 160 million, read from the headers before decoding),
     PNEUMO_DECODE_BUDGET_MB (memory for concurrent decodes, default 1536), PNEUMO_MODEL,
@@ -52,13 +53,14 @@ def serve(
     (longest pause while a request arrives, default 10: headers must be complete within it) and
     PNEUMO_MIN_UPLOAD_KIB_S (slowest average upload after that, default 64); slower requests
     get 408 and are disconnected, and a request without the key gets 401 before its body is
-    read. Each worker process loads the model once; threads are split between them. Access
-    logs leave out query strings.
+    read. Each worker process loads the model once; threads are split between them. Every
+    answer and log line carries a request id (X-Request-ID, the client's own when sane). Access
+    logs leave out query strings and the probes (/v1/health, /v1/ready, /metrics).
     """
     from pneumo.errors import PneumoError
     from pneumo.extras import require
 
-    require("api", "pneumo serve", "fastapi", "uvicorn")
+    require("api", "pneumo serve", "fastapi", "uvicorn", "prometheus_client")
 
     if not 1 <= port <= 65535:
         raise PneumoError(f"--port must be in 1..65535, got {port}")
@@ -90,8 +92,11 @@ def _run(host: str, port: int, workers: int) -> None:
     """What ``python -m pneumo.api.server HOST PORT WORKERS`` runs: uvicorn over the app."""
     import uvicorn
 
+    from pneumo.api.request_id import log_config
+
     uvicorn.run(
         "pneumo.api.main:app_from_env",
+        log_config=log_config(),  # the request id in every line
         factory=True,
         host=host,
         port=port,

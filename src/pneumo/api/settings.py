@@ -59,6 +59,11 @@ class ApiSettings:
     (PNEUMO_MIN_UPLOAD_KIB_S, KiB/s): a body dripping in slower is answered 408, so no client
     holds a connection by sending a byte now and then."""
 
+    # --- observability (issue 19) -----------------------------------------------------------
+    public_metrics: bool = False
+    """With an API key set, /metrics needs the key too (Prometheus sends it with
+    ``http_headers``), unless this is true (PNEUMO_PUBLIC_METRICS=1)."""
+
     def __post_init__(self):
         if self.api_key is not None and len(self.api_key) < MIN_API_KEY_LENGTH:
             raise PneumoError(
@@ -135,4 +140,6 @@ class ApiSettings:
             # slow clients
             read_timeout_s=read.number("PNEUMO_READ_TIMEOUT_S", float, cls.read_timeout_s),
             min_upload_kib_s=read.number("PNEUMO_MIN_UPLOAD_KIB_S", float, cls.min_upload_kib_s),
+            # observability
+            public_metrics=read.flag("PNEUMO_PUBLIC_METRICS", cls.public_metrics),
         )
