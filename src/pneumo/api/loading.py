@@ -44,6 +44,7 @@ class ModelSlot:
 
     def load_in_background(self, settings: ApiSettings) -> threading.Thread:
         """Prepare (first use on this machine), load and warm the model in a thread."""
+        self._stopping = False
         thread = threading.Thread(
             target=self._load, args=(settings,), name="pneumo-model-loader", daemon=True
         )
