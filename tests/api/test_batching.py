@@ -74,6 +74,7 @@ def test_a_full_queue_is_503_with_retry_after_and_not_ready(api_predictor, make_
         assert int(busy.headers["Retry-After"]) >= 1 and "busy" in busy.json()["detail"]
         ready = client.get("/v1/ready")
         assert ready.status_code == 503 and ready.json()["images_in_flight"] == 2
+        assert ready.json()["reason"] == "the queue is full (2 of 2 images in flight)"
         assert client.get("/v1/health").status_code == 200  # alive, just busy
         gated.gate.set()
         assert first.result().status_code == 200
@@ -83,6 +84,7 @@ def test_a_full_queue_is_503_with_retry_after_and_not_ready(api_predictor, make_
             "model_loaded": True,
             "images_in_flight": 0,
             "queue_limit": 2,
+            "reason": None,
         }
 
 
@@ -90,7 +92,7 @@ def test_not_ready_before_the_model_is_loaded(api_predictor):
     client = _client(api_predictor)  # no `with`: the lifespan has not loaded anything
     r = client.get("/v1/ready")
     assert r.status_code == 503 and r.json()["model_loaded"] is False
-    assert r.headers["Retry-After"] == "1"
+    assert int(r.headers["Retry-After"]) >= 1 and "not loaded" in r.json()["reason"]
 
 
 @pytest.mark.parametrize(
@@ -121,3 +123,34 @@ def test_model_info_shows_the_precision_and_the_guard_figures(tmp_path, monkeypa
     guard = body["precision_guard"]
     assert guard["chosen"] == "fp32" and guard["verdicts"]["bf16"]["flips"] == 9
     assert guard["verdicts"]["bf16"]["passed"] is False
+
+
+def test_a_model_that_cannot_load_fails_health_and_readiness(tmp_path, make_jpeg, caplog):
+    """Loading runs behind the bound port: when it fails, /v1/health turns 503 ("failed", so an
+    orchestrator restarts the process) and /v1/ready and predictions say why, with no
+    Retry-After (waiting will not help)."""
+    import shutil
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from pneumo.api.main import create_app
+    from pneumo.api.settings import ApiSettings
+    from synthetic import build_tiny_model
+
+    model = build_tiny_model(tmp_path / "tiny")
+    broken = shutil.copytree(model, tmp_path / "broken")
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # a copy cut short
+    with TestClient(create_app(ApiSettings(model_dir=broken, backend="torch"))) as client:
+        deadline = time.monotonic() + 20
+        while (health := client.get("/v1/health")).json()["status"] == "loading":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert health.status_code == 503 and health.json()["status"] == "failed"
+        ready = client.get("/v1/ready")
+        assert ready.status_code == 503 and "Retry-After" not in ready.headers
+        assert ready.json()["reason"] == "the model failed to load (the server's log says why)"
+        assert "corrupt model weights" in caplog.text  # the cause, for the operator only
+        r = client.post("/v1/predict", files=[("files", ("a.jpeg", make_jpeg(), "image/jpeg"))])
+        assert r.status_code == 503 and r.json()["detail"] == ready.json()["reason"]

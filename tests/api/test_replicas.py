@@ -47,16 +47,17 @@ def _start_replica(name: str, tmp_path: Path) -> tuple[subprocess.Popen, str, Pa
     return proc, f"http://127.0.0.1:{port}", log
 
 
-def _wait_healthy(proc: subprocess.Popen, url: str, log: Path) -> None:
+def _wait_ready(proc: subprocess.Popen, url: str, log: Path) -> None:
     deadline = time.monotonic() + 240  # the first start exports the ONNX file
     while True:
         assert proc.poll() is None, log.read_text()[-3000:]
         try:
-            if httpx.get(url + "/v1/health", timeout=2).status_code == 200:
+            # /v1/health answers while the model loads; /v1/ready once it serves
+            if httpx.get(url + "/v1/ready", timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
-        assert time.monotonic() < deadline, f"{url} did not become healthy"
+        assert time.monotonic() < deadline, f"{url} did not become ready"
         time.sleep(0.5)
 
 
@@ -101,7 +102,7 @@ def test_two_replicas_answer_the_same(originals_dir, tmp_path):
     replicas = [_start_replica(name, tmp_path) for name in ("a", "b")]
     try:
         for proc, url, log in replicas:
-            _wait_healthy(proc, url, log)
+            _wait_ready(proc, url, log)
         (_, url_a, _), (_, url_b, _) = replicas
         from_a, from_b = _predict(url_a, files), _predict(url_b, files)
         # what a round-robin balancer does: one film per request, alternating replicas

@@ -9,20 +9,20 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from pneumo import __version__
-from pneumo.api.deps import require_docs_access
+from pneumo.api.deps import require_docs_access, require_metrics_access
+from pneumo.api.guards import ApiKeyGate, BodyGuard
+from pneumo.api.loading import ModelSlot
+from pneumo.api.metrics import ApiMetrics, RequestMetrics
+from pneumo.api.request_id import RequestId
 from pneumo.api.routers import meta, predict
 from pneumo.api.settings import ApiSettings
 from pneumo.errors import PneumoError
 from pneumo.inference.batching import Overloaded
 
 log = logging.getLogger(__name__)
-
-
-class BodyTooLarge(Exception):
-    pass
 
 
 class NoQueryStrings(logging.Filter):
@@ -35,65 +35,24 @@ class NoQueryStrings(logging.Filter):
         return True
 
 
+class NoProbes(logging.Filter):
+    """Keeps health probes and metric scrapes (every few seconds, from machines) out of the
+    access log, where they would bury the requests people make; /metrics still counts them."""
+
+    PATHS = frozenset({"/v1/health", "/v1/ready", "/metrics"})
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            return args[2].split("?", 1)[0] not in self.PATHS
+        return True
+
+
 def _quiet_access_log() -> None:
     access = logging.getLogger("uvicorn.access")
-    if not any(isinstance(f, NoQueryStrings) for f in access.filters):
-        access.addFilter(NoQueryStrings())
-
-
-class BodySizeLimit:
-    """Pure ASGI middleware: 413 when Content-Length, or the bytes actually streamed, exceed the
-    cap, before the multipart parser buffers anything big."""
-
-    def __init__(self, app, max_bytes: int):
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        headers = dict(scope.get("headers") or [])
-        length = headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            return await self._reject(send)
-        seen = 0
-        too_large = False
-        replaced = False
-
-        async def limited_receive():
-            nonlocal seen, too_large
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    too_large = True
-                    raise BodyTooLarge
-            return message
-
-        async def guarded_send(message):
-            # FastAPI turns any error while parsing a form into a 400: answer 413 instead
-            nonlocal replaced
-            if too_large:
-                if message["type"] == "http.response.start" and not replaced:
-                    replaced = True
-                    await self._reject(send)
-                return
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, guarded_send)
-        except BodyTooLarge:
-            if not replaced:
-                replaced = True
-                await self._reject(send)
-
-    async def _reject(self, send):
-        mib = self.max_bytes / (1024 * 1024)
-        response = JSONResponse(
-            {"detail": f"request body too large (limit {mib:g} MiB, PNEUMO_MAX_UPLOAD_MB)"},
-            status_code=413,
-        )
-        await response({"type": "http"}, None, send)
+    for kind in (NoQueryStrings, NoProbes):
+        if not any(isinstance(f, kind) for f in access.filters):
+            access.addFilter(kind())
 
 
 def create_app(settings: ApiSettings | None = None, predictor=None) -> FastAPI:
@@ -106,31 +65,17 @@ def create_app(settings: ApiSettings | None = None, predictor=None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        from fastapi.concurrency import run_in_threadpool
-
-        from pneumo.inference.batching import BatchingPredictor
-        from pneumo.inference.engine import load_predictor
-
-        inner = predictor
-        if inner is None:
-            inner = await run_in_threadpool(
-                load_predictor,
-                settings.model_dir,
-                backend=settings.backend,
-                precision=settings.precision,
-                threads=settings.threads,
-            )
-        batcher = BatchingPredictor(
-            inner, max_wait_ms=settings.batch_wait_ms, max_images=settings.queue_images
-        )
-        app.state.predictor = batcher
-        log.info("serving %s on %s %s", inner.metadata.backbone, inner.backend, inner.precision)
+        # the port is bound once this yields: load in the background, answer 503 meanwhile
+        slot = app.state.model
+        if predictor is not None:
+            slot.fill(predictor, settings)
+        else:
+            slot.reason = "the model is loading"
+            slot.load_in_background(settings)
         try:
             yield
         finally:
-            batcher.close()
-            if app.state.predictor is batcher:
-                app.state.predictor = None
+            slot.close()
 
     app = FastAPI(
         title="pneumo",
@@ -157,7 +102,17 @@ def create_app(settings: ApiSettings | None = None, predictor=None) -> FastAPI:
     async def redoc():
         return get_redoc_html(openapi_url="/openapi.json", title="pneumo API")
 
-    app.state.predictor = None
+    app.state.model = ModelSlot()
+    app.state.metrics = ApiMetrics(app.state.model)
+
+    @app.get("/metrics", include_in_schema=False, dependencies=[Depends(require_metrics_access)])
+    async def metrics() -> Response:
+        """Prometheus text format, this process's counts."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        body = generate_latest(app.state.metrics.registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
     app.include_router(meta.router)
     app.include_router(predict.router)
 
@@ -180,7 +135,19 @@ def create_app(settings: ApiSettings | None = None, predictor=None) -> FastAPI:
         )
         return JSONResponse({"detail": f"invalid request: {problems}"}, status_code=422)
 
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    # the last added runs first: the key is checked before the body guard starts reading
+    app.add_middleware(
+        BodyGuard,
+        max_bytes=settings.max_upload_bytes,
+        pause_s=settings.read_timeout_s,
+        min_bytes_per_s=settings.min_upload_kib_s * 1024,
+    )
+    app.add_middleware(ApiKeyGate, settings=settings)
+    # outside the guards, so their refusals are counted and carry a request id too
+    routers = (app.router, meta.router, predict.router)
+    routes = frozenset(r.path for router in routers for r in router.routes if hasattr(r, "path"))
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics, routes=routes)
+    app.add_middleware(RequestId)
     return app
 
 

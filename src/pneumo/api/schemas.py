@@ -52,7 +52,9 @@ class ErrorResponse(BaseModel):
 
 
 class HealthResponse(BaseModel):
-    status: str = Field(description="'ok' when the model is loaded.")
+    status: str = Field(
+        description="'ok' when the model is loaded, 'loading' before, 'failed' if it cannot be."
+    )
     model_loaded: bool
     version: str = Field(description="pneumo version.")
 
@@ -89,3 +91,6 @@ class ReadyResponse(BaseModel):
     model_loaded: bool
     images_in_flight: int = Field(description="Images admitted and not yet answered.")
     queue_limit: int = Field(description="Images admitted at most (PNEUMO_QUEUE_IMAGES).")
+    reason: str | None = Field(
+        None, description="Why not ready: loading (and which step), failed, or a full queue."
+    )

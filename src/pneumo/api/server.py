@@ -24,28 +24,6 @@ def _preload_jemalloc(env: dict[str, str], backend: str) -> None:
     env["LD_PRELOAD"] = f"{JEMALLOC}:{env.get('LD_PRELOAD', '')}".rstrip(":")
 
 
-def _prepare_apart(model_dir: str, backend: str, precision: str) -> None:
-    """Do a first use's one-off work (ONNX export with torch, the accuracy guard with NNCF) in
-    a child process, once, before any worker starts: the serving processes then load only the
-    cached files and never import torch, and workers do not race to export."""
-    import subprocess
-
-    from pneumo.errors import PneumoError
-    from pneumo.inference.engine import model_prepared
-
-    if model_prepared(model_dir, backend=backend, precision=precision):
-        return
-    code = (
-        "import logging, sys\n"
-        "logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')\n"
-        "from pneumo.inference.engine import prepare_model\n"
-        "prepare_model(sys.argv[1], backend=sys.argv[2], precision=sys.argv[3])\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code, model_dir, backend, precision], check=False)
-    if done.returncode != 0:
-        raise PneumoError(f"{model_dir}: preparing the model for serving failed (see above)")
-
-
 def serve(
     *,
     host: str = "127.0.0.1",
@@ -57,24 +35,32 @@ def serve(
     api_key: str | None = None,
 ) -> None:
     """Serve the REST API: POST /v1/predict (multipart field `files`: JPEG, PNG or DICOM),
-    GET /v1/health (alive), GET /v1/ready (model loaded, room in the queue), GET /v1/model;
-    OpenAPI at /openapi.json and docs at /docs.
+    GET /v1/health (alive), GET /v1/ready (model loaded, room in the queue), GET /v1/model,
+    GET /metrics (Prometheus); OpenAPI at /openapi.json and docs at /docs. The port opens at once and the model loads
+    behind it (on first use on a machine, after its export and accuracy guard): meanwhile
+    /v1/ready and predictions answer 503 with the reason and Retry-After.
 
     Settings come from the environment: PNEUMO_API_KEY (at least 8 characters; then the
     X-API-Key header is required, exactly once, on everything but /v1/health and /v1/ready;
-    /docs, /redoc and /openapi.json too unless PNEUMO_PUBLIC_DOCS=1), PNEUMO_MAX_UPLOAD_MB (request size cap, default 20),
+    /docs, /redoc and /openapi.json too unless PNEUMO_PUBLIC_DOCS=1, /metrics unless
+    PNEUMO_PUBLIC_METRICS=1), PNEUMO_MAX_UPLOAD_MB (request size cap, default 20),
     PNEUMO_MAX_PIXELS and PNEUMO_MAX_REQUEST_PIXELS (decoded pixels per image, default 40
     million, and per request, default 160 million, read from the headers before decoding),
     PNEUMO_DECODE_BUDGET_MB (memory for concurrent decodes, default 1536), PNEUMO_MODEL,
     PNEUMO_BACKEND, PNEUMO_PRECISION, PNEUMO_THREADS, PNEUMO_BATCH_WAIT_MS (how long a request
     waits for others to share its forward pass, default 2) and PNEUMO_QUEUE_IMAGES (images in
-    flight before new requests get 503 and Retry-After, default 256). Each worker process loads
-    the model once; threads are split between them. Access logs leave out query strings.
+    flight before new requests get 503 and Retry-After, default 256), PNEUMO_READ_TIMEOUT_S
+    (longest pause while a request arrives, default 10: headers must be complete within it) and
+    PNEUMO_MIN_UPLOAD_KIB_S (slowest average upload after that, default 64); slower requests
+    get 408 and are disconnected, and a request without the key gets 401 before its body is
+    read. Each worker process loads the model once; threads are split between them. Every
+    answer and log line carries a request id (X-Request-ID, the client's own when sane). Access
+    logs leave out query strings and the probes (/v1/health, /v1/ready, /metrics).
     """
     from pneumo.errors import PneumoError
     from pneumo.extras import require
 
-    require("api", "pneumo serve", "fastapi", "uvicorn")
+    require("api", "pneumo serve", "fastapi", "uvicorn", "prometheus_client")
 
     if not 1 <= port <= 65535:
         raise PneumoError(f"--port must be in 1..65535, got {port}")
@@ -95,7 +81,6 @@ def serve(
     if workers > 1 and "PNEUMO_THREADS" not in env:
         env["PNEUMO_THREADS"] = str(max(1, default_threads() // workers))
     ApiSettings.from_env(env)  # fail here, with a clear message, rather than in each worker
-    _prepare_apart(env["PNEUMO_MODEL"], backend, precision)
     _preload_jemalloc(env, resolve_backend(backend))
     # a fresh interpreter that imports only the API: nothing the rest of the CLI loads (torch
     # for training) stays in the serving processes
@@ -107,13 +92,17 @@ def _run(host: str, port: int, workers: int) -> None:
     """What ``python -m pneumo.api.server HOST PORT WORKERS`` runs: uvicorn over the app."""
     import uvicorn
 
+    from pneumo.api.request_id import log_config
+
     uvicorn.run(
         "pneumo.api.main:app_from_env",
+        log_config=log_config(),  # the request id in every line
         factory=True,
         host=host,
         port=port,
         workers=workers,
         log_level="info",
+        http="pneumo.api.protocol:HeadTimeoutProtocol",  # slow request heads time out
     )
 
 

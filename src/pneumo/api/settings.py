@@ -50,6 +50,20 @@ class ApiSettings:
     """With an API key set, /docs, /redoc and /openapi.json need the key too, unless this is
     true (PNEUMO_PUBLIC_DOCS=1). Without a key everything is open anyway."""
 
+    # --- slow clients: how long a request may take to arrive (issue 18) ---------------------
+    read_timeout_s: float = 10.0
+    """Longest pause while a request arrives (PNEUMO_READ_TIMEOUT_S): its headers must be
+    complete within it, and a body that pauses longer is answered 408 and disconnected."""
+    min_upload_kib_s: float = 64.0
+    """Slowest average upload accepted once the first PNEUMO_READ_TIMEOUT_S seconds are over
+    (PNEUMO_MIN_UPLOAD_KIB_S, KiB/s): a body dripping in slower is answered 408, so no client
+    holds a connection by sending a byte now and then."""
+
+    # --- observability (issue 19) -----------------------------------------------------------
+    public_metrics: bool = False
+    """With an API key set, /metrics needs the key too (Prometheus sends it with
+    ``http_headers``), unless this is true (PNEUMO_PUBLIC_METRICS=1)."""
+
     def __post_init__(self):
         if self.api_key is not None and len(self.api_key) < MIN_API_KEY_LENGTH:
             raise PneumoError(
@@ -86,6 +100,17 @@ class ApiSettings:
             raise PneumoError(
                 f"PNEUMO_DECODE_BUDGET_MB must be at least 64, got {self.decode_budget_mb}"
             )
+        self._check_slow_client_limits()
+
+    def _check_slow_client_limits(self) -> None:
+        if not 0.1 <= self.read_timeout_s <= 3600:
+            raise PneumoError(
+                f"PNEUMO_READ_TIMEOUT_S must be in 0.1..3600, got {self.read_timeout_s}"
+            )
+        if not 1 <= self.min_upload_kib_s <= 1024 * 1024:
+            raise PneumoError(
+                f"PNEUMO_MIN_UPLOAD_KIB_S must be in 1..1048576, got {self.min_upload_kib_s}"
+            )
 
     @property
     def max_upload_bytes(self) -> int:
@@ -112,4 +137,9 @@ class ApiSettings:
             ),
             decode_budget_mb=read.number("PNEUMO_DECODE_BUDGET_MB", float, cls.decode_budget_mb),
             public_docs=read.flag("PNEUMO_PUBLIC_DOCS", cls.public_docs),
+            # slow clients
+            read_timeout_s=read.number("PNEUMO_READ_TIMEOUT_S", float, cls.read_timeout_s),
+            min_upload_kib_s=read.number("PNEUMO_MIN_UPLOAD_KIB_S", float, cls.min_upload_kib_s),
+            # observability
+            public_metrics=read.flag("PNEUMO_PUBLIC_METRICS", cls.public_metrics),
         )

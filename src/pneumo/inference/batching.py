@@ -74,6 +74,11 @@ class BatchingPredictor(Predictor):
     def images_in_flight(self) -> int:
         return self._admitted_images
 
+    @property
+    def queue_depth(self) -> int:
+        """Forward calls waiting for the worker thread (for /metrics)."""
+        return self._queue.qsize()
+
     @contextmanager
     def admit(self, images: int) -> Iterator[None]:
         """Hold room for ``images`` from decoding to answer; raises Overloaded when full (a

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, HTTPException, UploadFile
+from fastapi import APIRouter, Depends, File, HTTPException, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
@@ -34,6 +34,7 @@ router = APIRouter(prefix="/v1", tags=["predict"])
     },
 )
 async def predict(
+    request: Request,
     files: Annotated[list[UploadFile], File(description="One or more JPEG, PNG or DICOM files.")],
     predictor: Annotated[BatchingPredictor, Depends(get_predictor)],
     settings: Annotated[ApiSettings, Depends(get_settings)],
@@ -51,6 +52,9 @@ async def predict(
         names.append(upload.filename or f"file{i}")
     # decoding and the forward pass block: keep them off the event loop
     preds = await run_in_threadpool(_predict_within_limits, predictor, datas, names, settings)
+    request.app.state.metrics.count_predictions(
+        preds, backend=predictor.backend, precision=predictor.precision
+    )
     body = PredictResponse(
         model=predictor.metadata.backbone,
         results=[PredictionOut.of(p) for p in preds],
