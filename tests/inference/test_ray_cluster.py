@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
+from ray_cluster import LocalCluster
 
 from pneumo.inference.predict import predict_files
-from ray_cluster import LocalCluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.realdata]
 
@@ -81,7 +81,9 @@ def test_bare_ray_starts_its_own_even_with_a_cluster_and_ray_address(cluster, fi
     here, paths, local = films
     drivers = cluster.drivers()
     env = {**cluster.env, "RAY_ADDRESS": cluster.address}
-    code, err = _finish(_predict(here, [*paths, "-o", str(tmp_path / "ray.csv"), "--ray"], env), 120)
+    code, err = _finish(
+        _predict(here, [*paths, "-o", str(tmp_path / "ray.csv"), "--ray"], env), 120
+    )
     assert code == 0, err[-3000:]
     assert (tmp_path / "ray.csv").read_bytes() == local.read_bytes()
     assert cluster.drivers() == drivers + 1  # only the question itself joined the cluster

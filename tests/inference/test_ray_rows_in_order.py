@@ -47,7 +47,10 @@ def test_a_duplicated_or_out_of_order_block_fails_the_run_and_writes_nothing(
     tmp_path, blocks, suffix
 ):
     out = tmp_path / f"rows{suffix}"
-    with pytest.raises(PneumoError, match="out of order, twice or with a gap"), RowWriter(out) as writer:
+    with (
+        pytest.raises(PneumoError, match="out of order, twice or with a gap"),
+        RowWriter(out) as writer,
+    ):
         rows = InOrder(writer)
         for block in blocks:
             rows.add(_block(block))
