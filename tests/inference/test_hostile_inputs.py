@@ -213,7 +213,7 @@ def test_unwritable_output_is_one_line_and_early(tiny_model, xray_files, tmp_pat
         _predict(str(xray_files[0]), "--model", str(tiny_model), "-o", str(folder_named_csv)) == 2
     )
     err = capsys.readouterr().err.strip()
-    assert err == f"error: {folder_named_csv}: is a folder; give a .csv or .json file"
+    assert err == f"error: {folder_named_csv}: is a folder; give a .csv, .json, .parquet file"
     blocked = tmp_path / "file"
     blocked.write_text("x")
     out = blocked / "out.csv"  # its parent is a file

@@ -1,6 +1,7 @@
 """Batch prediction on Ray (issue 12): a local Ray with 2 CPUs writes the very rows the local
-path writes for real films and bad files, in CSV, JSON and Parquet, and a model worker killed
-mid-run still leaves every row exactly once."""
+path writes for real films and bad files, in CSV, JSON and Parquet (the local path writes all
+three too), and a model worker killed mid-run still leaves every row exactly once. A Ray
+cluster of several nodes: test_ray_cluster.py."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ import ray
 from pneumo.inference.ray_predict import predict_with_ray
 
 inputs, batch_size, outputs = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
-ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
 for output in outputs:
     summary = predict_with_ray(inputs, output=output, batch_size=batch_size, progress=False)
     print(summary.total, summary.errors, flush=True)
@@ -107,6 +108,8 @@ def test_ray_rows_are_the_local_rows(inputs, local_csv, tmp_path):
 
     import pyarrow.parquet as pq
 
+    predict_files(inputs, output=tmp_path / "local.parquet", progress=False)
+    assert pq.read_table(outputs[2]) == pq.read_table(tmp_path / "local.parquet")  # and types
     assert pq.read_table(outputs[2]).to_pylist() == read_rows(tmp_path / "local.json")
 
 

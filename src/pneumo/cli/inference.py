@@ -13,6 +13,7 @@ from pneumo.inference.base import BATCH_SIZE
 from pneumo.inference.catalog import describe_models
 from pneumo.inference.export import export_onnx
 from pneumo.inference.predict import predict_files
+from pneumo.inference.ray_predict import STALL_TIMEOUT
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +36,15 @@ def _predict(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     if args.ray is None:
+        if args.timeout is not None:
+            raise PneumoError("--timeout applies to --ray runs only")
         summary = predict_files(args.paths, **options)
     else:  # Ray is imported only here: the local path never loads it
         from pneumo.inference.ray_predict import predict_with_ray
 
         address = None if args.ray == LOCAL_RAY else args.ray
+        if args.timeout is not None:
+            options["timeout"] = args.timeout
         summary = predict_with_ray(args.paths, address=address, **options)
     ok = summary.total - summary.errors
     where = f" -> {summary.output}" if summary.output else ""
@@ -105,7 +110,7 @@ def register(sub) -> None:
         "-o",
         type=Path,
         default=None,
-        help="out.csv or out.json (default: CSV on stdout)",
+        help="out.csv, out.json or out.parquet (default: CSV on stdout)",
     )
     p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="images per forward pass")
     p.add_argument("--threads", type=int, default=None, help="inference threads (default: cores)")
@@ -115,8 +120,16 @@ def register(sub) -> None:
         const=LOCAL_RAY,
         default=None,
         metavar="ADDRESS",
-        help="run on Ray: alone, a local Ray for this run; 'auto' or ray://HOST:PORT joins a "
-        "cluster whose machines see the same model and input paths (output may be .parquet)",
+        help="run on Ray: alone, a Ray of its own on this machine for this run (never a running "
+        "cluster, whatever RAY_ADDRESS says); 'auto' (RAY_ADDRESS, else the cluster started "
+        "here) or HOST:PORT joins a cluster whose machines see the same model and input paths",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help=f"with --ray: give up when no row has come for this long (default {STALL_TIMEOUT:g})",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 

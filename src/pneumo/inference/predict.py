@@ -1,4 +1,5 @@
-"""Batch prediction on this machine over files, folders and CSV lists, streamed to CSV/JSON.
+"""Batch prediction on this machine over files, folders and CSV lists, streamed to CSV, JSON
+or Parquet.
 Past one machine, ``pneumo predict --ray`` hands the same inputs to ``ray_predict``, whose
 scheduler retries failed tasks and restarts lost workers."""
 
@@ -17,7 +18,7 @@ from pneumo.inference.base import BATCH_SIZE
 from pneumo.inference.rows import (
     COLUMNS,  # noqa: F401 - part of this module's interface since before rows.py
     RowWriter,
-    output_format,
+    check_output,
     prediction_row,
 )
 from pneumo.progress import progress_bar
@@ -169,8 +170,8 @@ def predict_files(
 ) -> PredictSummary:
     """Classify chest X-rays: files, folders (recursive; JPEG, PNG, DICOM) or CSV lists with a
     `path` column. Writes path, class, probability, confidence, uncertain, ood, ood_score,
-    ood_reason and error per input, as CSV or JSON (by the --output suffix; CSV on stdout without
-    --output). A film that does not look like a chest X-ray (ood) gets no class and no
+    ood_reason and error per input, as CSV, JSON or Parquet (by the --output suffix; CSV on
+    stdout without --output). A film that does not look like a chest X-ray (ood) gets no class and no
     probability, only its reason; a file that cannot be read gets its reason in the error
     column; the others go on.
     """
@@ -181,10 +182,7 @@ def predict_files(
     if threads is not None and not 1 <= threads <= 1024:
         raise PneumoError(f"--threads must be in 1..1024, got {threads}")
     output = Path(output) if output is not None else None
-    if output is not None:
-        output_format(output)
-        if output.is_dir():  # found now, not after classifying every input
-            raise PneumoError(f"{printable(str(output))}: is a folder; give a .csv or .json file")
+    check_output(output)
     inputs = collect_inputs(paths)
     if not inputs:
         raise PneumoError("no inputs: give image files, folders or a CSV with a 'path' column")

@@ -1,8 +1,10 @@
 """Batch prediction on a Ray cluster: the inputs become a Ray dataset, decoding runs as a task
 stage (any CPU of the cluster), the model runs in a pool of actors (one model load each), and
-the rows come back to this process in input order, written exactly as the local path writes
-them (CSV or JSON; Parquet for large runs). Ray retries failed tasks and restarts dead actors,
-so a worker lost mid-run costs time, not rows.
+the rows come back to this process in input order, written by the local path's writer (CSV,
+JSON or Parquet). Ray retries failed tasks and restarts dead actors, so a worker lost mid-run
+costs time, not rows; the plan never lets the model actors hold the CPUs decoding waits for,
+so a run can finish on whatever nodes are left, and a run that stops making progress fails
+after a stated time instead of waiting forever.
 
 Meant for ``pneumo predict --ray``; nothing on the local path imports this module or Ray."""
 
@@ -11,18 +13,23 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
+import threading
+import time
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from pneumo.data.decode import printable
 from pneumo.errors import PneumoError
 from pneumo.inference.base import BATCH_SIZE, Prediction, Predictor
 from pneumo.inference.predict import PredictSummary, collect_inputs
-from pneumo.inference.rows import COLUMNS, RowWriter, output_format, prediction_row
+from pneumo.inference.rows import RowWriter, arrow_schema, check_output, prediction_row
+from pneumo.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
-PARQUET_SUFFIX = ".parquet"
+LOOPBACK = "127.0.0.1"
+"""Address of the Ray that a bare ``--ray`` starts: its node is announced on loopback only."""
 DECODE_MEMORY = 256 * 2**20
 """Memory reserved per decode task (bytes)."""
 MAX_BLOCKS = 2000
@@ -31,6 +38,14 @@ enough that Ray's bookkeeping per block stays small on a run over millions of fi
 MODEL_SHARE = 0.5
 """Share of the cluster's CPUs given to the model actors; decoding full-size films costs about
 as much CPU as the network, and the decode tasks get the rest."""
+STALL_TIMEOUT = 900.0
+"""Default ``--timeout``: seconds without a new row before a Ray run is given up. Long enough
+for a fresh node's first model load and accuracy guard; a lost node's work is redone well
+within it."""
+WATCH_EVERY = 2.0
+"""Seconds between looks at the cluster's nodes (to report a lost one) while rows are awaited."""
+MAX_ATTEMPTS = 3
+"""Runs over the remaining inputs after Ray lost results with a node, before giving up."""
 
 
 def _ray():
@@ -58,16 +73,17 @@ class _Decoder(Predictor):
     def forward(self, batch):  # pragma: no cover - never called
         raise NotImplementedError("decode only")
 
-    def decode_path(self, path: str):
-        """(array, stats) or the error text, as ``iter_predict_sources`` reports it."""
+    def decode_path(self, file: str, name: str):
+        """(array, stats) or the error text, as ``iter_predict_sources`` reports it: ``file``
+        is read (the driver made it absolute), ``name`` (as the user gave it) is shown."""
         try:
-            _, array, stats = self.decode(path, path)
+            _, array, stats = self.decode(file, name)
             return array, stats
         except PneumoError as exc:
             return str(exc)
         except Exception as exc:  # noqa: BLE001 - one bad file must not stop the rest
             log.warning("unexpected error decoding an image", exc_info=True)  # no name: PHI
-            return f"{path}: {exc}"
+            return f"{name}: {exc}"
 
 
 @lru_cache(maxsize=4)
@@ -87,10 +103,10 @@ def _decode_batch(batch: dict, model_dir: str) -> dict:
     stats = np.zeros((n, 4), dtype=np.float64)
     headers = [""] * n  # what a DICOM header objects to (InputStats.header_reason)
     errors = [str(e) for e in batch["error"]]
-    for i, path in enumerate(batch["path"]):
+    for i, (file, name) in enumerate(zip(batch["file"], batch["path"], strict=True)):
         if errors[i]:
             continue
-        decoded = decoder.decode_path(str(path))
+        decoded = decoder.decode_path(str(file), str(name))
         if isinstance(decoded, str):
             errors[i] = decoded
             continue
@@ -108,20 +124,10 @@ def _decode_batch(batch: dict, model_dir: str) -> dict:
 
 
 def _row_schema():
+    """The rows' Arrow schema with the input's position first (dropped when written)."""
     import pyarrow as pa
 
-    types = {
-        "path": pa.string(),
-        "class": pa.string(),
-        "probability": pa.float64(),
-        "confidence": pa.float64(),
-        "uncertain": pa.bool_(),
-        "ood": pa.bool_(),
-        "ood_score": pa.float64(),
-        "ood_reason": pa.string(),
-        "error": pa.string(),
-    }
-    return pa.schema([("index", pa.int64())] + [(c, types[c]) for c in COLUMNS])
+    return arrow_schema().insert(0, pa.field("index", pa.int64()))
 
 
 class _PredictActor:
@@ -163,71 +169,72 @@ class _PredictActor:
         return pa.Table.from_pylist(rows, schema=self.schema)
 
 
-def _plan(ray, actors: int | None, threads: int | None) -> tuple[int, int]:
-    """(actors, threads per actor) from the cluster: about MODEL_SHARE of its CPUs to the model,
-    no actor wider than the smallest node, at least one CPU left for decoding."""
-    nodes = [n for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU")]
-    total = int(sum(n["Resources"]["CPU"] for n in nodes)) or 1
-    smallest = int(min((n["Resources"]["CPU"] for n in nodes), default=1)) or 1
+@dataclass(frozen=True)
+class Plan:
+    """How a run uses the cluster."""
+
+    actors: int
+    """Model actors (one model load each)."""
+    threads: int
+    """Intra-op threads per actor."""
+    decoders: int
+    """Decode tasks at a time."""
+
+
+def plan(node_cpus: list[float], actors: int | None = None, threads: int | None = None) -> Plan:
+    """A plan for live nodes with these CPUs: about MODEL_SHARE of the CPUs to the model, no
+    actor wider than the smallest node, the rest to decoding. The actors reserve no CPU (their
+    threads are counted in the decode tasks' share instead), so a decode task can always run
+    on any node left, whichever nodes and actors are lost: the run cannot deadlock."""
+    cpus = [c for c in node_cpus if c >= 1] or [1.0]
+    total, smallest = int(sum(cpus)), int(min(cpus))
     model_cpus = max(1, min(int(total * MODEL_SHARE), total - 1))
     if actors is None:
         actors = max(1, model_cpus // 4) if threads is None else max(1, model_cpus // threads)
     if threads is None:
         threads = max(1, min(model_cpus // actors, smallest))
-    return actors, threads
+    return Plan(actors, threads, decoders=max(1, total - actors * threads))
+
+
+def _live_nodes(ray) -> dict[str, dict]:
+    return {n["NodeID"]: n for n in ray.nodes() if n.get("Alive")}
+
+
+def _describe(node: dict) -> str:
+    return f"{node.get('NodeManagerAddress', '?')} (node {node['NodeID'][:8]})"
 
 
 @contextlib.contextmanager
 def _ray_session(ray, address: str | None, num_cpus: int | None):
-    """Connect to ``address`` (``auto``, ``ray://host:port``) or start a local Ray for this run;
-    a Ray already started by the caller is used as it is and left running."""
+    """Join ``address`` (``auto``: the cluster started on this machine or ``RAY_ADDRESS``;
+    ``HOST:PORT``) or, for None, start a Ray of our own on loopback for this run, whatever
+    ``RAY_ADDRESS`` says or other clusters run here. A Ray already started by the caller is
+    used as it is and left running."""
     if ray.is_initialized():
         yield
         return
+    quiet = {"logging_level": logging.WARNING, "log_to_driver": False}
     if address:
-        ray.init(address=address, logging_level=logging.WARNING)
-    else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+        try:
+            ray.init(address=address, **quiet)
+        except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise PneumoError(
+                f"cannot join the Ray cluster at {address}: {first} (every node needs "
+                "RAY_AUTH_MODE=token and the cluster's token file; see the README)"
+            ) from None
+    else:  # "local" never joins: RAY_ADDRESS and running clusters are ignored
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            _node_ip_address=LOOPBACK,
+            **quiet,
+        )
     try:
         yield
     finally:
         ray.shutdown()
-
-
-class _ParquetWriter:
-    """Rows to one Parquet file, a row group per batch, renamed into place when complete."""
-
-    def __init__(self, output: Path):
-        self.output = output
-        self.rows = 0
-
-    def __enter__(self) -> _ParquetWriter:
-        import pyarrow.parquet as pq
-
-        self._tmp = self.output.with_name(self.output.name + f".{os.getpid()}.tmp")
-        self.output.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = pq.ParquetWriter(self._tmp, _row_schema().remove(0))
-        return self
-
-    def write_table(self, table) -> None:
-        self._writer.write_table(table)
-        self.rows += table.num_rows
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self._writer.close()
-        if exc_type is None:
-            os.replace(self._tmp, self.output)
-        else:
-            self._tmp.unlink(missing_ok=True)
-
-
-def _check_output(output: Path | None) -> None:
-    if output is None:
-        return
-    if output.suffix.lower() != PARQUET_SUFFIX:
-        output_format(output)  # .csv or .json, or a clear error
-    if output.is_dir():
-        raise PneumoError(f"{printable(str(output))}: is a folder; give a file name")
 
 
 def predict_with_ray(
@@ -242,83 +249,167 @@ def predict_with_ray(
     actors: int | None = None,
     threads: int | None = None,
     num_cpus: int | None = None,
+    timeout: float = STALL_TIMEOUT,
     progress: bool = True,
 ) -> PredictSummary:
     """Classify chest X-rays on Ray: same inputs, rows and order as ``predict_files``, one row
-    per input with its error when it cannot be read. ``address``: None starts a local Ray for
-    the run (``num_cpus`` caps it), ``auto`` or ``ray://host:port`` joins a cluster whose nodes
-    see the same model folder and input paths. Output by suffix: .csv, .json or .parquet (one
-    file, for runs too large to open as text); None writes CSV to stdout. ``actors`` and
-    ``threads`` (per actor) default from the cluster's CPUs."""
+    per input with its error when it cannot be read. ``address``: None starts a Ray of its own
+    on this machine for the run (``num_cpus`` caps it), ``auto`` or ``HOST:PORT`` joins a
+    cluster whose nodes see the same model folder and input paths (relative paths are made
+    absolute here). Output by suffix: .csv, .json or .parquet; None writes CSV to stdout.
+    ``actors`` and ``threads`` (per actor) default from the cluster's CPUs. A run with no new
+    row for ``timeout`` seconds fails, naming any node lost meanwhile."""
     if not 1 <= batch_size <= 4096:
         raise PneumoError(f"--batch-size must be in 1..4096, got {batch_size}")
+    if not timeout > 0:
+        raise PneumoError(f"--timeout must be a positive number of seconds, got {timeout}")
     from pneumo.models.checkpoint import resolve_model_dir
 
     output = Path(output) if output is not None else None
-    _check_output(output)
+    check_output(output)
     model_dir = str(resolve_model_dir(model).resolve())
     inputs = collect_inputs(paths)
     if not inputs:
         raise PneumoError("no inputs: give image files, folders or a CSV with a 'path' column")
+    # paths as given in the rows, absolute for the workers, whose working folder is not ours
+    items = [
+        {"index": i, "path": x.path, "file": os.path.abspath(x.path), "error": x.error or ""}
+        for i, x in enumerate(inputs)
+    ]
     ray = _ray()
-    with _ray_session(ray, address, num_cpus):
-        n_actors, n_threads = _plan(ray, actors, threads)
-        log.info("Ray: %d model actors x %d threads", n_actors, n_threads)
-        ctx = ray.data.DataContext.get_current()
-        ctx.execution_options.preserve_order = True  # rows in input order, streamed
-        ctx.enable_progress_bars = progress
-        items = [{"index": i, "path": x.path, "error": x.error or ""} for i, x in enumerate(inputs)]
-        rows = (
-            ray.data.from_items(
-                items, override_num_blocks=min(MAX_BLOCKS, -(-len(items) // batch_size))
-            )
-            .map_batches(
-                _decode_batch,
-                fn_kwargs={"model_dir": model_dir},
-                batch_size=batch_size,
-                batch_format="numpy",
-                num_cpus=1,
-                # a full-size film at the decode pixel limit takes about this much; a request
-                # of its own also keeps Ray from fusing decoding into the actors, where it would
-                # run on the model's CPUs only
-                memory=DECODE_MEMORY,
-            )
-            .map_batches(
-                _PredictActor,
-                fn_constructor_kwargs={
-                    "model_dir": model_dir,
-                    "backend": backend,
-                    "precision": precision,
-                    "threads": n_threads,
-                    "batch": batch_size,
-                },
-                compute=ray.data.ActorPoolStrategy(size=n_actors),
-                batch_size=batch_size,
-                batch_format="numpy",
-                num_cpus=n_threads,
-            )  # Ray Data's defaults retry tasks and restart lost actors without limit
+    settings = {"model_dir": model_dir, "backend": backend, "precision": precision}
+    with (
+        _ray_session(ray, address, num_cpus),
+        RowWriter(output) as writer,
+        progress_bar(len(items), "predict on Ray", enabled=progress, transient=True) as advance,
+    ):
+        rows = InOrder(writer, advance)
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            before = _live_nodes(ray)
+            try:
+                tables = _run(ray, items[rows.total :], settings, batch_size, actors, threads)
+                _drain(ray, tables, rows, before, timeout)
+                break
+            except ray.exceptions.RayError as exc:
+                lost = [_describe(n) for k, n in before.items() if k not in _live_nodes(ray)]
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                if not lost or attempt == MAX_ATTEMPTS:
+                    raise PneumoError(
+                        f"Ray run failed after {rows.total} of {len(items)} rows: {first}"
+                        + (f" (lost: {', '.join(lost)})" if lost else "")
+                    ) from None
+                log.warning(
+                    "Ray lost results with %s; running the %d remaining inputs again",
+                    ", ".join(lost),
+                    len(items) - rows.total,
+                )
+        if rows.total != len(items):
+            raise PneumoError(f"Ray returned {rows.total} rows for {len(items)} inputs")
+    return PredictSummary(total=rows.total, errors=rows.errors, output=output)
+
+
+def _run(ray, items: list[dict], settings: dict, batch_size: int, actors, threads):
+    """Start Ray Data over ``items``, planned for the nodes alive now: Arrow tables in order."""
+    nodes = _live_nodes(ray).values()
+    p = plan([n["Resources"].get("CPU", 0) for n in nodes], actors, threads)
+    log.info(
+        "Ray: %d nodes; %d model actors x %d threads, %d decode tasks at a time",
+        len(nodes),
+        p.actors,
+        p.threads,
+        p.decoders,
+    )
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True  # rows in input order, streamed
+    ctx.enable_progress_bars = False  # one progress line: ours
+    return (
+        ray.data.from_items(
+            items, override_num_blocks=min(MAX_BLOCKS, -(-len(items) // batch_size))
         )
-        tables = rows.iter_batches(batch_size=None, batch_format="pyarrow")
-        return _write(tables, output, expected=len(items))
+        .map_batches(
+            _decode_batch,
+            fn_kwargs={"model_dir": settings["model_dir"]},
+            batch_size=batch_size,
+            batch_format="numpy",
+            num_cpus=1,
+            compute=ray.data.TaskPoolStrategy(size=p.decoders),
+            # a full-size film at the decode pixel limit takes about this much; a request
+            # of its own also keeps Ray from fusing decoding into the actors, where it would
+            # run on the model's CPUs only
+            memory=DECODE_MEMORY,
+        )
+        .map_batches(
+            _PredictActor,
+            fn_constructor_kwargs={**settings, "threads": p.threads, "batch": batch_size},
+            compute=ray.data.ActorPoolStrategy(size=p.actors),
+            batch_size=batch_size,
+            batch_format="numpy",
+            num_cpus=0,  # see plan(): holding no CPU, the actors can never starve decoding
+            scheduling_strategy="SPREAD",  # one per node where the nodes allow
+        )  # Ray Data's defaults retry tasks and restart lost actors without limit
+        .iter_batches(batch_size=None, batch_format="pyarrow")
+    )
 
 
-def _write(tables, output: Path | None, *, expected: int) -> PredictSummary:
-    """Rows from Ray (pyarrow tables in input order) to the output; counts the errors."""
-    errors = total = 0
-    parquet = output is not None and output.suffix.lower() == PARQUET_SUFFIX
-    with _ParquetWriter(output) if parquet else RowWriter(output) as writer:
-        for table in tables:
-            # every input exactly once and in order, whatever Ray retried: else no output at all
-            if table.column("index").to_pylist() != list(range(total, total + table.num_rows)):
-                raise PneumoError(f"Ray returned rows out of order or twice after row {total}")
-            table = table.drop_columns(["index"])
-            total += table.num_rows
-            errors += table.num_rows - table.column("error").null_count
-            if parquet:
-                writer.write_table(table)
-            else:
-                for row in table.to_pylist():
-                    writer.write(row)
-        if total != expected:
-            raise PneumoError(f"Ray returned {total} rows for {expected} inputs")
-    return PredictSummary(total=total, errors=errors, output=output)
+class InOrder:
+    """Hands Ray's tables to the writer only when they continue the run exactly: every input
+    once and in order, whatever Ray retried, or no output at all."""
+
+    def __init__(self, writer: RowWriter, advance=lambda n: None):
+        self.writer, self.advance = writer, advance
+        self.total = self.errors = 0
+
+    def add(self, table) -> None:
+        got = table.column("index").to_pylist()
+        if got != list(range(self.total, self.total + table.num_rows)):
+            raise PneumoError(
+                f"Ray returned rows out of order, twice or with a gap after row {self.total} "
+                f"(rows {got[0]}..{got[-1]})"
+            )
+        self.writer.write_table(table.drop_columns(["index"]))
+        self.total += table.num_rows
+        self.errors += table.num_rows - table.column("error").null_count
+        self.advance(table.num_rows)
+
+
+def _drain(ray, tables, rows: InOrder, nodes: dict[str, dict], timeout: float) -> None:
+    """Write ``tables`` as they come; a node lost meanwhile is reported at once, and a wait
+    of ``timeout`` seconds for the next table ends the run with what is known."""
+    box: queue.Queue = queue.Queue(maxsize=2)
+    done = object()
+
+    def pull() -> None:  # Ray Data blocks while it waits: a thread of its own, so we can look
+        try:
+            for table in tables:
+                box.put(table)
+            box.put(done)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            box.put(exc)
+
+    threading.Thread(target=pull, name="ray-rows", daemon=True).start()
+    lost: dict[str, dict] = {}
+    last = time.monotonic()
+    while True:
+        try:
+            item = box.get(timeout=WATCH_EVERY)
+        except queue.Empty:
+            live = _live_nodes(ray)
+            for key, node in nodes.items():
+                if key not in live and key not in lost:
+                    lost[key] = node
+                    log.warning(
+                        "Ray node lost: %s; its work moves to the nodes left", _describe(node)
+                    )
+            if time.monotonic() - last > timeout:
+                gone = f"; lost: {', '.join(map(_describe, lost.values()))}" if lost else ""
+                raise PneumoError(
+                    f"Ray run gave up: no row for {timeout:g} s (--timeout) after "
+                    f"{rows.total} rows{gone}"
+                ) from None
+            continue
+        if item is done:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        rows.add(item)
+        last = time.monotonic()

@@ -1,6 +1,7 @@
-"""Prediction rows as CSV or JSON, written one at a time as they come: a run over a million
-files holds one row in memory, and a reader never sees half a file (written beside it, then
-renamed into place)."""
+"""Prediction rows as CSV, JSON or Parquet, written as they come: a run over a million files
+holds one row (one row group for Parquet) in memory, and a reader never sees half a file
+(written beside it, then renamed into place). The local and the Ray path write through the
+same writer, so they accept the same formats and write the same bytes."""
 
 from __future__ import annotations
 
@@ -28,6 +29,30 @@ COLUMNS = (
 )
 """Output columns, in order, for CSV, JSON and Parquet alike."""
 
+FORMATS = {".csv": "csv", ".json": "json", ".parquet": "parquet"}
+"""Output formats by file suffix, for ``pneumo predict`` with or without ``--ray``."""
+PARQUET_GROUP = 4096
+"""Rows per Parquet row group (about 1 MiB): the memory a Parquet output holds while writing."""
+
+
+def arrow_schema():
+    """The Parquet (Arrow) types of ``COLUMNS``; empty cells are nulls."""
+    pa = _pyarrow()
+    string, number, flag = pa.string(), pa.float64(), pa.bool_()
+    types = dict.fromkeys(COLUMNS, string)
+    types.update(probability=number, confidence=number, ood_score=number)
+    types.update(uncertain=flag, ood=flag)
+    return pa.schema([(c, types[c]) for c in COLUMNS])
+
+
+def _pyarrow():
+    try:
+        import pyarrow
+        import pyarrow.parquet  # noqa: F401
+    except ImportError:
+        raise PneumoError("Parquet output needs pyarrow: pip install pyarrow") from None
+    return pyarrow
+
 
 def prediction_row(p) -> dict:
     """One Prediction as an output row (rounded, escaped for display): a film not assessed
@@ -47,12 +72,25 @@ def prediction_row(p) -> dict:
 
 
 def output_format(path: Path | None) -> str:
-    """``csv`` or ``json`` by suffix (CSV for stdout); anything else is refused."""
-    if path is None or path.suffix.lower() == ".csv":
+    """``csv``, ``json`` or ``parquet`` by suffix (CSV for stdout); anything else is refused."""
+    if path is None:
         return "csv"
-    if path.suffix.lower() == ".json":
-        return "json"
-    raise PneumoError(f"{path}: output must end in .csv or .json")
+    try:
+        return FORMATS[path.suffix.lower()]
+    except KeyError:
+        raise PneumoError(
+            f"{printable(str(path))}: output must end in {', '.join(FORMATS)}"
+        ) from None
+
+
+def check_output(output: Path | None) -> None:
+    """Refuse, before any work, an output whose format is unknown or that is a folder."""
+    if output is not None:
+        output_format(output)
+        if output.is_dir():
+            raise PneumoError(
+                f"{printable(str(output))}: is a folder; give a {', '.join(FORMATS)} file"
+            )
 
 
 class _Stdout:
@@ -65,8 +103,9 @@ class _Stdout:
 
 
 class RowWriter:
-    """Writes rows to ``output`` (CSV or JSON by suffix; CSV on stdout for None) as they come.
-    Use as a context manager: the file appears under its name only when the block succeeds."""
+    """Writes rows to ``output`` (CSV, JSON or Parquet by suffix; CSV on stdout for None) as
+    they come. Use as a context manager: the file appears under its name only when the block
+    succeeds."""
 
     def __init__(self, output: Path | None):
         self.output = output
@@ -74,8 +113,12 @@ class RowWriter:
         self.rows = 0
         self._tmp: Path | None = None
         self._file: TextIO | _Stdout | None = None
+        self._parquet = None
+        self._pending: list[dict] = []
 
     def __enter__(self) -> RowWriter:
+        if self.format == "parquet":
+            return self._open_parquet()
         if self.output is None:
             self._file = _Stdout()
         else:
@@ -99,14 +142,47 @@ class RowWriter:
             self._file.write("[")
         return self
 
+    def _open_parquet(self) -> RowWriter:
+        pa = _pyarrow()
+        self._tmp = self.output.with_name(self.output.name + f".{os.getpid()}.tmp")
+        try:
+            self.output.parent.mkdir(parents=True, exist_ok=True)
+            self._parquet = pa.parquet.ParquetWriter(self._tmp, arrow_schema())
+        except OSError as exc:
+            raise self._cannot_write(exc) from None
+        return self
+
     def write(self, row: dict) -> None:
-        if self.format == "csv":
+        if self.format == "parquet":
+            self._pending.append(row)
+            if len(self._pending) >= PARQUET_GROUP:
+                self._flush_parquet()
+        elif self.format == "csv":
             self._csv.writerow({k: "" if v is None else v for k, v in row.items()})
         else:
             self._file.write(("," if self.rows else "") + "\n " + json.dumps(row))
         self.rows += 1
 
+    def write_table(self, table) -> None:
+        """Rows as an Arrow table with ``COLUMNS`` (what the Ray path gets back)."""
+        if self.format != "parquet":
+            for row in table.to_pylist():
+                self.write(row)
+            return
+        self._flush_parquet()
+        self._parquet.write_table(table.select(list(COLUMNS)).cast(arrow_schema()))
+        self.rows += table.num_rows
+
+    def _flush_parquet(self) -> None:
+        if self._pending:
+            pa = _pyarrow()
+            self._parquet.write_table(pa.Table.from_pylist(self._pending, schema=arrow_schema()))
+            self._pending.clear()
+
     def __exit__(self, exc_type, exc, tb) -> None:
+        if self._parquet is not None:
+            self._close_parquet(exc_type)
+            return
         assert self._file is not None
         try:
             if exc_type is None and self.format == "json":
@@ -125,12 +201,26 @@ class RowWriter:
                 with contextlib.suppress(OSError):
                     self._tmp.unlink()
 
+    def _close_parquet(self, exc_type) -> None:
+        try:
+            if exc_type is None:
+                self._flush_parquet()
+            self._parquet.close()
+            if exc_type is None:
+                os.replace(self._tmp, self.output)
+        except OSError as exc:
+            if exc_type is None:
+                raise self._cannot_write(exc) from None
+        finally:
+            with contextlib.suppress(OSError):
+                self._tmp.unlink()
+
     def _cannot_write(self, exc: OSError) -> PneumoError:
         return PneumoError(f"{printable(str(self.output))}: cannot write ({exc.strerror or exc})")
 
 
 def write_rows(rows, output: Path | None) -> None:
-    """Write an iterable of rows as CSV or JSON (by suffix); ``None`` writes CSV to stdout."""
+    """Write an iterable of rows as CSV, JSON or Parquet (by suffix); ``None``: CSV on stdout."""
     with RowWriter(output) as writer:
         for row in rows:
             writer.write(row)
@@ -139,6 +229,8 @@ def write_rows(rows, output: Path | None) -> None:
 def read_rows(path: Path) -> list[dict]:
     """Rows written by ``RowWriter`` (CSV values stay strings)."""
     try:
+        if output_format(path) == "parquet":
+            return _pyarrow().parquet.read_table(path).to_pylist()
         if output_format(path) == "json":
             return json.loads(path.read_text(encoding="utf-8"))
         with open(path, newline="", encoding="utf-8") as f:
