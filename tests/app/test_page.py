@@ -283,6 +283,29 @@ def test_torch_backend_gives_the_answers_of_onnx(app_env, monkeypatch):
     assert all(abs(t[2] - o[2]) < 1e-4 for t, o in zip(torch_rows, onnx_rows, strict=True))
 
 
+def test_openvino_backend_serves_the_page(app_env, monkeypatch):
+    """PNEUMO_BACKEND=openvino, accepted by predict and serve, was refused by the page."""
+    import streamlit as st
+
+    import pneumo.inference.engine as engine
+
+    real = engine.load_predictor
+    backends = []
+
+    def spy(*args, **kwargs):
+        predictor = real(*args, **kwargs)
+        backends.append(predictor.backend)
+        return predictor
+
+    monkeypatch.setattr(engine, "load_predictor", spy)
+    monkeypatch.setenv("PNEUMO_BACKEND", "openvino")
+    st.cache_resource.clear()
+    at = _classify(_page(), files=[("first.png", xray_bytes(1), "image/png")])
+    assert backends == ["openvino"]
+    assert not at.error
+    assert _rows(app_env, "select count(*) from records") == [(1,)]
+
+
 def test_unknown_backend_is_refused_by_name(app_env, monkeypatch):
     monkeypatch.setenv("PNEUMO_BACKEND", "tensorflow")
     at = AppTest.from_file(PAGE, default_timeout=120)

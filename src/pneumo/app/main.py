@@ -30,8 +30,9 @@ def get_predictor(model_dir: str | None, backend: str):
 @st.cache_resource(show_spinner="Loading the heatmap model...")
 def get_cam(model_dir: str | None, backend: str):
     from pneumo.inference.cam import GradCam
+    from pneumo.inference.engine import resolve_backend
 
-    if backend == "onnx":
+    if resolve_backend(backend) != "torch":
         import torch
 
         # torch only draws heatmaps in this process: one small image per pass gains little
