@@ -74,3 +74,18 @@ def test_heatmaps_are_drawn_on_the_decoded_picture(predictor, cam):
     heat = Image.open(io.BytesIO(results[0].heatmap))
     assert heat.size == pictures[0].size and heat.mode == "RGB"
     assert np.asarray(heat).std() > 0
+
+
+def _chroma(jpeg: bytes) -> float:
+    rgb = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"), dtype=np.float32)
+    return float(np.abs(rgb - rgb.mean(axis=2, keepdims=True)).mean())
+
+
+def test_a_colour_upload_is_shown_in_its_colours(predictor):
+    """Issue 18: a colour photo was shown grey on the page and in the PDF, looking like a film."""
+    results, pictures = classify_images(_items()[:3], predictor, AppSettings())
+    film, big, cat = results
+    red = np.asarray(Image.open(io.BytesIO(cat.thumbnail)).convert("RGB"))[..., 0].mean()
+    assert _chroma(cat.thumbnail) > 30 and red > 180  # the photo's strong red, as uploaded
+    assert pictures[2].mode == "L"  # heatmaps and the model still see the grey picture
+    assert _chroma(film.thumbnail) < 2 and _chroma(big.thumbnail) < 2  # grey films stay grey

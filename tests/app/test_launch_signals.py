@@ -4,6 +4,7 @@ and when it is killed outright."""
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -14,13 +15,28 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
-# a stand-in for `pneumo app`: run_app's own supervision around a long-running child
-LAUNCHER = """
+# A stand-in for `pneumo app`: run_app's own supervision around a child that behaves as the
+# Streamlit server under `pneumo.app.server` does: it stops when its stdin (held by the launcher)
+# ends, and its SIGTERM handler writes to its output, as Streamlit's "Stopping..." does.
+CHILD = """
+import signal, sys, time
+from pneumo.app.server import DropWhenClosed, stop_when_stdin_closes
+sys.stdout = DropWhenClosed(sys.stdout)
+stop_when_stdin_closes()
+def stop(signum, frame):
+    print("  Stopping...", flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+print("serving", flush=True)
+time.sleep(600)
+"""
+LAUNCHER = f"""
 import subprocess, sys
-from pneumo.app.launch import _die_with_parent, supervise
-child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
-                         preexec_fn=_die_with_parent)
-print(child.pid, flush=True)
+from pneumo.app.launch import supervise
+child = subprocess.Popen([sys.executable, "-c", {CHILD!r}], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+sys.stderr.write(f"{{child.pid}}\\n")
+sys.stderr.flush()
 sys.exit(supervise(child, grace_s=5))
 """
 
@@ -37,19 +53,20 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _start() -> tuple[subprocess.Popen, int]:
+def _start(**popen) -> tuple[subprocess.Popen, int]:
     proc = subprocess.Popen(
         [sys.executable, "-c", LAUNCHER],
         env=dict(os.environ, PYTHONPATH=str(SRC)),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        **popen,
     )
-    child = int(proc.stdout.readline())
+    child = int(proc.stderr.readline())
     assert _alive(child)
-    # The pid is printed just before supervise() installs its handlers; a signal inside that
-    # window meets Python's defaults (the child still dies with its parent, by PDEATHSIG).
-    time.sleep(0.5)
+    # relayed by supervise(), so its handlers are in place
+    assert select.select([proc.stdout], [], [], 30)[0], "the server's output was not relayed"
+    assert proc.stdout.readline() == "serving\n"
     return proc, child
 
 
@@ -77,15 +94,70 @@ def test_signal_to_the_launcher_stops_the_server(sig, code):
             os.kill(child, signal.SIGKILL)
 
 
+def test_sigint_stops_the_app_even_when_the_parent_ignores_it():
+    """`make test &` (or any background job) starts with SIGINT ignored, and the launcher
+    inherited that: `kill -INT` (Ctrl+C) then did nothing."""
+    proc, child = _start(preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+        assert _wait_gone(child), "the server outlived `pneumo app`"
+    finally:
+        if _alive(child):
+            os.kill(child, signal.SIGKILL)
+
+
 def test_server_dies_with_a_killed_launcher():
     proc, child = _start()
     try:
-        proc.kill()  # kill -9: no handler runs; the kernel tells the child (Linux)
+        proc.kill()  # kill -9: no handler runs; the server sees its stdin end
         proc.wait(timeout=30)
         assert _wait_gone(child)
     finally:
         if _alive(child):
             os.kill(child, signal.SIGKILL)
+
+
+def test_closed_output_stops_the_app():
+    """`pneumo app | head -5`: once head has exited, the launcher stops the server and exits
+    as a program stopped by SIGPIPE would (141), without waiting for something to write."""
+    proc, child = _start()
+    try:
+        proc.stdout.close()
+        assert proc.wait(timeout=30) == 128 + signal.SIGPIPE
+        assert _wait_gone(child)
+    finally:
+        if _alive(child):
+            os.kill(child, signal.SIGKILL)
+
+
+def test_streamlit_honours_sigterm_with_its_output_closed(tmp_path):
+    """The real Streamlit server run by `pneumo.app.server`: with nobody reading its output it
+    still stops on SIGTERM (plain `streamlit run` raised BrokenPipeError printing "Stopping..."
+    in its handler, and kept serving)."""
+    page = tmp_path / "page.py"
+    page.write_text("import streamlit as st\nst.write('hello')\n")
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pneumo.app.server", "run", str(page), "--server.port", str(port)]
+        + ["--server.headless", "true", "--browser.gatherUsageStats", "false"],
+        env=dict(os.environ, PYTHONPATH=str(SRC)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        for line in server.stdout:  # the URL is printed just before the handlers are set
+            if b"URL:" in line:
+                break
+        assert _answers(port), "no server"
+        time.sleep(0.5)
+        server.stdout.close()
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=20) == 0
+        assert not _answers(port)
+    finally:
+        if server.poll() is None:
+            server.kill()
 
 
 def _free_port() -> int:
@@ -132,6 +204,9 @@ def test_sigterm_to_pneumo_app_frees_its_port(tiny_model, tmp_path):
             assert proc.poll() is None, proc.stderr.read()
             assert time.monotonic() < deadline, "the app did not start"
             time.sleep(0.5)
+        from pneumo.storage.db import check_database
+
+        check_database(tmp_path / "app.db")  # migrated at start, before any page was viewed
         children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
         assert children, "no Streamlit child process"
         proc.send_signal(signal.SIGTERM)

@@ -283,6 +283,29 @@ def test_torch_backend_gives_the_answers_of_onnx(app_env, monkeypatch):
     assert all(abs(t[2] - o[2]) < 1e-4 for t, o in zip(torch_rows, onnx_rows, strict=True))
 
 
+def test_openvino_backend_serves_the_page(app_env, monkeypatch):
+    """PNEUMO_BACKEND=openvino, accepted by predict and serve, was refused by the page."""
+    import streamlit as st
+
+    import pneumo.inference.engine as engine
+
+    real = engine.load_predictor
+    backends = []
+
+    def spy(*args, **kwargs):
+        predictor = real(*args, **kwargs)
+        backends.append(predictor.backend)
+        return predictor
+
+    monkeypatch.setattr(engine, "load_predictor", spy)
+    monkeypatch.setenv("PNEUMO_BACKEND", "openvino")
+    st.cache_resource.clear()
+    at = _classify(_page(), files=[("first.png", xray_bytes(1), "image/png")])
+    assert backends == ["openvino"]
+    assert not at.error
+    assert _rows(app_env, "select count(*) from records") == [(1,)]
+
+
 def test_unknown_backend_is_refused_by_name(app_env, monkeypatch):
     monkeypatch.setenv("PNEUMO_BACKEND", "tensorflow")
     at = AppTest.from_file(PAGE, default_timeout=120)
@@ -291,3 +314,31 @@ def test_unknown_backend_is_refused_by_name(app_env, monkeypatch):
     (error,) = [e.value for e in at.error]
     assert error.startswith("Cannot start: bad app setting") and "'tensorflow'" in error
     assert not at.text_input  # no form to fill in that could not be served
+
+
+def test_percentages_shown_are_the_stored_probability(app_env):
+    """Normal and Pneumonia on the page are 1 - p and p of the record, not swapped."""
+    import re
+
+    files = [(f"f{i}.png", xray_bytes(i), "image/png") for i in (1, 2, 3)]
+    at = _classify(_page(), files=files)
+    stored = dict(_rows(app_env, "select file_name, probability from records"))
+    shown = {}
+    for m in at.markdown:
+        got = re.search(r"\*\*Normal:\*\* ([\d.]+)% · \*\*Pneumonia:\*\* ([\d.]+)%", m.value)
+        if got:
+            shown[len(shown)] = (float(got[1]), float(got[2]))
+    assert len(shown) == 3
+    for i, (normal, pneumonia) in shown.items():
+        p = stored[f"f{i + 1}.png"]
+        assert pneumonia == round(100 * p, 1) and normal == round(100 * (1 - p), 1)
+    assert any(abs(n - p) > 0.1 for n, p in shown.values())  # a swap would show
+
+
+def test_a_long_file_name_never_breaks_mid_word_in_its_heading(app_env):
+    name = "scan_" + "0123456789" * 12 + ".png"
+    at = _classify(_page(), files=[(name, xray_bytes(1), "image/png")])
+    (heading,) = [s.value for s in at.subheader]
+    assert max(len(word) for word in heading.split()) <= 41  # the name and its colon
+    assert heading.startswith("scan_0123") and ".png:" in heading
+    assert _rows(app_env, "select file_name from records") == [(name,)]  # stored whole

@@ -64,6 +64,23 @@ def test_a_failing_row_never_drops_the_others(predictor, factory):
         assert event.detail == "2 stored, 0 failed"
 
 
+def test_a_submission_that_stores_nothing_leaves_no_patient(predictor, factory):
+    """Two refused URLs (issue 18): the history listed the patient with 0 records."""
+    for url in ("http://127.0.0.1/a.png", "ftp://example.org/b.png"):
+        sub = records.classify_and_store(
+            items=[read_url(url, AppSettings())],
+            patient=read_patient("Grace Refused"),
+            predictor=predictor,
+            session_factory=factory,
+            session_id="s-refused",
+        )
+        assert sub.results[0].error and sub.results[0].record_id is None
+    found = records.patient_history(session_factory=factory, query="grace", session_id="h")
+    assert found == []
+    with factory() as s:
+        assert [e.detail for e in repo.audit_events(s)] == ["0 stored, 1 failed"] * 2
+
+
 def test_image_from_a_url_is_classified_and_stored(predictor, factory):
     body = xray_bytes(7)
 

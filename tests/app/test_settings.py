@@ -10,7 +10,7 @@ from pneumo.settings_env import EnvReader
 
 
 def test_settings_are_checked(monkeypatch):
-    with pytest.raises(ValueError, match="backend"):
+    with pytest.raises(ValueError, match="PNEUMO_BACKEND .tensorflow."):
         AppSettings(backend="tensorflow")
     with pytest.raises(ValueError, match="max_upload_mb"):
         AppSettings(max_upload_mb=0)

@@ -32,6 +32,11 @@ large JPEG is decoded at the model's draft size, never below its input size, so 
 can be smaller."""
 
 
+SHOWN_IN_COLOUR = 3.0
+"""Mean chroma (``InputStats.chroma``) above which the page shows an upload in colour: JPEG
+noise on a grey film stays below it."""
+
+
 @dataclass
 class ImageResult:
     """What the page shows for one image (and what the exports contain)."""
@@ -99,7 +104,7 @@ def classify_images(
             res = results[i]
             res.prediction = pred
             res.sha256 = hashlib.sha256(items[i].data).hexdigest()
-            res.thumbnail = _jpeg(d.picture)
+            res.thumbnail = _jpeg(d.shown or d.picture)
             pictures[i] = d.picture
     return results, pictures
 
@@ -113,7 +118,9 @@ class _Decoded:
     stats: InputStats
     """What the picture says about itself, for the out-of-distribution flag."""
     picture: Image.Image
-    """Grey thumbnail, longest side at most THUMBNAIL_SIDE."""
+    """Grey thumbnail, longest side at most THUMBNAIL_SIDE: what the model saw (heatmaps)."""
+    shown: Image.Image | None = None
+    """The upload in its own colours, for the page and the PDF, when it has any."""
 
 
 def _decode(item: InputItem, predictor: Predictor, settings: AppSettings) -> _Decoded | str:
@@ -124,12 +131,29 @@ def _decode(item: InputItem, predictor: Predictor, settings: AppSettings) -> _De
             item.data, item.name, max_pixels=settings.max_pixels
         )
         grey.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+        # show what was uploaded: a colour photograph shown grey looks like a film
+        shown = _colour_picture(item.data) if stats.chroma > SHOWN_IN_COLOUR else None
     except PneumoError as exc:
         return str(exc)
     except Exception as exc:  # noqa: BLE001 - a bad file is an answer, not a crash
         log.warning("unexpected error decoding an image", exc_info=True)  # no name: PHI
         return f"{item.name}: {exc}"
-    return _Decoded(model_input, stats, grey)
+    return _Decoded(model_input, stats, grey, shown)
+
+
+def _colour_picture(data: bytes) -> Image.Image | None:
+    """The image in its own colours, upright, longest side THUMBNAIL_SIDE (its size was checked
+    by the decoder already); None when only the grey decoder can read it (DICOM)."""
+    from PIL import ImageOps
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.draft("RGB", (THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+            picture = ImageOps.exif_transpose(img).convert("RGB")
+    except Exception:  # noqa: BLE001 - the grey picture is shown instead
+        return None
+    picture.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+    return picture
 
 
 def _jpeg(img: Image.Image) -> bytes:

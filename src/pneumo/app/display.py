@@ -26,3 +26,37 @@ NOT_DIAGNOSED = "not a chest X-ray (not diagnosed)"
 def display_result(label: str | None, ood: bool) -> str:
     """The result column of the page, the history and the exports."""
     return NOT_DIAGNOSED if ood else display_label(label)
+
+
+HEADING_NAME_LIMIT = 40
+"""Longest file name put whole into a result heading: a longer word has no place to wrap and
+the browser breaks it mid-word."""
+
+
+def short_name(name: str, limit: int = HEADING_NAME_LIMIT) -> str:
+    """``name`` cut in the middle (start and extension kept) when longer than ``limit``."""
+    name = " ".join(str(name).split())
+    if len(name) <= limit:
+        return name
+    stem, dot, ext = name.rpartition(".")
+    tail = f"{dot}{ext}" if dot and len(ext) <= 5 else name[-8:]
+    keep = limit - len(tail) - 1
+    return f"{name[:keep]}\u2026{tail}"
+
+
+def describe_ood_score(score: float | None, cutoff: float | None) -> str:
+    """The out-of-distribution distance in words a clinician can act on (empty without one)."""
+    if score is None:
+        return ""
+    said = f"Distance from the chest X-rays the model learnt from: {score:.2f}"
+    if cutoff is None:
+        return f"{said} (the higher, the less alike)."
+    if score > cutoff:
+        return (
+            f"{said}, where real chest X-rays score at most {cutoff:.2f}: the image is too "
+            "unlike them for the model's answer to mean anything."
+        )
+    return (
+        f"{said}, within the range of real chest X-rays (up to {cutoff:.2f}); the image was "
+        "set aside for the reason above."
+    )

@@ -12,7 +12,7 @@ import streamlit as st
 
 from pneumo.app import auth, intake, records, report
 from pneumo.app.classify import ImageResult
-from pneumo.app.display import display_label, md
+from pneumo.app.display import describe_ood_score, display_label, md, short_name
 from pneumo.app.settings import AppSettings
 from pneumo.errors import PneumoError
 
@@ -30,8 +30,9 @@ def get_predictor(model_dir: str | None, backend: str):
 @st.cache_resource(show_spinner="Loading the heatmap model...")
 def get_cam(model_dir: str | None, backend: str):
     from pneumo.inference.cam import GradCam
+    from pneumo.inference.engine import resolve_backend
 
-    if backend == "onnx":
+    if resolve_backend(backend) != "torch":
         import torch
 
         # torch only draws heatmaps in this process: one small image per pass gains little
@@ -106,7 +107,7 @@ def password_gate(factory) -> bool:
     st.stop()
 
 
-def show_result(r: ImageResult, heatmaps: bool) -> None:
+def show_result(r: ImageResult, heatmaps: bool, ood_cutoff: float | None = None) -> None:
     p = r.prediction
     with st.container(border=True):
         if r.error or p is None:
@@ -123,19 +124,21 @@ def show_result(r: ImageResult, heatmaps: bool) -> None:
             else:
                 cols[1].caption(r.heatmap_note or "No heatmap for this image.")
         info = cols[-1]
+        # a long name is cut in the heading (a long word breaks mid-word), whole in the caption
+        shown, full = md(short_name(r.name)), md(r.name)
         if p.ood:
-            info.subheader(f"{md(r.name)}: not diagnosed")
-            score = f" Distance score {p.ood_score:.2f}." if p.ood_score is not None else ""
+            info.subheader(f"{shown}: not diagnosed", help=full if shown != full else None)
+            score = describe_ood_score(p.ood_score, ood_cutoff)
             info.warning(
                 "This does not look like a chest X-ray (out of distribution): no diagnosis "
-                f"is given ({md(p.ood_reason)}).{score}"
+                f"is given ({md(p.ood_reason)}). {score}".rstrip()
             )
             if r.store_error:
                 info.error(r.store_error)
             elif r.record_id is not None:
                 info.caption(f"Saved as record {r.record_id} (not diagnosed).")
             return
-        info.subheader(f"{md(r.name)}: {display_label(p.label)}")
+        info.subheader(f"{shown}: {display_label(p.label)}", help=full if shown != full else None)
         info.markdown(
             f"**Confidence:** {p.confidence:.1%}  \n"
             f"**Normal:** {1 - p.probability:.1%} · **Pneumonia:** {p.probability:.1%}  \n"
@@ -207,8 +210,9 @@ def classify_tab(settings: AppSettings, predictor, factory, heatmaps: bool) -> N
             f"{ok} of {len(sub.results)} image(s) classified in {sub.seconds:.2f} s "
             f"with {sub.model_version}."
         )
+        ood = predictor.metadata.ood
         for r in sub.results:
-            show_result(r, heatmaps)
+            show_result(r, heatmaps, ood.cutoff if ood else None)
     if ss.submissions:
         export_buttons(factory, heatmaps)
 

@@ -67,25 +67,32 @@ def classify_and_store(
 
 
 def _store(results, entry: PatientEntry, version, session_factory, session_id, user) -> None:
-    """One commit per record, so a failing row never takes the others with it."""
+    """One commit per record, so a failing row never takes the others with it. The patient is
+    created with their first record: a submission that stores nothing (refused URLs, unreadable
+    files) leaves no patient without records in the history."""
     stored = 0
+    patient = owner = None  # owner: the patient as last committed, for the audit row
     with session_factory() as s:
-        try:
-            patient = repo.get_or_create_patient(s, name=entry.name, patient_code=entry.patient_id)
-            s.commit()
-        except Exception as exc:  # noqa: BLE001 - one failing row never drops the others
-            log.error(
-                "cannot store the patient (session %s): %s", session_id[:8], describe_db_error(exc)
-            )
-            s.rollback()
-            for res in results:
-                if res.prediction is not None:
-                    res.store_error = "not saved: the database is unavailable"
-            return
         for res in results:
             p = res.prediction
             if p is None:
                 continue
+            try:
+                if patient is None:
+                    patient = repo.get_or_create_patient(
+                        s, name=entry.name, patient_code=entry.patient_id
+                    )
+            except Exception as exc:  # noqa: BLE001 - the results stay on screen
+                log.error(
+                    "cannot store the patient (session %s): %s",
+                    session_id[:8],
+                    describe_db_error(exc),
+                )
+                s.rollback()
+                for other in results:
+                    if other.prediction is not None and other.record_id is None:
+                        other.store_error = "not saved: the database is unavailable"
+                return
             try:
                 rec = repo.add_record(
                     s,
@@ -104,12 +111,14 @@ def _store(results, entry: PatientEntry, version, session_factory, session_id, u
                 s.commit()
                 res.record_id = rec.id
                 stored += 1
+                owner = patient
             except Exception as exc:  # noqa: BLE001 - one failing row never drops the others
                 log.error(
                     "cannot store a record (session %s): %s", session_id[:8], describe_db_error(exc)
                 )
                 s.rollback()
                 res.store_error = "not saved: database error"
+                patient = None  # rolled back with the record when it was new: look it up again
         try:
             errors = sum(r.error is not None for r in results)
             repo.add_audit(
@@ -117,7 +126,7 @@ def _store(results, entry: PatientEntry, version, session_factory, session_id, u
                 action="classify",
                 session_id=session_id,
                 user=user,
-                patient=patient,
+                patient=owner,
                 detail=f"{stored} stored, {errors} failed",
             )
             s.commit()

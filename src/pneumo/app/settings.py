@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pneumo.app.fetch import FetchPolicy
 from pneumo.data.decode import MAX_PIXELS
 from pneumo.errors import PneumoError
+from pneumo.inference.engine import DEFAULT_BACKEND, check_backend
 from pneumo.settings_env import EnvReader
 
 
@@ -19,8 +20,9 @@ class AppSettings:
     """Model directory [PNEUMO_MODEL]; None: the bundled default model."""
     db: str | None = None
     """SQLAlchemy URL or SQLite file [PNEUMO_DB]; None: ~/.local/share/pneumo/pneumo.db."""
-    backend: str = "onnx"
-    """Inference backend [PNEUMO_BACKEND]: onnx (faster) or torch."""
+    backend: str = DEFAULT_BACKEND
+    """Inference backend [PNEUMO_BACKEND], as for `pneumo predict` and `pneumo serve`: auto
+    (OpenVINO when installed, else ONNX Runtime), openvino, onnx or torch."""
     max_upload_mb: float = 20.0
     """Largest accepted file, uploaded or fetched, in MiB [PNEUMO_MAX_UPLOAD_MB]."""
     max_pixels: int = MAX_PIXELS
@@ -31,8 +33,10 @@ class AppSettings:
     """Deadline for fetching an image URL, redirects included."""
 
     def __post_init__(self):
-        if self.backend not in ("onnx", "torch"):
-            raise ValueError(f"backend must be onnx or torch, got {self.backend!r}")
+        try:
+            check_backend(self.backend, "PNEUMO_BACKEND")
+        except PneumoError as exc:
+            raise ValueError(str(exc)) from None
         if not 0 < self.max_upload_mb <= 1000:
             raise ValueError(f"max_upload_mb must be in (0, 1000] MiB, got {self.max_upload_mb}")
         if self.max_pixels < 16 * 16 or self.max_files < 1 or self.fetch_timeout_s <= 0:

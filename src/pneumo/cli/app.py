@@ -10,13 +10,21 @@ from pneumo.cli.common import add_command
 
 def register(sub) -> None:
     """Add this group's subcommands to the `pneumo` parser."""
-    from pneumo.app.launch import run_app
+    from pneumo.app.launch import DEFAULT_HOST, run_app
+    from pneumo.inference.engine import BACKEND_HELP, BACKENDS, DEFAULT_BACKEND
 
     p = add_command(sub, "app", run_app, _app)
-    p.add_argument("--port", type=int, default=8501, help="port on localhost (default 8501)")
+
+    p.add_argument("--port", type=int, default=8501, help="port to listen on (default 8501)")
+    p.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help=f"address to listen on (default {DEFAULT_HOST}: this machine only; 0.0.0.0 for "
+        "every interface, behind a proxy: see docs/app.md)",
+    )
     p.add_argument("--model", default=None, help="model directory (default: bundled model)")
     p.add_argument("--db", default=None, help="SQLite file or SQLAlchemy URL for the records")
-    p.add_argument("--backend", choices=("onnx", "torch"), default="onnx")
+    p.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND, help=BACKEND_HELP)
     p.add_argument(
         "--max-upload-mb",
         type=float,
@@ -49,6 +57,7 @@ def _app(args: argparse.Namespace) -> int:
 
     return run_app(
         port=args.port,
+        host=args.host,
         model=args.model,
         db=args.db,
         backend=args.backend,

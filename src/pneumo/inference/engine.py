@@ -23,15 +23,25 @@ log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "openvino", "onnx", "torch")
 """``auto``: OpenVINO when installed, else ONNX Runtime."""
+DEFAULT_BACKEND = "auto"
+"""What every command and server runs when no backend is named (--backend, PNEUMO_BACKEND)."""
+BACKEND_HELP = "inference engine (default auto: OpenVINO when installed, else ONNX Runtime)"
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
 """``auto``: on OpenVINO, what the accuracy guard chose for this model; elsewhere fp32."""
 
 
-def resolve_backend(backend: str = "auto") -> str:
-    """The backend ``backend`` stands for on this machine (``auto`` resolved)."""
+def check_backend(backend: str, name: str | None = None) -> str:
+    """``backend`` when it is one of ``BACKENDS``; else a one-line error naming ``name`` (the
+    option or variable it came from) and the choices."""
     if backend not in BACKENDS:
-        raise ModelError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
-    if backend != "auto":
+        what = f"{name} {backend!r}" if name else f"backend {backend!r}"
+        raise ModelError(f"unknown {what}; choose one of: {', '.join(BACKENDS)}")
+    return backend
+
+
+def resolve_backend(backend: str = DEFAULT_BACKEND) -> str:
+    """The backend ``backend`` stands for on this machine (``auto`` resolved)."""
+    if check_backend(backend) != "auto":
         return backend
     from pneumo.inference.openvino_backend import openvino_available
 

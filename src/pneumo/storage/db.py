@@ -159,6 +159,54 @@ def _hold_migration_lock(connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")  # the write lock, before reading the version
 
 
+def head_revision() -> str:
+    """The newest migration shipped with this package."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return ScriptDirectory.from_config(config).get_current_head()
+
+
+def migrate_database(db: str | Path | None = None) -> str:
+    """Bring the records database (``--db`` URL or SQLite file; default $PNEUMO_DB or
+    ~/.local/share/pneumo/pneumo.db) up to the schema of this version of pneumo. Safe to run
+    again and from several machines at once; returns the revision it is at."""
+    engine = create_db_engine(database_url(db))
+    try:
+        migrate(engine)
+    finally:
+        engine.dispose()
+    return head_revision()
+
+
+def check_database(db: str | Path | None = None) -> str:
+    """Check that the records database answers and has the current schema: the app's readiness
+    check (exit status 0, or 2 with the reason). Returns the revision; StorageError otherwise."""
+    from alembic.runtime.migration import MigrationContext
+    from sqlalchemy.exc import SQLAlchemyError
+
+    url = database_url(db)
+    engine = create_db_engine(url)
+    try:
+        with engine.connect() as connection:
+            current = MigrationContext.configure(connection).get_current_revision()
+    except SQLAlchemyError as exc:
+        raise StorageError(
+            f"cannot reach database {redact(url)}: {describe_db_error(exc)}"
+        ) from None
+    finally:
+        engine.dispose()
+    head = head_revision()
+    if current != head:
+        raise StorageError(
+            f"database {redact(url)} is at revision {current or 'none (empty)'}, not {head}: "
+            f"run `pneumo db migrate --db {redact(url)}`"
+        )
+    return current
+
+
 def open_database(db: str | Path | None = None) -> sessionmaker:
     """Resolve, connect and migrate; returns a session factory (``with factory() as s:``)."""
     from sqlalchemy.orm import sessionmaker
