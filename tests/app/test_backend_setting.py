@@ -15,7 +15,7 @@ from pneumo.api.settings import ApiSettings
 from pneumo.app.settings import AppSettings
 from pneumo.cli import build_parser
 from pneumo.errors import PneumoError
-from pneumo.inference.engine import BACKENDS, DEFAULT_BACKEND
+from pneumo.inference.engine import BACKENDS, DEFAULT_BACKEND, configured_backend
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 COMMANDS = ("app", "predict", "serve")
@@ -30,9 +30,25 @@ def _backend_option(command: str) -> argparse.Action:
 def test_every_command_offers_the_same_backends_and_default(command):
     option = _backend_option(command)
     assert tuple(option.choices) == BACKENDS
-    assert option.default == DEFAULT_BACKEND == "auto"
+    assert option.default is None  # no flag: PNEUMO_BACKEND, else auto
     for backend in BACKENDS:
         assert build_parser().parse_args([command, "--backend", backend]).backend == backend
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_without_a_flag_every_command_runs_the_variable_else_auto(command, monkeypatch):
+    flag = build_parser().parse_args([command]).backend
+    monkeypatch.delenv("PNEUMO_BACKEND", raising=False)
+    assert configured_backend(flag) == DEFAULT_BACKEND == "auto"
+    monkeypatch.setenv("PNEUMO_BACKEND", "torch")
+    assert configured_backend(flag) == "torch"
+    assert (
+        configured_backend(build_parser().parse_args([command, "--backend", "onnx"]).backend)
+        == "onnx"
+    )
+    monkeypatch.setenv("PNEUMO_BACKEND", "tensorflow")
+    with pytest.raises(PneumoError, match="PNEUMO_BACKEND 'tensorflow'"):
+        configured_backend(flag)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

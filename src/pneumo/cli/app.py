@@ -6,12 +6,13 @@ import argparse
 import sys
 
 from pneumo.cli.common import add_command
+from pneumo.inference.engine import configured_backend
 
 
 def register(sub) -> None:
     """Add this group's subcommands to the `pneumo` parser."""
     from pneumo.app.launch import DEFAULT_HOST, run_app
-    from pneumo.inference.engine import BACKEND_HELP, BACKENDS, DEFAULT_BACKEND
+    from pneumo.inference.engine import BACKEND_HELP, BACKENDS
 
     p = add_command(sub, "app", run_app, _app)
 
@@ -24,7 +25,7 @@ def register(sub) -> None:
     )
     p.add_argument("--model", default=None, help="model directory (default: bundled model)")
     p.add_argument("--db", default=None, help="SQLite file or SQLAlchemy URL for the records")
-    p.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND, help=BACKEND_HELP)
+    p.add_argument("--backend", choices=BACKENDS, default=None, help=BACKEND_HELP)
     p.add_argument(
         "--max-upload-mb",
         type=float,
@@ -60,6 +61,6 @@ def _app(args: argparse.Namespace) -> int:
         host=args.host,
         model=args.model,
         db=args.db,
-        backend=args.backend,
+        backend=configured_backend(args.backend),
         max_upload_mb=args.max_upload_mb,
     )

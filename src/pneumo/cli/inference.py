@@ -11,6 +11,7 @@ from pneumo.api.server import serve
 from pneumo.cli.common import add_command, add_model_arg
 from pneumo.inference.base import BATCH_SIZE
 from pneumo.inference.catalog import describe_models
+from pneumo.inference.engine import configured_backend
 from pneumo.inference.export import export_onnx
 from pneumo.inference.predict import predict_files
 from pneumo.inference.ray_predict import STALL_TIMEOUT
@@ -28,7 +29,7 @@ def _predict(args: argparse.Namespace) -> int:
         raise PneumoError("give image files, folders or a CSV of paths to classify")
     options = dict(
         model=args.model,
-        backend=args.backend,
+        backend=configured_backend(args.backend),
         precision=args.precision,
         output=args.output,
         batch_size=args.batch_size,
@@ -74,7 +75,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         model=args.model,
         workers=args.workers,
-        backend=args.backend,
+        backend=configured_backend(args.backend),
         precision=args.precision,
     )
     return 0
@@ -82,14 +83,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 def add_engine_args(parser: argparse.ArgumentParser) -> None:
     """--backend and --precision, with the engine's own choices and defaults."""
-    from pneumo.inference.engine import BACKENDS, PRECISIONS
+    from pneumo.inference.engine import BACKEND_HELP, BACKENDS, PRECISIONS
 
-    parser.add_argument(
-        "--backend",
-        choices=BACKENDS,
-        default="auto",
-        help="inference engine (default auto: OpenVINO when installed, else ONNX Runtime)",
-    )
+    parser.add_argument("--backend", choices=BACKENDS, default=None, help=BACKEND_HELP)
     parser.add_argument(
         "--precision",
         choices=PRECISIONS,

@@ -25,7 +25,10 @@ BACKENDS = ("auto", "openvino", "onnx", "torch")
 """``auto``: OpenVINO when installed, else ONNX Runtime."""
 DEFAULT_BACKEND = "auto"
 """What every command and server runs when no backend is named (--backend, PNEUMO_BACKEND)."""
-BACKEND_HELP = "inference engine (default auto: OpenVINO when installed, else ONNX Runtime)"
+BACKEND_HELP = (
+    "inference engine (default: $PNEUMO_BACKEND, else auto: OpenVINO when installed, "
+    "else ONNX Runtime)"
+)
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
 """``auto``: on OpenVINO, what the accuracy guard chose for this model; elsewhere fp32."""
 
@@ -37,6 +40,16 @@ def check_backend(backend: str, name: str | None = None) -> str:
         what = f"{name} {backend!r}" if name else f"backend {backend!r}"
         raise ModelError(f"unknown {what}; choose one of: {', '.join(BACKENDS)}")
     return backend
+
+
+def configured_backend(flag: str | None = None) -> str:
+    """The backend a command runs: its ``--backend`` flag when given, else ``PNEUMO_BACKEND``,
+    else ``auto``; the same rule for predict, serve and the app."""
+    import os
+
+    if flag:
+        return check_backend(flag, "--backend")
+    return check_backend(os.environ.get("PNEUMO_BACKEND") or DEFAULT_BACKEND, "PNEUMO_BACKEND")
 
 
 def resolve_backend(backend: str = DEFAULT_BACKEND) -> str:
