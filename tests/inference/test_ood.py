@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from pneumo.inference.ood import fit_ood, ood_scores
 
@@ -65,3 +66,62 @@ def test_a_model_without_a_layout_template_skips_the_check(tiny_model):
     assert predictor.layout_template is None and predictor.metadata.ood.layout_cutoff is None
     (pred,) = predictor.predict_images([Image.fromarray(skimage.data.text())], ["text"])
     assert "not laid out" not in (pred.ood_reason or "")
+
+
+def _pixels(array):
+    """Any 2-D array as an 8-bit grey picture (1-99% window), as a viewer would export it."""
+    from PIL import Image
+
+    a = np.asarray(array, dtype=np.float64)
+    lo, hi = np.percentile(a, [1, 99])
+    return Image.fromarray((255 * np.clip((a - lo) / max(hi - lo, 1e-9), 0, 1)).astype(np.uint8))
+
+
+@pytest.mark.realdata
+def test_the_layout_subspace_catches_cross_sections_the_correlation_lets_through(
+    real_data_root, originals_dir
+):
+    """A CT or MR slice exported as a picture correlates with the mean chest film well enough to
+    pass the correlation check; its layout lies off the subspace real films span, so the
+    residual check catches it, while unseen training films and full-size originals pass."""
+    import warnings
+
+    import pydicom
+    import skimage.data
+    from pydicom.data import get_testdata_file
+
+    from pneumo.data.decode import load_grey
+    from pneumo.inference.ood import (
+        fit_layout,
+        fit_layout_subspace,
+        layout_residuals,
+        layout_vector,
+    )
+
+    films = sorted((real_data_root / "train").rglob("*.jpeg"))
+    picked = [films[i] for i in np.random.default_rng(0).permutation(len(films))[:1300]]
+    layouts = np.stack([layout_vector(load_grey(f)) for f in picked])
+    train, val, unseen = layouts[:800], layouts[800:1100], layouts[1100:]
+    originals = np.stack(
+        [layout_vector(load_grey(f)) for f in sorted(originals_dir.rglob("*.jpeg"))]
+    )
+    template, corr_cutoff = fit_layout(train, val)
+    basis, cutoff = fit_layout_subspace(train, val)
+    assert basis.shape == (21, 576)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        slices = {
+            name: _pixels(pydicom.dcmread(get_testdata_file(name)).pixel_array)
+            for name in ("CT_small.dcm", "MR_small.dcm")
+        }
+    slices["head phantom"] = _pixels(skimage.data.shepp_logan_phantom())
+    others = np.stack([layout_vector(img) for img in slices.values()])
+
+    assert (layout_residuals(unseen, basis) <= cutoff).mean() >= 0.99
+    assert (layout_residuals(originals, basis) <= cutoff).all()
+    assert (layout_residuals(others, basis) > cutoff).all(), dict(
+        zip(slices, layout_residuals(others, basis).round(3), strict=True)
+    )
+    # The correlation check alone lets the CT slice through: the residual is what catches it.
+    assert float(others[0] @ template) > corr_cutoff

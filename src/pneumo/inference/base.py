@@ -152,6 +152,9 @@ class InputStats:
     layout: float = 1.0
     """Correlation of the coarse layout with the model's mean training film (1 when the model
     has no layout template)."""
+    layout_residual: float = 0.0
+    """Distance of the coarse layout from the training films' layout subspace (0 when the
+    model has none)."""
     header_reason: str | None = None
     """What the file's own header says it is when that is not a frontal chest radiograph (a
     DICOM CT slice, a report, a lateral view: ``pneumo.data.dicom_scope``); None otherwise."""
@@ -161,11 +164,15 @@ class InputStats:
         """Out of distribution on its own statistics (the model's layout cut-off aside)."""
         return bool(self.reasons())
 
-    def reasons(self, layout_cutoff: float | None = None) -> list[str]:
-        """What no chest film is, in words (empty for a plausible film); ``layout_cutoff`` is
-        the model's (``OodConfig.layout_cutoff``)."""
+    def reasons(
+        self, layout_cutoff: float | None = None, residual_cutoff: float | None = None
+    ) -> list[str]:
+        """What no chest film is, in words (empty for a plausible film); the cut-offs are the
+        model's (``OodConfig.layout_cutoff``, ``OodConfig.layout_residual_cutoff``)."""
         out = [self.header_reason] if self.header_reason else []
-        if layout_cutoff is not None and self.layout < layout_cutoff:
+        if (layout_cutoff is not None and self.layout < layout_cutoff) or (
+            residual_cutoff is not None and self.layout_residual > residual_cutoff
+        ):
             out.append("not laid out like a chest film")
         if self.chroma > COLOUR_CHROMA_LIMIT:
             out.append("a colour image")
@@ -176,20 +183,32 @@ class InputStats:
         return out
 
     @classmethod
-    def of(cls, grey: Image.Image, chroma: float, template: np.ndarray | None = None) -> InputStats:
-        """The statistics of a grey picture; ``template`` is the model's mean training layout."""
-        from pneumo.inference.ood import layout_vector
+    def of(cls, grey: Image.Image, chroma: float, layouts: dict | None = None) -> InputStats:
+        """The statistics of a grey picture; ``layouts`` holds the model's layout tensors
+        (``Predictor.layout_tensors``: mean training layout, layout subspace)."""
+        from pneumo.inference.ood import (
+            LAYOUT_BASIS_KEY,
+            LAYOUT_KEY,
+            layout_residuals,
+            layout_vector,
+        )
 
-        layout = 1.0 if template is None else float(layout_vector(grey) @ template)
-        return cls(chroma, aspect_ratio(grey.size), grey_contrast(grey), layout)
+        layout, residual = 1.0, 0.0
+        if layouts:
+            vector = layout_vector(grey)
+            if LAYOUT_KEY in layouts:
+                layout = float(vector @ layouts[LAYOUT_KEY])
+            if LAYOUT_BASIS_KEY in layouts:
+                residual = float(layout_residuals(vector, layouts[LAYOUT_BASIS_KEY])[0])
+        return cls(chroma, aspect_ratio(grey.size), grey_contrast(grey), layout, residual)
 
     @classmethod
     def of_encoded(
-        cls, grey: Image.Image, raw: bytes, name: str, template: np.ndarray | None = None
+        cls, grey: Image.Image, raw: bytes, name: str, layouts: dict | None = None
     ) -> InputStats:
         """The statistics of a decoded film, the colour measured on its encoded bytes (grey
         decoding has already thrown the colour away), with what a DICOM header says it is."""
-        stats = cls.of(grey, _source_chroma(raw, name), template)
+        stats = cls.of(grey, _source_chroma(raw, name), layouts)
         if is_dicom(raw):
             from pneumo.data.dicom_scope import dicom_scope_problem
 
@@ -275,8 +294,19 @@ class Predictor(ABC):
         """The mean training film's coarse layout (``pneumo.inference.ood``), if stored."""
         from pneumo.inference.ood import LAYOUT_KEY
 
-        template = self.ood_tensors.get(LAYOUT_KEY)
-        return None if template is None else np.asarray(template, dtype=np.float32)
+        return self.layout_tensors.get(LAYOUT_KEY)
+
+    @property
+    def layout_tensors(self) -> dict[str, np.ndarray]:
+        """The stored tensors of the pixel layout checks (mean training layout, layout
+        subspace), as float32; empty for a model without them."""
+        from pneumo.inference.ood import LAYOUT_BASIS_KEY, LAYOUT_KEY
+
+        return {
+            key: np.asarray(self.ood_tensors[key], dtype=np.float32)
+            for key in (LAYOUT_KEY, LAYOUT_BASIS_KEY)
+            if key in self.ood_tensors
+        }
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         """Calibrated p(PNEUMONIA) per row: softmax(logits / temperature)[:, 1]."""
@@ -305,12 +335,13 @@ class Predictor(ABC):
         scores = self.ood_score(features)
         cutoff = meta.ood.cutoff if meta.ood else None
         layout_cutoff = meta.ood.layout_cutoff if meta.ood else None
+        residual_cutoff = meta.ood.layout_residual_cutoff if meta.ood else None
         lo, hi = meta.uncertain_band
         out = []
         for i, name in enumerate(names):
             p = float(probs[i])
             score = None if scores is None else float(scores[i])
-            reasons = [] if stats is None else stats[i].reasons(layout_cutoff)
+            reasons = [] if stats is None else stats[i].reasons(layout_cutoff, residual_cutoff)
             if score is not None and cutoff is not None and score > cutoff:
                 reasons.append("features far from the training films")
             if reasons:  # no diagnosis, in any form, for a film the model was not made for
@@ -371,9 +402,9 @@ class Predictor(ABC):
         if not images:
             return []
         greys = [to_grey(img) for img in images]
-        template = self.layout_template
+        layouts = self.layout_tensors
         stats = [
-            InputStats.of(g, colour_chroma(img), template)
+            InputStats.of(g, colour_chroma(img), layouts)
             for g, img in zip(greys, images, strict=True)
         ]
         arrays = np.stack([self.preprocess(g) for g in greys])
@@ -391,7 +422,7 @@ class Predictor(ABC):
         return (
             img,
             self.preprocess(img),
-            InputStats.of_encoded(img, raw, name, self.layout_template),
+            InputStats.of_encoded(img, raw, name, self.layout_tensors),
         )
 
     def _load(self, source: str | Path | bytes, name: str) -> tuple[np.ndarray, InputStats]:

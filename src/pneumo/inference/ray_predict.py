@@ -100,7 +100,7 @@ def _decode_batch(batch: dict, model_dir: str) -> dict:
     h, w = decoder.metadata.data_config.input_size
     n = len(batch["index"])
     images = np.zeros((n, 3, h, w), dtype=np.float32)
-    stats = np.zeros((n, 4), dtype=np.float64)
+    stats = np.zeros((n, 5), dtype=np.float64)
     headers = [""] * n  # what a DICOM header objects to (InputStats.header_reason)
     errors = [str(e) for e in batch["error"]]
     for i, (file, name) in enumerate(zip(batch["file"], batch["path"], strict=True)):
@@ -111,7 +111,7 @@ def _decode_batch(batch: dict, model_dir: str) -> dict:
             errors[i] = decoded
             continue
         images[i], st = decoded
-        stats[i] = (st.chroma, st.aspect, st.contrast, st.layout)
+        stats[i] = (st.chroma, st.aspect, st.contrast, st.layout, st.layout_residual)
         headers[i] = st.header_reason or ""
     return {
         "index": batch["index"],

@@ -44,6 +44,9 @@ class OodConfig:
     layout_cutoff: float | None = None
     """Films whose coarse layout correlates less than this with the mean training film are
     flagged (``pneumo.inference.ood.layout_vector``); None for a model without the check."""
+    layout_residual_cutoff: float | None = None
+    """Films whose coarse layout lies further than this from the training films' layout
+    subspace are flagged (``pneumo.inference.ood.layout_residuals``); None without the check."""
 
     @classmethod
     def from_dict(cls, d: dict) -> OodConfig:

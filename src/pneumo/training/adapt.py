@@ -300,5 +300,9 @@ def _refit_ood(features: np.ndarray, settings: OodConfig):
         quantile=settings.quantile,
         margin=settings.margin,
     )
-    # The layout check reads pixels, not features: its template and cut-off stay the base's.
-    return tensors, dataclasses.replace(refit, layout_cutoff=settings.layout_cutoff)
+    # The layout checks read pixels, not features: their tensors and cut-offs stay the base's.
+    return tensors, dataclasses.replace(
+        refit,
+        layout_cutoff=settings.layout_cutoff,
+        layout_residual_cutoff=settings.layout_residual_cutoff,
+    )

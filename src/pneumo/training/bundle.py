@@ -52,6 +52,12 @@ def _ood_line(ood: OodConfig | None) -> str:
             if ood.layout_cutoff is not None
             else ""
         )
+        + (
+            f"; coarse layout further than {ood.layout_residual_cutoff:.3f} from the training "
+            "films' layout subspace (CT or MR slices exported as pictures)"
+            if ood.layout_residual_cutoff is not None
+            else ""
+        )
         + "; colour images are flagged too. A safeguard, not a guarantee."
     )
 
