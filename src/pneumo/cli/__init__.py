@@ -10,9 +10,9 @@ import sys
 import threading
 
 from pneumo import __version__
-from pneumo.cli import app, data, evaluation, inference, training
+from pneumo.cli import app, data, dicom_node, evaluation, inference, training
 
-GROUPS = (data, training, evaluation, inference, app)
+GROUPS = (data, training, evaluation, inference, app, dicom_node)
 
 
 def build_parser() -> argparse.ArgumentParser:
