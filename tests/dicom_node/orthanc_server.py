@@ -49,10 +49,12 @@ class Orthanc:
 
 
 @contextlib.contextmanager
-def running_orthanc(binary: str, modalities: dict[str, list]) -> Iterator[Orthanc]:
+def running_orthanc(
+    binary: str, modalities: dict[str, list], dicom_port: int | None = None
+) -> Iterator[Orthanc]:
     """Start Orthanc knowing ``modalities`` (name -> [AE, host, port]) and stop it afterwards."""
     root = Path(tempfile.mkdtemp(prefix="pneumo-orthanc-"))
-    http_port, dicom_port = free_port(), free_port()
+    http_port, dicom_port = free_port(), dicom_port or free_port()
     config = {
         "Name": "pneumo-test-pacs",
         "StorageDirectory": str(root / "storage"),

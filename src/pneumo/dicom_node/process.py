@@ -66,7 +66,7 @@ def classify_instance(
     and build its results; a film that cannot be classified still gets an SR saying so."""
     from pneumo.data.dicom import read_header
 
-    header = read_header(raw, "received instance")
+    header = read_header(raw, "received instance", pixels=True)  # pixels read, not decoded
     meta_info = getattr(header, "file_meta", None)
     caller = str(getattr(meta_info, "SourceApplicationEntityTitle", "") or "").strip()
     sop_uid = str(header.get("SOPInstanceUID", ""))
