@@ -8,7 +8,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from films import test_objects
 from orthanc_server import find_orthanc
 

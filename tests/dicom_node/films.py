@@ -56,7 +56,11 @@ def dataset(
     if rgb:
         ds.PlanarConfiguration = 0
     bits = 8 if pixels.dtype == np.uint8 else 16
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = bits, 8 if bits == 8 else 12, 7 if bits == 8 else 11
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = (
+        bits,
+        8 if bits == 8 else 12,
+        7 if bits == 8 else 11,
+    )
     ds.PixelRepresentation = 0
     for key, value in tags.items():
         setattr(ds, key, value)
@@ -94,7 +98,11 @@ def test_objects(normal: Path, pneumonia: Path) -> dict[str, bytes]:
             ),
             uid.JPEGLSLossless,
         ),
-        "ct": encoded(dataset(a, study=uid.generate_uid(), sop_class="1.2.840.10008.5.1.4.1.1.2", modality="CT")),
+        "ct": encoded(
+            dataset(
+                a, study=uid.generate_uid(), sop_class="1.2.840.10008.5.1.4.1.1.2", modality="CT"
+            )
+        ),
         "colour": encoded(
             dataset(colour, study=uid.generate_uid(), modality="CR", photometric="RGB")
         ),

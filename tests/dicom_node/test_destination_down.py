@@ -10,7 +10,6 @@ import time
 
 import pydicom
 import pytest
-
 from orthanc_server import free_port, running_orthanc
 
 pytest.importorskip("pynetdicom", reason="pip install 'pneumo[dicom-node]'")
@@ -76,12 +75,15 @@ def test_results_wait_while_the_pacs_is_down_and_all_arrive_when_it_is_back(
         assert any("4 results kept in the outbox" in line for line in captured_logs.lines)
 
         modalities = {"pneumo": ["PNEUMO", "127.0.0.1", node_port]}
-        with running_orthanc(orthanc_binary, modalities, dicom_port=pacs_port) as pacs:
-            with pacs.rest() as rest:
-                deadline = time.monotonic() + 60
-                while len(rest.get("/instances").json()) < 4 and time.monotonic() < deadline:
-                    time.sleep(0.3)
-                held = [rest.get(f"/instances/{i}/simplified-tags").json() for i in rest.get("/instances").json()]
+        pacs_back = running_orthanc(orthanc_binary, modalities, dicom_port=pacs_port)
+        with pacs_back as pacs, pacs.rest() as rest:
+            deadline = time.monotonic() + 60
+            while len(rest.get("/instances").json()) < 4 and time.monotonic() < deadline:
+                time.sleep(0.3)
+            held = [
+                rest.get(f"/instances/{i}/simplified-tags").json()
+                for i in rest.get("/instances").json()
+            ]
     assert sorted(h["Modality"] for h in held) == ["OT", "OT", "SR", "SR"]
     assert {h["StudyInstanceUID"] for h in held} == {str(f.StudyInstanceUID) for f in films}
     assert not list(outbox.glob("*.dcm"))

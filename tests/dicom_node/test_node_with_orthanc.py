@@ -9,7 +9,6 @@ import time
 
 import pydicom
 import pytest
-
 from films import PATIENT_NAME
 from orthanc_server import free_port, running_orthanc
 
@@ -113,7 +112,9 @@ def predicted(objects, tmp_path_factory) -> dict[str, dict]:
         (folder / f"{name}.dcm").write_bytes(data)
     out = folder / "rows.json"
     predict_files([folder], backend="onnx", output=out, progress=False)
-    return {row["path"].rsplit("/", 1)[-1][: -len(".dcm")]: row for row in json.loads(out.read_text())}
+    return {
+        row["path"].rsplit("/", 1)[-1][: -len(".dcm")]: row for row in json.loads(out.read_text())
+    }
 
 
 def held_in_study(site, objects, name: str, count: int) -> dict[str, pydicom.Dataset]:
@@ -148,7 +149,9 @@ def test_a_chest_film_gets_an_sr_and_an_overlay_in_its_study_matching_pneumo_pre
     content = sr_content(sr)
     row = predicted[name]
     assert row["class"] in ("NORMAL", "PNEUMONIA")
-    assert content["Presence of finding"] == ("Present" if row["class"] == "PNEUMONIA" else "Absent")
+    assert content["Presence of finding"] == (
+        "Present" if row["class"] == "PNEUMONIA" else "Absent"
+    )
     assert abs(content["Calibrated probability of pneumonia"] - row["probability"]) < 2e-6
     assert abs(content["Decision threshold"] - engine[0].metadata.threshold) < 1e-9
     assert content["Probability in the uncertain band"] == ("Yes" if row["uncertain"] else "No")
@@ -171,9 +174,7 @@ def test_a_ct_slice_or_a_colour_picture_gets_not_assessed_and_no_overlay(
     assert predicted[name]["class"] is None and predicted[name]["ood"] is True
 
 
-def test_each_film_is_one_record_of_the_patient_in_its_header_even_when_sent_twice(
-    site, objects
-):
+def test_each_film_is_one_record_of_the_patient_in_its_header_even_when_sent_twice(site, objects):
     from pneumo.storage import repository as repo
 
     for name in objects:  # all results in before the second send

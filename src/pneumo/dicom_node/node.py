@@ -135,7 +135,16 @@ class DicomNode:
 
 
 def run_node(config: NodeConfig) -> int:
-    """Run the DICOM node until interrupted (Ctrl+C or SIGTERM)."""
+    """Receive chest radiographs from PACS over DICOM and send the results back.
+
+    A DICOM Storage SCP: each film received by C-STORE is classified by the same engine as
+    `pneumo predict` (films that are not frontal chest radiographs, and colour pictures, are
+    "not assessed"), stored as a record of the patient in its header, and answered with a
+    Comprehensive SR and, for a diagnosed film, a Grad-CAM overlay (secondary capture), both
+    in the film's study, sent by C-STORE to --destination. Films and results are journaled
+    on disk (--spool) and retried with back-off while the destination is down. Runs until
+    interrupted (Ctrl+C or SIGTERM). Research use only.
+    """
     with DicomNode(config):
         while True:
             time.sleep(3600)

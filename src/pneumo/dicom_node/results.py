@@ -119,9 +119,13 @@ def build_sr(film: Dataset, pred: Prediction, meta: ModelMetadata, model_version
         CodeContentItem(c["ood"], yes_no(pred.ood or pred.label is None), has),
     ]
     if pred.probability is not None:
-        items.append(NumContentItem(c["probability"], pred.probability, c["unit"], relationship_type=has))
+        items.append(
+            NumContentItem(c["probability"], pred.probability, c["unit"], relationship_type=has)
+        )
     if pred.threshold is not None:
-        items.append(NumContentItem(c["threshold"], pred.threshold, c["unit"], relationship_type=has))
+        items.append(
+            NumContentItem(c["threshold"], pred.threshold, c["unit"], relationship_type=has)
+        )
     items.append(CodeContentItem(c["uncertain"], yes_no(pred.uncertain), has))
     if pred.label is None:
         items.append(TextContentItem(c["reason"], _why_not(pred)[:1024], has))

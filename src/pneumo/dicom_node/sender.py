@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from pneumo.dicom_node.config import NodeConfig
-from pneumo.dicom_node.spool import SendState, Spool, instance_file_name, write_atomically
+from pneumo.dicom_node.spool import Spool, instance_file_name, write_atomically
 
 log = logging.getLogger(__name__)
 
