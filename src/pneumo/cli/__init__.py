@@ -10,9 +10,9 @@ import sys
 import threading
 
 from pneumo import __version__
-from pneumo.cli import app, data, db, evaluation, inference, training
+from pneumo.cli import app, data, db, dicom_node, evaluation, inference, training
 
-GROUPS = (data, training, evaluation, inference, app, db)
+GROUPS = (data, training, evaluation, inference, app, db, dicom_node)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -216,6 +216,31 @@ def decode_dicom(data: bytes, label: str, max_pixels: int) -> Image.Image:
     return Image.fromarray(grey, mode="L")
 
 
+COLOUR_PHOTOMETRICS = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "PALETTE COLOR")
+"""Photometric interpretations of colour pixels (grey decoding averages them away)."""
+
+
+def colour_picture(data: bytes, label: str) -> Image.Image | None:
+    """The first frame of a colour DICOM as RGB, for the colour check of the
+    out-of-distribution flag; None for grey pixels. Called after ``decode_dicom`` has
+    accepted the file, so its size and compression are already checked."""
+    ds = read_header(data, label, pixels=True)
+    if str(ds.get("PhotometricInterpretation", "")).upper() not in COLOUR_PHOTOMETRICS:
+        return None
+    try:
+        pixels = ds.pixel_array
+        if int(ds.get("NumberOfFrames") or 1) > 1:
+            pixels = pixels[0]
+        if str(ds.PhotometricInterpretation).upper() == "PALETTE COLOR":
+            from pydicom.pixels import apply_color_lut
+
+            pixels = apply_color_lut(pixels, ds)
+        rgb = _to_uint8(np.asarray(pixels)[..., :3])
+    except Exception as exc:
+        raise ImageDecodeError(label, f"cannot decode the DICOM colours ({_reason(exc)})") from None
+    return Image.fromarray(rgb, mode="RGB")
+
+
 def _unsupported_syntax(ds) -> str:
     """Name the compression a DICOM uses when no installed decoder reads it, so the user can
     ask for an uncompressed or JPEG/JPEG-LS/JPEG 2000/RLE export instead of a stack trace."""

@@ -218,11 +218,15 @@ class InputStats:
 
 def _source_chroma(raw: bytes, name: str) -> float:
     """Chroma of an encoded image without a full decode: JPEGs are decoded at 1/2 to 1/8 scale,
-    grey files (most X-rays) stop after the header. A failure is that image's error, never a
+    grey files (most X-rays) stop after the header; colour DICOM pixels are decoded again in
+    colour (grey decoding has averaged the channels). A failure is that image's error, never a
     silent 0 that would switch the colour check off for it."""
     try:
         if is_dicom(raw):
-            return 0.0
+            from pneumo.data.dicom import colour_picture
+
+            picture = colour_picture(raw, name)
+            return 0.0 if picture is None else colour_chroma(picture)
         with Image.open(io.BytesIO(raw), formats=FORMATS) as img:
             if img.mode not in _COLOUR_MODES:
                 return 0.0
