@@ -98,6 +98,17 @@ class OnnxPredictor(Predictor):
         )
         return logits, features
 
+    def forward_maps(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        from pneumo.inference.export import CAM_OUTPUT
+
+        if CAM_OUTPUT not in {o.name for o in self.session.get_outputs()}:
+            raise ModelError(f"{self.onnx_path}: this ONNX file has no class activation map")
+        logits, features, maps = self.session.run(
+            ["logits", "features", CAM_OUTPUT],
+            {self._input: np.ascontiguousarray(batch, dtype=np.float32)},
+        )
+        return logits, features, maps
+
 
 class TorchPredictor(Predictor):
     """torch eager in inference mode, channels_last; ``precision="bf16"`` adds CPU autocast.
@@ -139,6 +150,20 @@ class TorchPredictor(Predictor):
             logits = self.model.forward_head(fmap)
             features = self.model.forward_head(fmap, pre_logits=True)
         return logits.float().numpy(), features.float().numpy()
+
+    def forward_maps(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        import torch
+
+        from pneumo.inference.export import with_features_and_cam
+
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        with (
+            torch.inference_mode(),
+            torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"),
+        ):
+            outs = with_features_and_cam(self.model)(x)
+        logits, features, maps = (t.float().numpy() for t in outs)
+        return logits, features, maps
 
 
 def load_predictor(
