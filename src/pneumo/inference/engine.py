@@ -23,8 +23,10 @@ log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "openvino", "onnx", "torch")
 """``auto``: OpenVINO when installed, else ONNX Runtime."""
-PRECISIONS = ("auto", "fp32", "bf16", "int8")
-"""``auto``: on OpenVINO, what the accuracy guard chose for this model; elsewhere fp32."""
+PRECISIONS = ("auto", "fp32", "bf16", "int8", "bf16+fp32", "int8+fp32")
+"""``auto``: on OpenVINO, what the accuracy guard chose for this model (a cascade that changes
+no decision, or fp32); elsewhere fp32. ``bf16+fp32``: bf16 for every film, fp32 again for the
+films near a decision edge (``pneumo.inference.cascade``)."""
 
 
 def resolve_backend(backend: str = "auto") -> str:
@@ -179,13 +181,16 @@ def load_predictor(
     ``backend``: ``openvino`` and ``onnx`` run the export cached per machine (made on first
     use), ``torch`` runs the module itself, ``auto`` is OpenVINO when installed, else ONNX
     Runtime. ``precision``: fp32; bf16 (OpenVINO, or torch autocast); int8 (OpenVINO, NNCF
-    static quantisation calibrated on training films); ``auto`` is fp32 except on OpenVINO,
-    where it is what the accuracy guard chose (``pneumo.inference.guard``). ``threads``
-    defaults to the usable core count.
+    static quantisation calibrated on training films); ``bf16+fp32`` and ``int8+fp32``
+    (OpenVINO: the fast precision, fp32 again near a decision edge, with the accuracy guard's
+    margins); ``auto`` is fp32 except on OpenVINO, where it is what the accuracy guard chose
+    (``pneumo.inference.guard``). ``threads`` defaults to the usable core count.
     """
     backend = resolve_backend(backend)
     if precision not in PRECISIONS:
         raise ModelError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    if "+" in precision and backend != "openvino":
+        raise ModelError(f"the {precision} cascade runs on the OpenVINO backend")
     model_dir = resolve_model_dir(model_dir)
     if backend == "openvino":
         predictor = _load_openvino(model_dir, precision, threads, batch_size)
@@ -246,9 +251,9 @@ def model_prepared(
     from pneumo.inference.openvino_backend import cached_ir_path
 
     needed = [cached_ir_path(model_dir)]
-    if precision == "auto":
+    if precision == "auto" or "+" in precision:
         needed.append(guard_path(model_dir))
-    elif precision == "int8":
+    if precision.startswith("int8"):
         needed.append(cached_ir_path(model_dir, "int8"))
     return all(path.is_file() for path in needed)
 
@@ -269,7 +274,7 @@ def prepare_model(
         from pneumo.inference.openvino_backend import ensure_ir
 
         ensure_ir(model_dir)
-        if precision == "auto":
+        if precision == "auto" or "+" in precision:
             from pneumo.inference.guard import guarded_precision
 
             guarded_precision(model_dir)
@@ -278,17 +283,44 @@ def prepare_model(
 def _load_openvino(
     model_dir: Path, precision: str, threads: int | None, batch_size: int
 ) -> Predictor:
-    from pneumo.inference.openvino_backend import OpenVinoPredictor, cached_ir_path, ensure_ir
+    from pneumo.inference.cascade import fast_precision
+    from pneumo.inference.guard import guarded_precision, read_guard
 
     if not installed("openvino"):
         raise ModelError(
             missing_message("openvino", "the OpenVINO backend") + " (or use --backend onnx)"
         )
-    meta = read_metadata(model_dir)
-    if precision == "auto":
-        from pneumo.inference.guard import guarded_precision
+    if precision == "auto" or fast_precision(precision):
+        chosen = guarded_precision(model_dir, threads=threads)
+        precision = chosen if precision == "auto" else precision
+    report = read_guard(model_dir)
+    fast = fast_precision(precision)
+    if fast is None:
+        predictor = _openvino_at(model_dir, precision, threads, batch_size)
+    else:
+        from pneumo.inference.cascade import CascadePredictor, Margins
+        from pneumo.inference.guard import cascade_verdict
 
-        precision = guarded_precision(model_dir, threads=threads)
+        figures = None if report is None else cascade_verdict(report, precision)
+        if figures is None:
+            raise ModelError(
+                f"the {precision} cascade needs the accuracy guard's measured error, and the "
+                "guard has not measured it here (`pneumo models --check` says why)"
+            )
+        predictor = CascadePredictor(
+            _openvino_at(model_dir, fast, threads, batch_size),
+            _openvino_at(model_dir, "fp32", threads, batch_size),
+            Margins(figures.log_odds_margin, figures.ood_margin),
+        )
+    predictor.precision_guard = report
+    return predictor
+
+
+def _openvino_at(model_dir: Path, precision: str, threads: int | None, batch_size: int):
+    """One OpenVINO predictor at one plain precision (int8 calibrated now if forced first)."""
+    from pneumo.inference.openvino_backend import OpenVinoPredictor, cached_ir_path, ensure_ir
+
+    meta = read_metadata(model_dir)
     xml = ensure_ir(model_dir)
     if precision == "int8":
         xml = cached_ir_path(model_dir, "int8")
@@ -298,9 +330,7 @@ def _load_openvino(
 
             train, _ = validation_records(meta)
             xml = ensure_int8_ir(model_dir, calibration_records(train))
-    from pneumo.inference.guard import read_guard
-
-    predictor = OpenVinoPredictor(
+    return OpenVinoPredictor(
         xml,
         meta,
         read_ood_tensors(model_dir),
@@ -308,5 +338,3 @@ def _load_openvino(
         threads=threads,
         batch_size=batch_size,
     )
-    predictor.precision_guard = read_guard(model_dir)
-    return predictor
