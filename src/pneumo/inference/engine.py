@@ -1,5 +1,5 @@
-"""The backends behind ``Predictor``: OpenVINO (the default where installed, with bf16/int8
-behind an accuracy guard), ONNX Runtime (the fallback) and torch (for Grad-CAM). Figures for
+"""The backends behind ``Predictor``: OpenVINO (the default where installed, with the bf16+fp32
+cascade behind an accuracy guard), ONNX Runtime (the fallback) and torch (the reference). Figures for
 this machine are in ``benchmarks/``. Build one with ``load_predictor`` once per process and
 share it: all are thread-safe."""
 
