@@ -92,6 +92,9 @@ def test_the_guards_margin_decides_which_films_run_again(onnx_predictor, planted
     assert _decided(guarded.predict_images(unseen)) == reference
     assert 0 < guarded.rerun < guarded.films == len(unseen)
     assert guarded.precision == "planted+fp32"
+    # heatmaps come from fp32 alone: the fast precision moves them
+    two = unseen[:2]
+    np.testing.assert_array_equal(guarded.heatmaps(two, [0, 1]), exact.heatmaps(two, [0, 1]))
     too_thin = CascadePredictor(fast, exact, Margins(0.2, verdict.ood_margin))
     assert _decided(too_thin.predict_images(unseen)) != reference
     assert too_thin.rerun < guarded.rerun

@@ -127,7 +127,11 @@ def format_summary(s: ModelSummary) -> str:
         f" {g.fp32_images_per_s or 0:>5.0f}  reference",
     ]
     for v in g.verdicts.values():
-        verdict = "passed" if v.passed else "refused: " + "; ".join(v.reasons)
+        verdict = (
+            "within limits (auto serves it only in a cascade)"
+            if v.passed
+            else "refused: " + "; ".join(v.reasons)
+        )
         flips = f"{v.flips} ({v.flip_share:.2%})"
         lines.append(
             f"    {v.precision:<10} {v.roc_auc:.4f}  {v.roc_auc - g.roc_auc_fp32:<+8.4f}"
