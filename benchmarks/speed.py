@@ -2,7 +2,11 @@
 end, and what `pneumo serve` does, each as a median of several runs or as a ratio measured in
 the same run (the machine may be shared: read ratios first).
 
-    python benchmarks/speed.py [--runs 5] [--seconds 30] [--only network,pipeline,api]
+    python benchmarks/speed.py [--runs 5] [--seconds 30] [--only network,pipeline,api,precision]
+
+precision (issue 20): shipped `pneumo predict` (precision auto: the accuracy guard's bf16+fp32
+cascade where it measured one faster) against `--precision fp32` on the same films, interleaved,
+with the decisions (class, uncertain, ood) compared film by film.
 
 Films: 624 from the *train* folder (every 8th; the test split is never touched) and the full-size
 originals (PNEUMO_ORIGINALS). Results: benchmarks/results/speed.json and a Markdown table.
@@ -169,6 +173,57 @@ def bench_pipeline(runs: int, workdir: Path) -> list[dict]:
     return rows
 
 
+# --- shipped precision against fp32 ------------------------------------------------------------
+
+
+def _decisions(path: Path) -> list[tuple[str, str, str, str]]:
+    import csv
+
+    with open(path, newline="") as f:
+        return [(r["path"], r["class"], r["uncertain"], r["ood"]) for r in csv.DictReader(f)]
+
+
+def bench_precision(runs: int, workdir: Path) -> dict:
+    """Shipped `pneumo predict` vs `--precision fp32` on the 624 films: median wall times, the
+    same-run ratio, and how many films' decisions differ (the cascade promises none)."""
+    from pneumo.inference.guard import read_guard
+    from pneumo.models.checkpoint import BUNDLED_MODEL_DIR
+
+    films = str(films_624(workdir))
+    outs = {"shipped": workdir / "shipped.csv", "fp32": workdir / "fp32.csv"}
+    flags = {"shipped": [], "fp32": ["--precision", "fp32"]}
+
+    def cmd(name: str) -> list[str]:
+        return [*PNEUMO, "predict", films, "-o", str(outs[name]), "--no-progress", *flags[name]]
+
+    for name in outs:  # first use: export, IR and the accuracy guard, outside the timing
+        run_peak(cmd(name))
+    times: dict[str, list[float]] = {k: [] for k in outs}
+    for _ in range(runs):
+        for name in outs:
+            times[name].append(run_peak(cmd(name))[0])
+    report = read_guard(BUNDLED_MODEL_DIR)
+    shipped = _decisions(outs["shipped"])
+    reference = _decisions(outs["fp32"])
+    ratios = [b / a for a, b in zip(times["shipped"], times["fp32"], strict=True)]
+    cascade = None
+    if report is not None and "+" in report.chosen:
+        c = report.verdicts[report.chosen.split("+")[0]].cascade
+        cascade = {"rerun_share": round(c.rerun_share, 3), "log_odds_margin": c.log_odds_margin}
+    row = {
+        "films": FILMS,
+        "runs": runs,
+        "shipped_precision": None if report is None else report.chosen,
+        "shipped_median_s": round(float(np.median(times["shipped"])), 2),
+        "fp32_median_s": round(float(np.median(times["fp32"])), 2),
+        "shipped_vs_fp32_rate": round(float(np.median(ratios)), 2),
+        "decisions_changed": sum(a != b for a, b in zip(shipped, reference, strict=True)),
+        "guard_cascade": cascade,
+    }
+    print(json.dumps(row), flush=True)
+    return row
+
+
 # --- the API ----------------------------------------------------------------------------------
 
 
@@ -262,6 +317,16 @@ def markdown(res: dict) -> str:
                 f"| {r['test']} | {r['engine']} | {r.get('req_s', '')} | {r['p50_ms']} | "
                 f"{r['p95_ms']} | {r.get('errors', '')} | {r.get('server_peak_rss_mib', '')} |"
             )
+    if res.get("precision"):
+        r = res["precision"]
+        lines += [
+            "",
+            "| `pneumo predict`, 624 films | median s | same-run rate vs fp32 | decisions changed |",
+            "|---|---|---|---|",
+            f"| shipped ({r['shipped_precision']}) | {r['shipped_median_s']} | "
+            f"{r['shipped_vs_fp32_rate']}x | {r['decisions_changed']} |",
+            f"| --precision fp32 | {r['fp32_median_s']} | 1x | - |",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -269,7 +334,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--only", default="network,pipeline,api")
+    parser.add_argument("--only", default="network,pipeline,api,precision")
     args = parser.parse_args()
     only = set(args.only.split(","))
     res: dict = {
@@ -284,6 +349,8 @@ def main() -> int:
             res["pipeline"] = bench_pipeline(args.runs, Path(tmp))
         if "api" in only:
             res["api"] = bench_api(args.seconds)
+        if "precision" in only:
+            res["precision"] = bench_precision(args.runs, Path(tmp))
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "speed.json").write_text(json.dumps(res, indent=1) + "\n")
     table = markdown(res)

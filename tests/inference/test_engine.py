@@ -54,9 +54,9 @@ def test_export_is_cached_once_per_machine_and_carries_metadata(tiny_model, onnx
     assert meta.backbone == "test_efficientnet" and meta.temperature == 1.5
 
 
-def test_export_has_dynamic_batch_and_two_outputs(onnx_predictor):
+def test_export_has_dynamic_batch_and_three_outputs(onnx_predictor):
     outputs = [o.name for o in onnx_predictor.session.get_outputs()]
-    assert outputs == ["logits", "features"]
+    assert outputs == ["logits", "features", "cam"]
     assert not isinstance(onnx_predictor.session.get_inputs()[0].shape[0], int)
 
 

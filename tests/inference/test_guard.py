@@ -12,7 +12,7 @@ from pneumo.inference.guard import (
     GuardReport,
     Verdict,
     _write_json,
-    fastest_passed,
+    fastest_cascade,
     guard_path,
     judge,
     roc_auc,
@@ -147,18 +147,33 @@ def _verdict(precision, passed, speed):
     return Verdict(precision, 0.9, 0.0, 0, 0.0, 0, 0.0, passed, [] if passed else ["x"], speed)
 
 
+def _with_cascade(verdict, changed, gain):
+    from pneumo.inference.guard import CascadeVerdict
+
+    verdict.cascade = CascadeVerdict(
+        f"{verdict.precision}+fp32", 0.3, 0.6, None, None, 0.1, changed, 100.0 * gain
+    )
+    verdict.cascade.passed = changed == 0 and gain >= 1.1
+    return verdict
+
+
 @pytest.mark.parametrize(
-    ("verdicts", "expected"),
+    ("cascades", "expected"),
     [
-        ([("bf16", False, 500.0), ("int8", True, 150.0)], "int8"),  # the faster one was refused
-        ([("bf16", False, 500.0), ("int8", False, 900.0)], "fp32"),
-        ([("bf16", True, 90.0)], "fp32"),  # passed, but slower than fp32
-        ([("bf16", True, 300.0), ("int8", True, 200.0)], "bf16"),
+        ([("bf16", 0, 1.5), ("int8", 0, 1.3)], "bf16+fp32"),
+        ([("bf16", 1, 1.9), ("int8", 0, 1.3)], "int8+fp32"),  # the faster changed a decision
+        ([("bf16", 2, 1.9), ("int8", 1, 1.6)], "fp32"),
+        ([("bf16", 0, 1.05)], "fp32"),  # exact, but not enough faster than fp32
     ],
 )
-def test_the_guard_never_chooses_a_refused_precision_however_fast(verdicts, expected):
-    by_name = {name: _verdict(name, passed, speed) for name, passed, speed in verdicts}
-    assert fastest_passed(by_name, 100.0) == expected
+def test_the_guard_chooses_only_a_cascade_that_changed_no_decision(cascades, expected):
+    """bf16 alone passing the limits is not enough: ``auto`` serves a cascade whose replay on
+    validation changed no decision, or fp32."""
+    by_name = {
+        name: _with_cascade(_verdict(name, True, 900.0), changed, gain)
+        for name, changed, gain in cascades
+    }
+    assert fastest_cascade(by_name) == expected
 
 
 def test_a_cached_report_naming_a_refused_precision_serves_fp32(tiny_model, tmp_path, monkeypatch):

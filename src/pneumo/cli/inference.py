@@ -36,6 +36,10 @@ def _predict(args: argparse.Namespace) -> int:
         threads=args.threads,
         progress=not args.no_progress,
     )
+    if args.heatmaps is not None:
+        if args.ray is not None:
+            raise PneumoError("--heatmaps runs on this machine: leave out --ray")
+        options["heatmaps"] = args.heatmaps
     if args.ray is None:
         if args.timeout is not None:
             raise PneumoError("--timeout applies to --ray runs only")
@@ -90,7 +94,8 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
         "--precision",
         choices=PRECISIONS,
         default="auto",
-        help="default auto: bf16 or int8 only where the accuracy guard passed them, else fp32 "
+        help="default auto: where the accuracy guard measured it faster, bf16 (or int8) with "
+        "fp32 again near a decision edge (bf16+fp32: the same decisions as fp32), else fp32 "
         "(see `pneumo models`); naming one forces it",
     )
 
@@ -128,6 +133,13 @@ def register(sub) -> None:
         help=f"with --ray: give up when no row has come for this long (default {STALL_TIMEOUT:g})",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--heatmaps",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also write a heatmap overlay (PNG) per diagnosed film to DIR, named by its row",
+    )
 
     p = add_command(sub, "models", describe_models, _models)
     p.add_argument("models", nargs="*", type=Path, metavar="MODEL", help="model folders")

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from pneumo.data.decode import FORMATS, is_dicom, load_grey, read_bytes, to_grey
-from pneumo.errors import ImageDecodeError, PneumoError
+from pneumo.errors import ImageDecodeError, ModelError, PneumoError
 from pneumo.models.outputs import temperature_softmax
 from pneumo.models.preprocess import preprocess
 
@@ -281,7 +281,36 @@ class Predictor(ABC):
     def forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Preprocessed float32 batch (N, 3, H, W) -> (logits (N, C), pooled features (N, D))."""
 
+    def forward_maps(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Like ``forward``, plus the class activation maps (N, classes, h, w) of the last
+        feature map (``pneumo.inference.export``)."""
+        raise ModelError(f"the {self.backend} backend gives no class activation maps")
+
     # --- shared logic -------------------------------------------------------------------------
+
+    def heatmaps(self, images: list[Image.Image], targets: list[int]) -> list[np.ndarray]:
+        """One map in [0, 1] per image (feature-map resolution) of the regions that argued for
+        class index ``targets[i]``, from the network's own class activation map (the same map as
+        torch Grad-CAM for this head, without torch). All zero: nothing argued for that class.
+        Images are prepared as for classification; ``batch_size`` per forward pass."""
+        from pneumo.inference.cam import class_map
+
+        if len(images) != len(targets):
+            raise ValueError("one target class per image")
+        n_classes = len(self.metadata.class_names)
+        for t in targets:
+            if not 0 <= t < n_classes:
+                raise ValueError(f"target class {t} out of range 0..{n_classes - 1}")
+        out: list[np.ndarray] = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start : start + self.batch_size]
+            batch = np.stack([self.preprocess(to_grey(img)) for img in chunk])
+            _, _, maps = self.forward_maps(batch)
+            out += [
+                class_map(m[t])
+                for m, t in zip(maps, targets[start : start + len(chunk)], strict=True)
+            ]
+        return out
 
     @property
     def draft_size(self) -> tuple[int, int]:

@@ -65,6 +65,10 @@ class BatchingPredictor(Predictor):
         self._worker = threading.Thread(target=self._run, name="pneumo-batcher", daemon=True)
         self._worker.start()
 
+    def forward_maps(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Heatmaps are asked for rarely: straight to the wrapped predictor, unbatched."""
+        return self.inner.forward_maps(batch)
+
     @property
     def ready(self) -> bool:
         """The worker runs and there is room for another image."""

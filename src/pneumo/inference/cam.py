@@ -1,7 +1,8 @@
-"""Grad-CAM heatmaps for the torch classifier: which regions of the X-ray pushed the model
-towards a class. Uses the last convolutional feature map (timm's ``forward_features``) and the
-gradient of the class logit through the head (``forward_head``), so it works for every backbone
-in the registry. Preprocessing comes from the model's metadata, as in serving."""
+"""Heatmaps: which regions of the X-ray pushed the model towards a class, and the overlays
+that show them. Serving takes them from the exported graph's class activation map
+(``Predictor.heatmaps``, no torch); ``GradCam`` computes torch Grad-CAM from the last
+convolutional feature map (timm's ``forward_features``) and the gradient of the class logit
+through the head (``forward_head``), the reference the exported map is tested against."""
 
 from __future__ import annotations
 
@@ -71,6 +72,30 @@ class GradCam:
             peak = float(cam.max())
             out.append((cam / peak).astype(np.float32) if peak > 0 else np.zeros_like(cam))
         return out
+
+
+def class_map(cam: np.ndarray) -> np.ndarray:
+    """One class's activation map (h, w) as Grad-CAM shows it: the cells that argued against
+    the class set to 0, the strongest to 1 (all zero when no cell argued for it)."""
+    cam = np.maximum(np.asarray(cam, dtype=np.float32), 0.0)
+    peak = float(cam.max()) if cam.size else 0.0
+    return cam / peak if peak > 0 else np.zeros_like(cam)
+
+
+OVERLAY_SIDE = 1024
+"""Longest side of an overlay PNG (written by `pneumo predict --heatmaps`, returned by the API):
+enough to read the film, a few hundred KiB at most."""
+
+
+def overlay_png(image: Image.Image, cam: np.ndarray, *, max_side: int = OVERLAY_SIDE) -> bytes:
+    """The overlay of ``cam`` on ``image``, shrunk to ``max_side``, as PNG bytes."""
+    import io
+
+    small = image.copy()
+    small.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    overlay(small, cam).save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
 
 
 def _jet(values: np.ndarray) -> np.ndarray:

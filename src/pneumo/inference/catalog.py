@@ -127,12 +127,27 @@ def format_summary(s: ModelSummary) -> str:
         f" {g.fp32_images_per_s or 0:>5.0f}  reference",
     ]
     for v in g.verdicts.values():
-        verdict = "passed" if v.passed else "refused: " + "; ".join(v.reasons)
+        verdict = (
+            "within limits (auto serves it only in a cascade)"
+            if v.passed
+            else "refused: " + "; ".join(v.reasons)
+        )
         flips = f"{v.flips} ({v.flip_share:.2%})"
         lines.append(
             f"    {v.precision:<10} {v.roc_auc:.4f}  {v.roc_auc - g.roc_auc_fp32:<+8.4f}"
             f" {flips:<14} {v.flips_outside_band:<13} {v.max_probability_change:<9.3f}"
             f" {v.images_per_s or 0:>5.0f}  {verdict}"
+        )
+    for v in g.verdicts.values():
+        c = v.cascade
+        if c is None:
+            continue
+        verdict = "passed" if c.passed else "not used"
+        lines.append(
+            f"    {c.precision:<10} fp32 again for {c.rerun_share:.1%} of films (within "
+            f"{c.log_odds_margin:.3f} log-odds of an edge: {limits.get('recheck_safety', 2.0):g} x "
+            f"the {c.log_odds_error:.3f} measured), {c.changed_decisions} decisions changed, "
+            f"about {c.images_per_s or 0:.0f} img/s  {verdict}"
         )
     if s.guard_problem:
         lines.append(f"  (--check could not run again: {s.guard_problem})")

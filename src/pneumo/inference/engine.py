@@ -1,5 +1,5 @@
-"""The backends behind ``Predictor``: OpenVINO (the default where installed, with bf16/int8
-behind an accuracy guard), ONNX Runtime (the fallback) and torch (for Grad-CAM). Figures for
+"""The backends behind ``Predictor``: OpenVINO (the default where installed, with the bf16+fp32
+cascade behind an accuracy guard), ONNX Runtime (the fallback) and torch (the reference). Figures for
 this machine are in ``benchmarks/``. Build one with ``load_predictor`` once per process and
 share it: all are thread-safe."""
 
@@ -29,8 +29,10 @@ BACKEND_HELP = (
     "inference engine (default: $PNEUMO_BACKEND, else auto: OpenVINO when installed, "
     "else ONNX Runtime)"
 )
-PRECISIONS = ("auto", "fp32", "bf16", "int8")
-"""``auto``: on OpenVINO, what the accuracy guard chose for this model; elsewhere fp32."""
+PRECISIONS = ("auto", "fp32", "bf16", "int8", "bf16+fp32", "int8+fp32")
+"""``auto``: on OpenVINO, what the accuracy guard chose for this model (a cascade that changes
+no decision, or fp32); elsewhere fp32. ``bf16+fp32``: bf16 for every film, fp32 again for the
+films near a decision edge (``pneumo.inference.cascade``)."""
 
 
 def check_backend(backend: str, name: str | None = None) -> str:
@@ -121,6 +123,17 @@ class OnnxPredictor(Predictor):
         )
         return logits, features
 
+    def forward_maps(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        from pneumo.inference.export import CAM_OUTPUT
+
+        if CAM_OUTPUT not in {o.name for o in self.session.get_outputs()}:
+            raise ModelError(f"{self.onnx_path}: this ONNX file has no class activation map")
+        logits, features, maps = self.session.run(
+            ["logits", "features", CAM_OUTPUT],
+            {self._input: np.ascontiguousarray(batch, dtype=np.float32)},
+        )
+        return logits, features, maps
+
 
 class TorchPredictor(Predictor):
     """torch eager in inference mode, channels_last; ``precision="bf16"`` adds CPU autocast.
@@ -163,6 +176,20 @@ class TorchPredictor(Predictor):
             features = self.model.forward_head(fmap, pre_logits=True)
         return logits.float().numpy(), features.float().numpy()
 
+    def forward_maps(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        import torch
+
+        from pneumo.inference.export import with_features_and_cam
+
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        with (
+            torch.inference_mode(),
+            torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"),
+        ):
+            outs = with_features_and_cam(self.model)(x)
+        logits, features, maps = (t.float().numpy() for t in outs)
+        return logits, features, maps
+
 
 def load_predictor(
     model_dir: str | Path | None = None,
@@ -177,13 +204,16 @@ def load_predictor(
     ``backend``: ``openvino`` and ``onnx`` run the export cached per machine (made on first
     use), ``torch`` runs the module itself, ``auto`` is OpenVINO when installed, else ONNX
     Runtime. ``precision``: fp32; bf16 (OpenVINO, or torch autocast); int8 (OpenVINO, NNCF
-    static quantisation calibrated on training films); ``auto`` is fp32 except on OpenVINO,
-    where it is what the accuracy guard chose (``pneumo.inference.guard``). ``threads``
-    defaults to the usable core count.
+    static quantisation calibrated on training films); ``bf16+fp32`` and ``int8+fp32``
+    (OpenVINO: the fast precision, fp32 again near a decision edge, with the accuracy guard's
+    margins); ``auto`` is fp32 except on OpenVINO, where it is what the accuracy guard chose
+    (``pneumo.inference.guard``). ``threads`` defaults to the usable core count.
     """
     backend = resolve_backend(backend)
     if precision not in PRECISIONS:
         raise ModelError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    if "+" in precision and backend != "openvino":
+        raise ModelError(f"the {precision} cascade runs on the OpenVINO backend")
     model_dir = resolve_model_dir(model_dir)
     if backend == "openvino":
         predictor = _load_openvino(model_dir, precision, threads, batch_size)
@@ -244,9 +274,9 @@ def model_prepared(
     from pneumo.inference.openvino_backend import cached_ir_path
 
     needed = [cached_ir_path(model_dir)]
-    if precision == "auto":
+    if precision == "auto" or "+" in precision:
         needed.append(guard_path(model_dir))
-    elif precision == "int8":
+    if precision.startswith("int8"):
         needed.append(cached_ir_path(model_dir, "int8"))
     return all(path.is_file() for path in needed)
 
@@ -267,7 +297,7 @@ def prepare_model(
         from pneumo.inference.openvino_backend import ensure_ir
 
         ensure_ir(model_dir)
-        if precision == "auto":
+        if precision == "auto" or "+" in precision:
             from pneumo.inference.guard import guarded_precision
 
             guarded_precision(model_dir)
@@ -276,17 +306,44 @@ def prepare_model(
 def _load_openvino(
     model_dir: Path, precision: str, threads: int | None, batch_size: int
 ) -> Predictor:
-    from pneumo.inference.openvino_backend import OpenVinoPredictor, cached_ir_path, ensure_ir
+    from pneumo.inference.cascade import fast_precision
+    from pneumo.inference.guard import guarded_precision, read_guard
 
     if not installed("openvino"):
         raise ModelError(
             missing_message("openvino", "the OpenVINO backend") + " (or use --backend onnx)"
         )
-    meta = read_metadata(model_dir)
-    if precision == "auto":
-        from pneumo.inference.guard import guarded_precision
+    if precision == "auto" or fast_precision(precision):
+        chosen = guarded_precision(model_dir, threads=threads)
+        precision = chosen if precision == "auto" else precision
+    report = read_guard(model_dir)
+    fast = fast_precision(precision)
+    if fast is None:
+        predictor = _openvino_at(model_dir, precision, threads, batch_size)
+    else:
+        from pneumo.inference.cascade import CascadePredictor, Margins
+        from pneumo.inference.guard import cascade_verdict
 
-        precision = guarded_precision(model_dir, threads=threads)
+        figures = None if report is None else cascade_verdict(report, precision)
+        if figures is None:
+            raise ModelError(
+                f"the {precision} cascade needs the accuracy guard's measured error, and the "
+                "guard has not measured it here (`pneumo models --check` says why)"
+            )
+        predictor = CascadePredictor(
+            _openvino_at(model_dir, fast, threads, batch_size),
+            _openvino_at(model_dir, "fp32", threads, batch_size),
+            Margins(figures.log_odds_margin, figures.ood_margin),
+        )
+    predictor.precision_guard = report
+    return predictor
+
+
+def _openvino_at(model_dir: Path, precision: str, threads: int | None, batch_size: int):
+    """One OpenVINO predictor at one plain precision (int8 calibrated now if forced first)."""
+    from pneumo.inference.openvino_backend import OpenVinoPredictor, cached_ir_path, ensure_ir
+
+    meta = read_metadata(model_dir)
     xml = ensure_ir(model_dir)
     if precision == "int8":
         xml = cached_ir_path(model_dir, "int8")
@@ -296,9 +353,7 @@ def _load_openvino(
 
             train, _ = validation_records(meta)
             xml = ensure_int8_ir(model_dir, calibration_records(train))
-    from pneumo.inference.guard import read_guard
-
-    predictor = OpenVinoPredictor(
+    return OpenVinoPredictor(
         xml,
         meta,
         read_ood_tensors(model_dir),
@@ -306,5 +361,3 @@ def _load_openvino(
         threads=threads,
         batch_size=batch_size,
     )
-    predictor.precision_guard = read_guard(model_dir)
-    return predictor

@@ -1,5 +1,6 @@
-"""Export a model directory to ONNX (outputs ``logits`` and ``features``, dynamic batch axis),
-and the per-machine cache of exported files the default engine runs from."""
+"""Export a model directory to ONNX (outputs ``logits``, ``features`` and the class activation
+map ``cam``, dynamic batch axis), and the per-machine cache of exported files the default engine
+runs from."""
 
 from __future__ import annotations
 
@@ -17,8 +18,11 @@ from pneumo.models.checkpoint import WEIGHTS_FILE, resolve_model_dir
 log = logging.getLogger(__name__)
 
 INPUT_NAME = "input"
-OUTPUT_NAMES = ("logits", "features")
-EXPORT_VERSION = "1"
+OUTPUT_NAMES = ("logits", "features", "cam")
+CAM_OUTPUT = "cam"
+"""(N, classes, h, w): the head's weights applied at each cell of the last feature map, so
+ONNX Runtime and OpenVINO draw heatmaps without torch (``pneumo.inference.cam``)."""
+EXPORT_VERSION = "2"
 """Bumped when the exported graph changes, so stale cache entries are not reused."""
 
 
@@ -56,7 +60,8 @@ def _atomic_target(output: Path):
 def export_onnx(
     model_dir: str | Path | None = None, output: str | Path | None = None, *, opset: int = 17
 ) -> Path:
-    """Export a model to ONNX for ONNX Runtime: outputs `logits` and `features`, any batch size.
+    """Export a model to ONNX for ONNX Runtime: outputs `logits`, `features` and the class
+    activation map `cam`, any batch size.
 
     MODEL_DIR defaults to $PNEUMO_MODEL or the bundled model; the file goes to OUTPUT or to the
     per-machine cache ($PNEUMO_CACHE/onnx or ~/.cache/pneumo/onnx, keyed by the weights' sha256)
@@ -74,18 +79,9 @@ def export_onnx(
     model, meta, _ = load_model(model_dir)
     h, w = meta.data_config.input_size
 
-    class WithFeatures(torch.nn.Module):
-        """Both heads of one pass: the classifier logits and the pooled pre-logit features."""
-
-        def __init__(self, net):
-            super().__init__()
-            self.net = net
-
-        def forward(self, x):
-            fmap = self.net.forward_features(x)
-            return self.net.forward_head(fmap), self.net.forward_head(fmap, pre_logits=True)
-
-    wrapped = WithFeatures(model).eval()
+    wrapped = with_features_and_cam(model).eval()
+    example = torch.zeros(1, 3, h, w)
+    check_cam_head(wrapped, h, w)
     tmp = _atomic_target(output)
     try:
         import warnings
@@ -94,7 +90,7 @@ def export_onnx(
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
             torch.onnx.export(
                 wrapped,
-                (torch.zeros(1, 3, h, w),),
+                (example,),
                 str(tmp),
                 input_names=[INPUT_NAME],
                 output_names=list(OUTPUT_NAMES),
@@ -114,6 +110,49 @@ def export_onnx(
         raise ModelError(f"{model_dir}: ONNX export failed ({exc})") from exc
     log.info("exported %s (%s) to %s", model_dir, meta.backbone, output)
     return output
+
+
+def with_features_and_cam(net):
+    """The network with three outputs of one pass: the classifier logits, the pooled pre-logit
+    features, and the class activation map: for timm's global-average-pooled linear head,
+    ``logit_c = mean over cells of (W_c . f(cell)) + b_c``, so ``W_c . f(cell)`` is how much each
+    cell argued for class c (a 1x1 convolution; Grad-CAM gives the same map for this head, up to
+    scale, because its gradient is ``W_c / cells`` at every cell)."""
+    import torch
+
+    class WithFeaturesAndCam(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+            head = net.get_classifier()
+            self.register_buffer("cam_weight", head.weight.detach()[:, :, None, None].clone())
+
+        def forward(self, x):
+            fmap = self.net.forward_features(x)
+            logits = self.net.forward_head(fmap)
+            features = self.net.forward_head(fmap, pre_logits=True)
+            cam = torch.nn.functional.conv2d(fmap, self.cam_weight)
+            return logits, features, cam
+
+    return WithFeaturesAndCam(net)
+
+
+def check_cam_head(wrapped, h: int, w: int) -> None:
+    """Raise ModelError unless the map's cell mean plus the bias gives the logits: true for a
+    global-average-pooled linear head (every backbone in the registry), false for any other
+    head, whose map would explain something the model does not compute."""
+    import torch
+
+    x = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits, _, cam = wrapped(x)
+        bias = wrapped.net.get_classifier().bias
+        rebuilt = cam.mean(dim=(2, 3)) + (0 if bias is None else bias)
+    if not torch.allclose(rebuilt, logits, rtol=1e-3, atol=1e-3):
+        raise ModelError(
+            "the classifier head is not a global-average-pooled linear layer: no class "
+            "activation map can be exported for it"
+        )
 
 
 def ensure_onnx(model_dir: str | Path | None = None) -> Path:

@@ -1,6 +1,10 @@
-"""The accuracy guard for reduced precision: bf16 or int8 is served only when, on the model's
-own validation split, it decides like fp32. The figures are computed once per machine and
-model, written beside the cached IR (``<sha256>.v1.guard-r2.json``) and shown by ``pneumo models``
+"""The accuracy guard for reduced precision, on the model's own validation split. It judges
+bf16 and int8 alone against fp32 (ROC-AUC, decisions flipped), and measures for each the error
+that sets the cascade's margins (``pneumo.inference.cascade``: the fast precision for every
+film, fp32 again near a decision edge), the share of films re-run and the decisions changed,
+which must be none. ``precision="auto"`` serves the fastest such cascade, else fp32: never a
+precision that changes a decision. The figures are computed once per machine and model,
+written beside the cached IR (``<sha256>.v2.guard-r2.json``) and shown by ``pneumo models``
 and ``GET /v1/model``."""
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ REDUCED = ("int8", "bf16")
 CALIBRATION_IMAGES = 300
 """Training films int8 is calibrated on (never validation: the guard must judge unseen films)."""
 _CHUNK = 64
+CASCADE_MIN_GAIN = 1.1
+"""A cascade is chosen only when its estimated rate is at least this many times fp32's: the
+estimate leaves out that re-runs go in small batches."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,38 @@ class GuardLimits:
     """Every flipped decision must have both probabilities inside the uncertain band."""
     max_probability_change: float | None = None
     """Optional cap on the largest probability change (None: not checked)."""
+    recheck_safety: float = 2.0
+    """The cascade's margin is this many times the largest change measured on validation."""
+
+    def __post_init__(self):
+        if not self.recheck_safety >= 1.0:
+            raise ValueError(f"recheck_safety must be >= 1, got {self.recheck_safety}")
+
+
+@dataclass
+class CascadeVerdict:
+    """The cascade over one fast precision, replayed on the validation films."""
+
+    precision: str
+    """Its name, ``bf16+fp32``: what ``precision="auto"`` loads when chosen."""
+    log_odds_error: float
+    """Largest |fast - fp32| calibrated log-odds among films that could cross an edge."""
+    log_odds_margin: float
+    """``recheck_safety`` x that: films whose fast log-odds lie this near the threshold or a
+    band end run again at fp32."""
+    ood_error: float | None
+    """Largest |fast - fp32| feature distance near the OOD cut-off (None: no cut-off)."""
+    ood_margin: float | None
+    """The same margin around the OOD cut-off."""
+    rerun_share: float
+    """Share of validation films run again at fp32."""
+    changed_decisions: int
+    """Validation films whose label, uncertain flag or OOD flag differ from fp32's (0 by
+    construction: the margin is at least the largest change measured on them)."""
+    images_per_s: float | None = None
+    """Estimated: films / (fast seconds + re-run share x fp32 seconds), network alone."""
+    passed: bool = False
+    """No decision changed, and faster than fp32 by ``CASCADE_MIN_GAIN``."""
 
 
 @dataclass
@@ -63,6 +102,8 @@ class Verdict:
     """Which limits it broke (empty when it passed)."""
     images_per_s: float | None = None
     """Forward passes alone, in the same run as fp32's figure."""
+    cascade: CascadeVerdict | None = None
+    """This precision with fp32 re-runs near the decision edges."""
 
 
 @dataclass
@@ -70,7 +111,8 @@ class GuardReport:
     """What the guard measured and chose for one model on this machine."""
 
     chosen: str
-    """The precision ``precision="auto"`` loads: the fastest that passed, else fp32."""
+    """The precision ``precision="auto"`` loads: the fastest cascade that changed no decision
+    (``bf16+fp32``), else fp32."""
     split: str
     """Which films were judged (the validation split's description)."""
     n: int
@@ -85,7 +127,12 @@ class GuardReport:
 
     @classmethod
     def from_dict(cls, d: dict) -> GuardReport:
-        verdicts = {k: Verdict(**v) for k, v in d.get("verdicts", {}).items()}
+        verdicts = {}
+        for k, v in d.get("verdicts", {}).items():
+            cascade = v.get("cascade")
+            verdicts[k] = Verdict(
+                **{**v, "cascade": None if cascade is None else CascadeVerdict(**cascade)}
+            )
         return cls(**{**d, "verdicts": verdicts})
 
 
@@ -138,6 +185,61 @@ def judge(
         v.reasons.append(f"probability moved up to {change:.4f}")
     v.passed = not v.reasons
     return v
+
+
+def decisions(logits: np.ndarray, scores: np.ndarray | None, meta: ModelMetadata) -> np.ndarray:
+    """(label, uncertain, OOD by feature distance) per film, as ``Predictor.postprocess``
+    decides them."""
+    from pneumo.models.outputs import temperature_softmax
+
+    p = temperature_softmax(logits, meta.temperature)[:, 1]
+    lo, hi = meta.uncertain_band
+    cutoff = meta.ood.cutoff if meta.ood else None
+    far = np.zeros(len(p), bool) if scores is None or cutoff is None else scores > cutoff
+    return np.stack([p >= meta.threshold, (p >= lo) & (p <= hi), far], axis=1)
+
+
+def judge_cascade(
+    precision: str,
+    logits32: np.ndarray,
+    logits: np.ndarray,
+    scores32: np.ndarray | None,
+    scores: np.ndarray | None,
+    meta: ModelMetadata,
+    *,
+    safety: float,
+) -> CascadeVerdict:
+    """Measure the fast precision's error near the decision edges, set the cascade's margins
+    from it and replay the cascade on the same films."""
+    from pneumo.inference.cascade import (
+        Margins,
+        cascade_name,
+        decision_edges,
+        log_odds,
+        measured_error,
+        rerun_mask,
+    )
+
+    z32, z = log_odds(logits32, meta.temperature), log_odds(logits, meta.temperature)
+    z_error = measured_error(z, z32, decision_edges(meta), safety)
+    cutoff = meta.ood.cutoff if meta.ood else None
+    ood_error = None
+    if cutoff is not None and scores is not None and scores32 is not None:
+        ood_error = measured_error(scores, scores32, [cutoff], safety)
+    margins = Margins(safety * z_error, None if ood_error is None else safety * ood_error)
+    again = rerun_mask(z, scores, meta, margins)
+    mixed = np.where(again[:, None], logits32, logits)
+    mixed_scores = None if scores is None else np.where(again, scores32, scores)
+    changed = (decisions(mixed, mixed_scores, meta) != decisions(logits32, scores32, meta)).any(1)
+    return CascadeVerdict(
+        precision=cascade_name(precision),
+        log_odds_error=z_error,
+        log_odds_margin=margins.log_odds,
+        ood_error=ood_error,
+        ood_margin=margins.ood,
+        rerun_share=float(again.mean()) if len(again) else 0.0,
+        changed_decisions=int(changed.sum()),
+    )
 
 
 def guard_path(model_dir: str | Path) -> Path:
@@ -241,13 +343,16 @@ def run_guard(
 ) -> GuardReport:
     """Judge each reduced precision against fp32 on ``validation`` (int8 is first calibrated on
     ``calibration``), choose the fastest that passes, and write the report to the cache."""
+    from pneumo.inference.engine import read_ood_tensors
     from pneumo.inference.openvino_backend import OpenVinoPredictor, ensure_ir
     from pneumo.inference.quantize import ensure_int8_ir
     from pneumo.models.checkpoint import read_metadata
 
     limits = limits or GuardLimits()
     meta = read_metadata(model_dir)
-    fp32 = OpenVinoPredictor(ensure_ir(model_dir), meta, precision="fp32", threads=threads)
+    # with the OOD statistics: the cascade's margin at the OOD cut-off needs the scores
+    ood = read_ood_tensors(model_dir)
+    fp32 = OpenVinoPredictor(ensure_ir(model_dir), meta, ood, precision="fp32", threads=threads)
     candidates = {"fp32": fp32}
     for precision in precisions:
         try:
@@ -256,39 +361,54 @@ def run_guard(
             log.warning("%s left out of the accuracy guard: %s", precision, exc)
             continue
         candidates[precision] = OpenVinoPredictor(xml, meta, precision=precision, threads=threads)
-    probs: dict[str, list[np.ndarray]] = {k: [] for k in candidates}
+    outputs: dict[str, list[tuple[np.ndarray, np.ndarray | None]]] = {k: [] for k in candidates}
     seconds = dict.fromkeys(candidates, 0.0)
     labels = []
     for arrays, y in _decoded_chunks(fp32, validation):
         labels.append(y)
         for name, predictor in candidates.items():
             start = time.perf_counter()
-            logits, _ = predictor.forward(arrays)
+            logits, features = predictor.forward(arrays)
             seconds[name] += time.perf_counter() - start
-            probs[name].append(predictor.probabilities(logits))
+            outputs[name].append((logits, fp32.ood_score(features)))
     if not labels:
         raise PneumoError("no validation film could be read")
     y = np.concatenate(labels)
-    p32 = np.concatenate(probs["fp32"])
+
+    def joined(name: str) -> tuple[np.ndarray, np.ndarray | None]:
+        logits = np.concatenate([lg for lg, _ in outputs[name]])
+        scores = [s for _, s in outputs[name]]
+        return logits, None if scores[0] is None else np.concatenate(scores)
+
+    logits32, scores32 = joined("fp32")
+    p32 = fp32.probabilities(logits32)
 
     def speed(name: str) -> float:
         return round(len(y) / seconds[name], 1) if seconds[name] > 0 else 0.0
 
     verdicts = {}
     for precision in [p for p in precisions if p in candidates]:
+        logits, scores = joined(precision)
         v = judge(
             precision,
             y,
             p32,
-            np.concatenate(probs[precision]),
+            fp32.probabilities(logits),
             threshold=meta.threshold,
             band=tuple(meta.uncertain_band),
             limits=limits,
         )
         v.images_per_s = speed(precision)
+        c = judge_cascade(
+            precision, logits32, logits, scores32, scores, meta, safety=limits.recheck_safety
+        )
+        spent = seconds[precision] + c.rerun_share * seconds["fp32"]
+        c.images_per_s = round(len(y) / spent, 1) if spent > 0 else 0.0
+        c.passed = c.changed_decisions == 0 and c.images_per_s >= CASCADE_MIN_GAIN * speed("fp32")
+        v.cascade = c
         verdicts[precision] = v
     report = GuardReport(
-        chosen=fastest_passed(verdicts, speed("fp32")),
+        chosen=fastest_cascade(verdicts),
         split=f"{split} ({len(y)} films)",
         n=len(y),
         roc_auc_fp32=roc_auc(y, p32),
@@ -299,33 +419,49 @@ def run_guard(
     )
     _write_json(guard_path(model_dir), report.to_dict())
     for v in verdicts.values():
+        c = v.cascade
         log.info(
-            "%s against fp32 on %d validation films: ROC-AUC %+.4f, %d flips, %s",
+            "%s against fp32 on %d validation films: ROC-AUC %+.4f, %d flips, %s; %s re-runs "
+            "%.1f%% at fp32 (log-odds margin %.3f), %d decisions changed, about %.0f img/s",
             v.precision,
             len(y),
             v.roc_auc - report.roc_auc_fp32,
             v.flips,
             "passed" if v.passed else "; ".join(v.reasons),
+            c.precision,
+            100 * c.rerun_share,
+            c.log_odds_margin,
+            c.changed_decisions,
+            c.images_per_s,
         )
     return report
 
 
-def fastest_passed(verdicts: dict[str, Verdict], fp32_images_per_s: float | None) -> str:
-    """The fastest precision that passed and beat fp32's speed, else fp32: a refused precision
-    is never chosen, however fast."""
-    passed = [
-        v
-        for v in verdicts.values()
-        if v.passed and (v.images_per_s or 0.0) > (fp32_images_per_s or 0.0)
-    ]
-    return max(passed, key=lambda v: v.images_per_s).precision if passed else "fp32"
+def fastest_cascade(verdicts: dict[str, Verdict]) -> str:
+    """The fastest cascade that passed (no decision changed, faster than fp32), else fp32.
+    bf16 or int8 alone is never chosen: alone, they may change a decision."""
+    passed = [v.cascade for v in verdicts.values() if v.cascade is not None and v.cascade.passed]
+    return max(passed, key=lambda c: c.images_per_s or 0.0).precision if passed else "fp32"
+
+
+def cascade_verdict(report: GuardReport, name: str) -> CascadeVerdict | None:
+    """The report's figures for cascade ``name`` (``bf16+fp32``), if it measured them."""
+    from pneumo.inference.cascade import fast_precision
+
+    verdict = report.verdicts.get(fast_precision(name) or "")
+    return None if verdict is None else verdict.cascade
 
 
 def served_precision(report: GuardReport) -> str:
-    """What ``auto`` serves from a cached report: its choice only when that precision passed
-    (a hand-edited or damaged report naming a refused one gets fp32)."""
+    """What ``auto`` serves from a cached report: its choice only when that precision (or
+    cascade) passed (a hand-edited or damaged report naming a refused one gets fp32)."""
     verdict = report.verdicts.get(report.chosen)
-    if report.chosen == "fp32" or (verdict is not None and verdict.passed):
+    cascade = cascade_verdict(report, report.chosen)
+    if (
+        report.chosen == "fp32"
+        or (verdict is not None and verdict.passed)
+        or (cascade is not None and cascade.passed and cascade.changed_decisions == 0)
+    ):
         return report.chosen
     log.warning(
         "fp32: the cached accuracy guard report chose %s, which it did not pass", report.chosen

@@ -14,6 +14,7 @@ import numpy as np
 from pneumo.errors import ModelError
 from pneumo.extras import installed
 from pneumo.inference.base import BATCH_SIZE, Predictor, single_threaded_blas
+from pneumo.inference.export import CAM_OUTPUT
 
 if TYPE_CHECKING:
     from pneumo.models.checkpoint import ModelMetadata
@@ -136,10 +137,20 @@ class OpenVinoPredictor(Predictor):
             raise ModelError(f"{xml}: outputs {sorted(names)}, expected logits and features")
         self._logits = self.compiled.output("logits")
         self._features = self.compiled.output("features")
+        self._cam = self.compiled.output(CAM_OUTPUT) if CAM_OUTPUT in names else None
         self.streams = stream_count(self.threads)
         self._local = threading.local()
 
     def forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        logits, features, _ = self._infer(batch, maps=False)
+        return logits, features
+
+    def forward_maps(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self._cam is None:
+            raise ModelError(f"{self.model_path}: this model has no class activation map")
+        return self._infer(batch, maps=True)
+
+    def _infer(self, batch: np.ndarray, *, maps: bool):
         requests = getattr(self._local, "requests", None)
         if requests is None:
             requests = [self.compiled.create_infer_request() for _ in range(self.streams)]
@@ -148,10 +159,16 @@ class OpenVinoPredictor(Predictor):
         parts = np.array_split(batch, min(len(requests), len(batch)))
         for request, part in zip(requests, parts, strict=False):
             request.start_async({0: part})
-        logits, features = [], []
+        logits, features, cams = [], [], []
         for request, _ in zip(requests, parts, strict=False):
             request.wait()
             # the request reuses its output buffers on the next call: copy them out
             logits.append(np.array(request.get_tensor(self._logits).data))
             features.append(np.array(request.get_tensor(self._features).data))
-        return np.concatenate(logits), np.concatenate(features)
+            if maps:
+                cams.append(np.array(request.get_tensor(self._cam).data))
+        return (
+            np.concatenate(logits),
+            np.concatenate(features),
+            np.concatenate(cams) if maps else None,
+        )

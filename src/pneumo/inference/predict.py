@@ -157,6 +157,51 @@ def stream_predictions(predictor, inputs: list[Input]) -> Iterator:
         yield Prediction(source=x.path, error=x.error) if x.error is not None else next(results)
 
 
+class HeatmapWriter:
+    """Heatmap overlays (PNG) for the diagnosed films of a run, ``batch_size`` films per forward
+    pass, named ``<row>-<file stem>.png`` after their row in the output (1-based). A film flagged
+    out of distribution or unreadable gets none, as it gets no diagnosis."""
+
+    def __init__(self, predictor, folder: Path):
+        self.predictor, self.folder = predictor, folder
+        self.pending: list[tuple[int, object]] = []
+        self.written = 0
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PneumoError(
+                f"{printable(str(folder))}: cannot write heatmaps there ({exc.strerror or exc})"
+            ) from None
+
+    def add(self, row: int, pred) -> None:
+        if pred.label is None:
+            return
+        self.pending.append((row, pred))
+        if len(self.pending) >= self.predictor.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        from pneumo.data.decode import load_grey
+        from pneumo.inference.cam import OVERLAY_SIDE, overlay_png
+
+        todo, self.pending = self.pending, []
+        images, kept = [], []
+        for row, pred in todo:
+            try:
+                images.append(load_grey(pred.source, draft_size=(OVERLAY_SIDE, OVERLAY_SIDE)))
+                kept.append((row, pred))
+            except PneumoError as exc:  # changed since it was classified: no overlay
+                log.warning("no heatmap for row %d: %s", row, type(exc).__name__)
+        if not kept:
+            return
+        names = self.predictor.metadata.class_names
+        maps = self.predictor.heatmaps(images, [names.index(p.label) for _, p in kept])
+        for (row, pred), img, cam in zip(kept, images, maps, strict=True):
+            stem = Path(pred.source).stem[:100]
+            (self.folder / f"{row:06d}-{stem}.png").write_bytes(overlay_png(img, cam))
+            self.written += 1
+
+
 def predict_files(
     paths: list[str | Path],
     *,
@@ -167,13 +212,15 @@ def predict_files(
     batch_size: int = BATCH_SIZE,
     threads: int | None = None,
     progress: bool = True,
+    heatmaps: str | Path | None = None,
 ) -> PredictSummary:
     """Classify chest X-rays: files, folders (recursive; JPEG, PNG, DICOM) or CSV lists with a
     `path` column. Writes path, class, probability, confidence, uncertain, ood, ood_score,
     ood_reason and error per input, as CSV, JSON or Parquet (by the --output suffix; CSV on
     stdout without --output). A film that does not look like a chest X-ray (ood) gets no class and no
     probability, only its reason; a file that cannot be read gets its reason in the error
-    column; the others go on.
+    column; the others go on. With --heatmaps DIR, each diagnosed film also gets an overlay of
+    the regions that argued for its class (PNG, at most 1024 pixels a side) in DIR.
     """
     from pneumo.inference.engine import load_predictor
 
@@ -189,6 +236,7 @@ def predict_files(
     predictor = load_predictor(
         model, backend=backend, precision=precision, threads=threads, batch_size=batch_size
     )
+    maps = HeatmapWriter(predictor, Path(heatmaps)) if heatmaps is not None else None
     errors = 0
     with (
         progress_bar(
@@ -196,8 +244,12 @@ def predict_files(
         ) as advance,
         RowWriter(output) as writer,
     ):
-        for pred in stream_predictions(predictor, inputs):
+        for row, pred in enumerate(stream_predictions(predictor, inputs), start=1):
             errors += pred.error is not None
             writer.write(prediction_row(pred))
+            if maps is not None:
+                maps.add(row, pred)
             advance(1)
+        if maps is not None:
+            maps.flush()
     return PredictSummary(total=len(inputs), errors=errors, output=output)

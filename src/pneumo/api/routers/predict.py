@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, HTTPException, Request, UploadFile
+from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
@@ -16,6 +16,9 @@ from pneumo.inference.base import Prediction
 from pneumo.inference.batching import BatchingPredictor
 
 router = APIRouter(prefix="/v1", tags=["predict"])
+
+HEATMAP_SIDE = 512
+"""Longest side of an overlay in an API answer (a few hundred KiB of base64 each)."""
 
 
 @router.post(
@@ -38,9 +41,17 @@ async def predict(
     files: Annotated[list[UploadFile], File(description="One or more JPEG, PNG or DICOM files.")],
     predictor: Annotated[BatchingPredictor, Depends(get_predictor)],
     settings: Annotated[ApiSettings, Depends(get_settings)],
+    heatmap: Annotated[
+        bool,
+        Query(
+            description="Add `heatmap_png` to each diagnosed result: the regions that argued "
+            f"for its label over the film, PNG (at most {HEATMAP_SIDE} pixels a side), base64."
+        ),
+    ] = False,
 ):
     """Classify each uploaded file. A file that cannot be read gets its reason in ``error``
-    and the others are still classified; 422 only when none could be read."""
+    and the others are still classified; 422 only when none could be read. With
+    ``?heatmap=true`` each result also carries ``heatmap_png`` (null when not diagnosed)."""
     if len(files) > settings.max_files:
         raise HTTPException(
             422,
@@ -59,9 +70,38 @@ async def predict(
         model=predictor.metadata.backbone,
         results=[PredictionOut.of(p) for p in preds],
     )
-    if all(p.error is not None for p in preds):
+    status = 422 if all(p.error is not None for p in preds) else 200
+    if heatmap:
+        pngs = await run_in_threadpool(_heatmaps, predictor, datas, preds)
+        content = body.model_dump()
+        for result, png in zip(content["results"], pngs, strict=True):
+            result["heatmap_png"] = png
+        return JSONResponse(content, status_code=status)
+    if status == 422:
         return JSONResponse(body.model_dump(), status_code=422)
     return body
+
+
+def _heatmaps(
+    predictor: BatchingPredictor, datas: list[bytes], preds: list[Prediction]
+) -> list[str | None]:
+    """Base64 PNG overlays for the diagnosed films (None for the others), from the network's
+    class activation map: no torch."""
+    import base64
+
+    from pneumo.data.decode import load_grey
+    from pneumo.inference.cam import overlay_png
+
+    todo = [i for i, p in enumerate(preds) if p.label is not None]
+    out: list[str | None] = [None] * len(preds)
+    if not todo:
+        return out
+    names = predictor.metadata.class_names
+    images = [load_grey(datas[i], draft_size=(HEATMAP_SIDE, HEATMAP_SIDE)) for i in todo]
+    maps = predictor.heatmaps(images, [names.index(preds[i].label) for i in todo])
+    for i, img, cam in zip(todo, images, maps, strict=True):
+        out[i] = base64.b64encode(overlay_png(img, cam, max_side=HEATMAP_SIDE)).decode("ascii")
+    return out
 
 
 def _predict_within_limits(

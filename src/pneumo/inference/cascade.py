@@ -1,0 +1,145 @@
+"""Reduced precision that changes no decision: every film runs at the fast precision (bf16 or
+int8), and the films whose fast answer lies too near a decision edge run again at fp32.
+
+A decision has three edges: the threshold (label), the two ends of the uncertain band (the
+uncertain flag) and the out-of-distribution cut-off on the feature distance (diagnosed or not).
+"Too near" means within the accuracy guard's margin: ``safety`` times the largest change the
+fast precision made, measured on the model's validation films (``pneumo.inference.guard``).
+Probabilities are compared as log-odds, where the fast precision's error is about the same size
+at every edge (a probability change depends on how steep the sigmoid is there)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from pneumo.inference.base import Predictor
+
+if TYPE_CHECKING:
+    from pneumo.models.checkpoint import ModelMetadata
+
+SAFETY = 2.0
+"""Margin = SAFETY x the largest change measured on validation: an unseen film may move further
+than the worst validation film did (re-running 12-15% of films instead of about 11%, measured
+for the bundled model in bf16)."""
+
+
+def cascade_name(fast: str) -> str:
+    """The precision name of the cascade over ``fast`` (``bf16+fp32``)."""
+    return f"{fast}+fp32"
+
+
+def fast_precision(name: str) -> str | None:
+    """``bf16`` for ``bf16+fp32``; None for a plain precision."""
+    fast, plus, rest = name.partition("+")
+    return fast if plus and rest == "fp32" else None
+
+
+def log_odds(logits: np.ndarray, temperature: float) -> np.ndarray:
+    """Calibrated log-odds of PNEUMONIA per row: the decisions' probability is its sigmoid."""
+    logits = np.asarray(logits, dtype=np.float64)
+    return (logits[:, 1] - logits[:, 0]) / temperature
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-12), 1 - 1e-12)
+    return float(np.log(p / (1 - p)))
+
+
+def decision_edges(meta: ModelMetadata) -> np.ndarray:
+    """The threshold and the uncertain band's ends, as log-odds."""
+    lo, hi = meta.uncertain_band
+    return np.array([_logit(lo), _logit(meta.threshold), _logit(hi)])
+
+
+def near_edges(values: np.ndarray, edges, margin: float) -> np.ndarray:
+    """Which ``values`` lie within ``margin`` of any of ``edges`` (bool per value)."""
+    values = np.asarray(values, dtype=np.float64)
+    edges = np.atleast_1d(np.asarray(edges, dtype=np.float64))
+    if values.size == 0 or edges.size == 0:
+        return np.zeros(values.shape, dtype=bool)
+    return (np.abs(values[:, None] - edges[None, :]) <= margin).any(axis=1)
+
+
+def measured_error(fast: np.ndarray, ref: np.ndarray, edges, safety: float = SAFETY) -> float:
+    """The largest |fast - ref| among the films that could change side of an edge: those whose
+    reference value lies within ``safety`` x the largest change of all films from an edge (any
+    film farther away would need more than that to cross). The fast precision's error grows with
+    the size of the value (bf16 rounds relative to it), so confident films far from every edge
+    would otherwise set the margin for the films that matter."""
+    fast, ref = np.asarray(fast, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    if fast.size == 0:
+        return 0.0
+    error = np.abs(fast - ref)
+    reach = safety * float(error.max())
+    near = near_edges(ref, edges, reach)
+    return float(error[near].max()) if near.any() else 0.0
+
+
+@dataclass(frozen=True)
+class Margins:
+    """How near an edge a fast answer may lie before fp32 decides instead."""
+
+    log_odds: float
+    """On the calibrated log-odds of PNEUMONIA (threshold and band ends)."""
+    ood: float | None
+    """On the feature distance (the OOD cut-off); None when the model has no cut-off."""
+
+
+def rerun_mask(
+    z_fast: np.ndarray,
+    ood_fast: np.ndarray | None,
+    meta: ModelMetadata,
+    margins: Margins,
+) -> np.ndarray:
+    """Films whose fast answer is too near an edge for its decision to be trusted."""
+    mask = near_edges(z_fast, decision_edges(meta), margins.log_odds)
+    cutoff = meta.ood.cutoff if meta.ood else None
+    if ood_fast is not None and cutoff is not None and margins.ood is not None:
+        mask |= near_edges(ood_fast, [cutoff], margins.ood)
+    return mask
+
+
+class CascadePredictor(Predictor):
+    """``fast`` for every film, ``exact`` (fp32) again for the films ``rerun_mask`` picks. The
+    labels, uncertain flags and OOD flags are fp32's; probabilities of the films not re-run are
+    the fast precision's (within the guard's measured error of fp32's)."""
+
+    def __init__(self, fast: Predictor, exact: Predictor, margins: Margins):
+        super().__init__(
+            fast.metadata,
+            fast.ood_tensors,
+            threads=fast.threads,
+            batch_size=fast.batch_size,
+            precision=cascade_name(fast.precision),
+        )
+        self.backend = fast.backend
+        self.fast, self.exact, self.margins = fast, exact, margins
+        self.decode_workers = fast.decode_workers
+        self._count = threading.Lock()
+        self.films = 0
+        """Films this predictor ran, and of those ``rerun`` ran again at fp32."""
+        self.rerun = 0
+
+    def _rerun(self, logits: np.ndarray, features: np.ndarray) -> np.ndarray:
+        z = log_odds(logits, self.metadata.temperature)
+        mask = rerun_mask(z, self.ood_score(features), self.metadata, self.margins)
+        with self._count:
+            self.films += len(mask)
+            self.rerun += int(mask.sum())
+        return np.flatnonzero(mask)
+
+    def forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        logits, features = self.fast.forward(batch)
+        again = self._rerun(logits, features)
+        if again.size:
+            logits[again], features[again] = self.exact.forward(batch[again])
+        return logits, features
+
+    def forward_maps(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """At fp32 throughout: heatmaps are asked for apart from the decisions, and bf16 moves
+        them (on 32 real films: Pearson r down to 0.99, the hottest cell elsewhere on 4)."""
+        return self.exact.forward_maps(batch)
