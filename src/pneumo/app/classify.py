@@ -1,5 +1,5 @@
 """Classify a submission's images and explain them: predictions, thumbnails for the page and
-the PDF, Grad-CAM overlays. A bad image gets its own error and never stops the others."""
+the PDF, heatmap overlays (the class activation map of the served graph). A bad image gets its own error and never stops the others."""
 
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ from pneumo.inference.base import InputStats, Prediction, Predictor
 from pneumo.inference.cam import overlay
 
 if TYPE_CHECKING:
-    from pneumo.inference.cam import GradCam
     from pneumo.models.checkpoint import ModelMetadata
 
 log = logging.getLogger(__name__)
@@ -48,7 +47,7 @@ class ImageResult:
     thumbnail: bytes | None = None
     """JPEG of the image, longest side THUMBNAIL_SIDE."""
     heatmap: bytes | None = None
-    """JPEG of the Grad-CAM overlay, when heatmaps are on and the image was diagnosed."""
+    """JPEG of the heatmap overlay, when heatmaps are on and the image was diagnosed."""
     heatmap_note: str | None = None
     record_id: int | None = None
     """Database row; None when the image was not stored (see ``store_error``)."""
@@ -165,10 +164,10 @@ def _jpeg(img: Image.Image) -> bytes:
 def add_heatmaps(
     results: list[ImageResult],
     pictures: list[Image.Image | None],
-    cam: GradCam,
+    cam: Predictor,
     meta: ModelMetadata,
 ) -> None:
-    """Grad-CAM overlays for the diagnosed images (not for ones flagged as not an X-ray), drawn
+    """Heatmap overlays (``Predictor.heatmaps``) for the diagnosed images (not for ones flagged as not an X-ray), drawn
     on the pictures ``classify_images`` returned."""
     todo = [
         (r, img)
@@ -181,7 +180,7 @@ def add_heatmaps(
         targets = [meta.class_names.index(r.prediction.label) for r, _ in todo]
         maps = cam.heatmaps([img for _, img in todo], targets)
     except Exception as exc:  # noqa: BLE001 - an explanation failing must not hide a result
-        log.exception("Grad-CAM failed")
+        log.exception("heatmap failed")
         for r, _ in todo:
             r.heatmap_note = f"heatmap unavailable ({exc})"
         return

@@ -27,21 +27,10 @@ def get_predictor(model_dir: str | None, backend: str):
     return load_predictor(model_dir, backend=backend)
 
 
-@st.cache_resource(show_spinner="Loading the heatmap model...")
 def get_cam(model_dir: str | None, backend: str):
-    from pneumo.inference.cam import GradCam
-    from pneumo.inference.engine import resolve_backend
-
-    if resolve_backend(backend) != "torch":
-        import torch
-
-        # torch only draws heatmaps in this process: one small image per pass gains little
-        # from more threads, and on a busy CPU torch's spinning threads cost seconds
-        # (measured: 2.4 s with 2 threads vs 0.04 s with 1 for one 224x224 Lite0 pass).
-        torch.set_num_threads(1)
-    cam = GradCam.from_dir(model_dir)
-    cam.warm_up()
-    return cam
+    """The heatmaps come from the serving predictor itself: its exported graph has a class
+    activation map output (``Predictor.heatmaps``), so no torch model is loaded beside it."""
+    return get_predictor(model_dir, backend)
 
 
 @st.cache_resource(show_spinner="Opening the patient database...")
@@ -119,7 +108,9 @@ def show_result(r: ImageResult, heatmaps: bool, ood_cutoff: float | None = None)
         if heatmaps:
             if r.heatmap:
                 cols[1].image(
-                    r.heatmap, caption="Grad-CAM: regions behind the result", width="stretch"
+                    r.heatmap,
+                    caption="Class activation map: regions behind the result",
+                    width="stretch",
                 )
             else:
                 cols[1].caption(r.heatmap_note or "No heatmap for this image.")

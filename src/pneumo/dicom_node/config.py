@@ -88,7 +88,7 @@ class NodeConfig:
     backend: str = "onnx"
     """Inference backend (as for ``pneumo predict``)."""
     heatmaps: bool = True
-    """Send a Grad-CAM overlay with each diagnosed film (loads torch)."""
+    """Send a heatmap overlay (the served graph's class activation map) with each diagnosed film."""
     queue_size: int = 64
     """Films received but not yet classified, at most; a sender beyond it is told to retry
     later (C-STORE status A700, out of resources) instead of the node running out of memory."""

@@ -66,13 +66,7 @@ class DicomNode:
 
             self.predictor = load_predictor(self.config.model, backend=self.config.backend)
         if self.cam is None and self.config.heatmaps:
-            import torch
-
-            from pneumo.inference.cam import GradCam
-
-            torch.set_num_threads(1)  # as the app: one small map per film gains nothing more
-            self.cam = GradCam.from_dir(self.config.model)
-            self.cam.warm_up()
+            self.cam = self.predictor  # its exported graph draws the class activation map
         if self.session_factory is None:
             from pneumo.storage.db import open_database
 
@@ -140,7 +134,7 @@ def run_node(config: NodeConfig) -> int:
     A DICOM Storage SCP: each film received by C-STORE is classified by the same engine as
     `pneumo predict` (films that are not frontal chest radiographs, and colour pictures, are
     "not assessed"), stored as a record of the patient in its header, and answered with a
-    Comprehensive SR and, for a diagnosed film, a Grad-CAM overlay (secondary capture), both
+    Comprehensive SR and, for a diagnosed film, a heatmap overlay (secondary capture), both
     in the film's study, sent by C-STORE to --destination. Films and results are journaled
     on disk (--spool) and retried with back-off while the destination is down. Runs until
     interrupted (Ctrl+C or SIGTERM). Research use only.

@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import sessionmaker
 
     from pneumo.inference.base import Predictor
-    from pneumo.inference.cam import GradCam
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +58,7 @@ def already_done(session_factory: sessionmaker, sop_uid: str) -> bool:
 def classify_instance(
     raw: bytes,
     predictor: Predictor,
-    cam: GradCam | None,
+    cam: Predictor | None,
     session_factory: sessionmaker,
 ) -> Outcome:
     """Classify one received DICOM file (its bytes as stored in the inbox), store its record
@@ -94,7 +93,7 @@ def classify_instance(
     return Outcome(sop_uid, pred, results, finding(pred))
 
 
-def _overlay(header: Dataset, picture, pred: Prediction, cam: GradCam, class_names):
+def _overlay(header: Dataset, picture, pred: Prediction, cam: Predictor, class_names):
     from pneumo.inference.cam import overlay
 
     heat = cam.heatmaps([picture], [class_names.index(pred.label)])[0]
