@@ -233,6 +233,7 @@ def test_ray_stages_carry_the_header_reason_from_decoding_to_the_row():
     batch = {
         "index": np.array([0]),
         "path": np.array([ct], dtype=object),
+        "file": np.array([ct], dtype=object),
         "error": np.array([""], dtype=object),
     }
     decoded = _decode_batch(batch, str(BUNDLED_MODEL_DIR))

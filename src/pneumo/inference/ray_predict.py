@@ -63,12 +63,16 @@ class _Decoder(Predictor):
 
     def __init__(self, model_dir: str):
         from pneumo.inference.engine import read_ood_tensors
-        from pneumo.inference.ood import LAYOUT_KEY
+        from pneumo.inference.ood import LAYOUT_BASIS_KEY, LAYOUT_KEY
         from pneumo.models.checkpoint import read_metadata
 
-        # The layout template: the decode tasks measure the statistics the OOD flag reads.
-        template = {k: v for k, v in read_ood_tensors(model_dir).items() if k == LAYOUT_KEY}
-        super().__init__(read_metadata(model_dir), template)
+        # The layout tensors: the decode tasks measure the statistics the OOD flag reads.
+        layouts = {
+            k: v
+            for k, v in read_ood_tensors(model_dir).items()
+            if k in (LAYOUT_KEY, LAYOUT_BASIS_KEY)
+        }
+        super().__init__(read_metadata(model_dir), layouts)
 
     def forward(self, batch):  # pragma: no cover - never called
         raise NotImplementedError("decode only")
