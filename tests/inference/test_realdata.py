@@ -22,53 +22,50 @@ def test_bundled_model_on_full_size_originals(originals_dir):
     assert sum(p.ood for p in preds) <= 0.05 * len(files)  # real X-rays, incl. the RGB ones
 
 
-GREY_PICTURES = (
-    "camera",
-    "coins",
-    "moon",
-    "page",
-    "text",
-    "horse",
-    "clock",
-    "brick",
-    "grass",
-    "gravel",
-    "checkerboard",
-    "cell",
-    "microaneurysms",
-)
-
-
 @pytest.mark.realdata
-def test_feature_distance_flags_grey_pictures_that_are_not_x_rays():
-    """Grey pictures pass the colour check; the real model's feature distance must catch them."""
-    import numpy as np
-    import skimage.data
-    from PIL import Image
-
+def test_nothing_but_a_chest_film_is_diagnosed(tmp_path):
+    """Grey photographs, documents, textures, microscopy, faces, screenshots and other radiology
+    (CT and MR slices exported as pictures, a head phantom) pass the colour check: the bundled
+    model's feature distance and its two layout checks must flag every one, with no diagnosis,
+    on the local path and through the Ray stages alike."""
+    from ood_pictures import pictures
     from pneumo.inference.engine import load_predictor
     from pneumo.models.checkpoint import BUNDLED_MODEL_DIR
 
     if not (BUNDLED_MODEL_DIR / "model.json").is_file():
         pytest.fail("the bundled model is missing from models/default")
-    images = []
-    for name in GREY_PICTURES:
-        a = np.asarray(getattr(skimage.data, name)())
-        if a.dtype == bool:
-            a = a.astype(np.uint8) * 255
-        elif a.dtype != np.uint8:
-            a = (255 * (a - a.min()) / max(1e-9, np.ptp(a))).astype(np.uint8)
-        images.append(Image.fromarray(a).convert("L"))
-    predictor = load_predictor(backend="torch")
-    cutoff = predictor.metadata.ood.cutoff
-    preds = predictor.predict_images(images, list(GREY_PICTURES))
-    far = [p.source for p in preds if p.ood_score > cutoff]
-    # Features alone catch some (a fine-tune with trained batch norm puts grey photographs
-    # nearer its films than LP-FT did); with the layout check every one is caught.
-    assert len(far) >= 4, f"only {far} lie beyond the feature-distance cut-off {cutoff:.3f}"
+    corpus = pictures()
+    predictor = load_predictor(backend="onnx")
+    ood = predictor.metadata.ood
+    assert ood.layout_cutoff is not None and ood.layout_residual_cutoff is not None
+    preds = predictor.predict_images(list(corpus.values()), list(corpus))
     missed = [p.source for p in preds if not p.ood]
     assert missed == [], f"diagnosed although not chest X-rays: {missed}"
     assert all(p.label is None and p.probability is None for p in preds)
+    # Each check earns its place: features alone, and the layout checks alone, catch many.
+    by_features = [p.source for p in preds if p.ood_score > ood.cutoff]
+    by_layout = [p.source for p in preds if "not laid out like a chest film" in p.ood_reason]
+    assert len(by_features) >= 10 and len(by_layout) >= 20, (by_features, by_layout)
+
+    # `pneumo predict --ray`: decode tasks measure the statistics, actors classify.
+    import numpy as np
+
+    from pneumo.inference.ray_predict import _decode_batch, _PredictActor
+
+    files = []
+    for i, (name, picture) in enumerate(corpus.items()):
+        files.append(str(tmp_path / f"{i:02d}-{name.replace(' ', '_')}.png"))
+        picture.save(files[-1])
+    batch = {
+        "index": np.arange(len(files)),
+        "path": np.array(files, dtype=object),
+        "file": np.array(files, dtype=object),
+        "error": np.array([""] * len(files), dtype=object),
+    }
+    model = str(BUNDLED_MODEL_DIR)
+    rows = _PredictActor(model, "onnx", "fp32", 1, 64)(_decode_batch(batch, model)).to_pylist()
+    assert [r["ood"] for r in rows] == [True] * len(files)
+    assert all(r["class"] is None and r["probability"] is None for r in rows)
 
 
 @pytest.mark.realdata
