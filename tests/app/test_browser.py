@@ -137,18 +137,18 @@ def test_classify_five_originals_in_chromium(originals_dir, model_for_browser, t
             # a heading can be drawn before the numbers under it: wait for all five
             expect(page.get_by_text("Operating threshold")).to_have_count(5, timeout=30_000)
             # ...and the heatmaps, whose images can arrive after the text beside them
-            expect(page.get_by_text("Grad-CAM: regions behind the result")).to_have_count(
-                5, timeout=60_000
-            )
+            expect(
+                page.get_by_text("Class activation map: regions behind the result")
+            ).to_have_count(5, timeout=60_000)
             server = re.search(r"classified in ([0-9.]+) s", caption.inner_text()).group(1)
             print(
                 f"\nClassify -> results for 5 full-size images: {seconds:.2f} s in the browser, "
                 f"{server} s of it on the server (model {model_for_browser.name})"
             )
             body = page.inner_text("body")
-            # Every image diagnosed with its operating point and a real Grad-CAM overlay.
+            # Every image diagnosed with its operating point and a real class activation map overlay.
             assert body.count("Operating threshold") == 5
-            assert body.count("Grad-CAM: regions behind the result") == 5
+            assert body.count("Class activation map: regions behind the result") == 5
             assert "not diagnosed" not in body
             assert "Research use only" in body and "Kermany" in body
             shot = (

@@ -1,4 +1,4 @@
-"""Fixtures of the DICOM node tests: a real Orthanc, the bundled model and its Grad-CAM, and
+"""Fixtures of the DICOM node tests: a real Orthanc, the bundled model (which draws the heatmaps too), and
 the test objects made from the real originals."""
 
 from __future__ import annotations
@@ -25,14 +25,12 @@ def orthanc_binary() -> str:
 
 @pytest.fixture(scope="session")
 def engine():
-    """The bundled model on ONNX Runtime, as ``pneumo predict`` runs it, and its Grad-CAM."""
-    import torch
-
-    from pneumo.inference.cam import GradCam
+    """The bundled model on ONNX Runtime, as ``pneumo predict`` runs it; it draws the heatmaps
+    too (its graph's class activation map output), as the node does."""
     from pneumo.inference.engine import load_predictor
 
-    torch.set_num_threads(1)
-    return load_predictor(backend="onnx"), GradCam.from_dir()
+    predictor = load_predictor(backend="onnx")
+    return predictor, predictor
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from PIL import Image, ImageOps
 
 SIDE = 512
 """Films are shrunk to this longer side: the network sees 224 pixels anyway, and the
-transfers and Grad-CAM stay fast on a busy machine."""
+transfers and heatmaps stay fast on a busy machine."""
 PATIENT_NAME = "Zyxwv^Quentin"
 """A name that no log line may contain."""
 
