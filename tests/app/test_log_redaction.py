@@ -4,6 +4,7 @@ the database fails (issue 10, defect 8)."""
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
 from app_helpers import xray_bytes
@@ -119,6 +120,10 @@ def test_cli_and_api_logs_do_not_carry_the_name(tmp_path, caplog, tiny_model):
     )
     assert NAME in out.read_text()
     with TestClient(create_app(ApiSettings(model_dir=tiny_model))) as client:
+        deadline = time.monotonic() + 120  # the model loads in the background: wait for ready
+        while client.get("/v1/ready").status_code != 200:
+            assert time.monotonic() < deadline, "the API never became ready"
+            time.sleep(0.2)
         r = client.post(
             f"/v1/predict?patient={NAME}",
             files=[("files", (f"{NAME}.jpeg", b"\xff\xd8 junk", "image/jpeg"))],

@@ -239,4 +239,5 @@ def test_ray_stages_carry_the_header_reason_from_decoding_to_the_row():
     decoded = _decode_batch(batch, str(BUNDLED_MODEL_DIR))
     (row,) = _PredictActor(str(BUNDLED_MODEL_DIR), "torch", "fp32", 1, 8)(decoded).to_pylist()
     assert row["class"] is None and row["probability"] is None and row["ood"]
-    assert row["ood_reason"] == f"{NOT_ASSESSED}: {WHY['ct-slice.dcm']}"
+    # The header's words come first; the pixel checks may add theirs after them.
+    assert row["ood_reason"].startswith(f"{NOT_ASSESSED}: {WHY['ct-slice.dcm']}")
