@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -52,12 +53,15 @@ def redact(url: str) -> str:
 
 
 def describe_db_error(exc: BaseException) -> str:
-    """A one-line description of a database error that is safe to log: the error classes only.
-    The message itself is not: it can quote the SQL parameters or, on PostgreSQL, the values
-    of a failing row (``DETAIL: Key (name)=(...)``), patient names included."""
+    """A one-line description of a database error that is safe to log: the error classes only,
+    and which setting was exceeded when it is a limit (``describe_limit_error``). The message
+    itself is not safe: it can quote the SQL parameters or, on PostgreSQL, the values of a
+    failing row (``DETAIL: Key (name)=(...)``), patient names included."""
     orig = getattr(exc, "orig", None)
     kind = type(exc).__name__
-    return f"{kind} ({type(orig).__name__})" if orig is not None else kind
+    kind = f"{kind} ({type(orig).__name__})" if orig is not None else kind
+    limit = describe_limit_error(exc)
+    return f"{kind}: {limit}" if limit else kind
 
 
 class HideDatabaseDetails(logging.Filter):
@@ -79,6 +83,76 @@ def _is_database_error(exc: BaseException) -> bool:
         cls.__module__.startswith(("sqlalchemy", "sqlite3", "psycopg", "pymysql", "alembic"))
         for cls in type(exc).__mro__
     )
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    """Connection limits, from ``PNEUMO_DB_*`` variables. They apply to server databases
+    (PostgreSQL and other pooled ones); SQLite has its own busy timeout."""
+
+    pool_size: int = 5
+    """Connections kept open per process (``PNEUMO_DB_POOL_SIZE``); as many again may open
+    briefly under load."""
+    pool_timeout_s: float = 30.0
+    """How long a request waits for a free connection (``PNEUMO_DB_POOL_TIMEOUT_S``)."""
+    connect_timeout_s: int = 10
+    """How long opening a connection may take (``PNEUMO_DB_CONNECT_TIMEOUT_S``, whole seconds)."""
+    statement_timeout_s: float = 30.0
+    """Longest a single statement may run on PostgreSQL (``PNEUMO_DB_STATEMENT_TIMEOUT_S``;
+    0 for no limit)."""
+
+    @classmethod
+    def from_env(cls, env=None) -> DatabaseSettings:
+        from pneumo.settings_env import EnvReader
+
+        read = EnvReader(env)
+        settings = cls(
+            pool_size=read.number("PNEUMO_DB_POOL_SIZE", int, cls.pool_size),
+            pool_timeout_s=read.number("PNEUMO_DB_POOL_TIMEOUT_S", float, cls.pool_timeout_s),
+            connect_timeout_s=read.number(
+                "PNEUMO_DB_CONNECT_TIMEOUT_S", int, cls.connect_timeout_s
+            ),
+            statement_timeout_s=read.number(
+                "PNEUMO_DB_STATEMENT_TIMEOUT_S", float, cls.statement_timeout_s
+            ),
+        )
+        for name, value, least in (
+            ("PNEUMO_DB_POOL_SIZE", settings.pool_size, 1),
+            ("PNEUMO_DB_POOL_TIMEOUT_S", settings.pool_timeout_s, 0.1),
+            ("PNEUMO_DB_CONNECT_TIMEOUT_S", settings.connect_timeout_s, 1),
+            ("PNEUMO_DB_STATEMENT_TIMEOUT_S", settings.statement_timeout_s, 0),
+        ):
+            if value < least:
+                raise PneumoError(f"{name} must be at least {least:g}, got {value:g}")
+        return settings
+
+
+def describe_limit_error(exc: BaseException) -> str | None:
+    """What a database error means when it is one of ``DatabaseSettings``' limits, in words
+    that name the setting; None for any other error."""
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    try:
+        settings = DatabaseSettings.from_env()
+    except PneumoError:  # reported where the engine is made; here only the words matter
+        settings = DatabaseSettings()
+    if isinstance(exc, PoolTimeout):
+        return (
+            f"every database connection was busy for {settings.pool_timeout_s:g} s "
+            f"(PNEUMO_DB_POOL_SIZE {settings.pool_size}, PNEUMO_DB_POOL_TIMEOUT_S)"
+        )
+    orig = getattr(exc, "orig", exc)
+    if type(orig).__name__ == "QueryCanceled":
+        return (
+            f"a database statement ran longer than {settings.statement_timeout_s:g} s "
+            "(PNEUMO_DB_STATEMENT_TIMEOUT_S)"
+        )
+    if "timeout expired" in str(orig).lower():
+        return (
+            f"the database did not answer within {settings.connect_timeout_s} s "
+            "(PNEUMO_DB_CONNECT_TIMEOUT_S)"
+        )
+    return None
 
 
 REDACTED_LOGGERS = ("pneumo", "pneumo.app.records", "pneumo.storage.db", "sqlalchemy.engine")
@@ -118,10 +192,32 @@ def create_db_engine(url: str) -> Engine:
                 cursor.close()
 
         else:
-            engine = create_engine(url, pool_pre_ping=True, hide_parameters=True)
+            engine = _server_engine(url, DatabaseSettings.from_env())
     except (ArgumentError, NoSuchModuleError, ImportError) as exc:
         raise StorageError(f"cannot use database {redact(url)}: {exc}") from None
     return engine
+
+
+def _server_engine(url: str, settings: DatabaseSettings) -> Engine:
+    """A pooled engine with the connection limits of ``settings``; on PostgreSQL the connect and
+    statement timeouts are sent to the server with every new connection."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    connect_args = {}
+    if make_url(url).get_backend_name() == "postgresql":
+        connect_args["connect_timeout"] = settings.connect_timeout_s
+        milliseconds = round(settings.statement_timeout_s * 1000)
+        connect_args["options"] = f"-c statement_timeout={milliseconds}"
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        hide_parameters=True,
+        pool_size=settings.pool_size,
+        max_overflow=settings.pool_size,
+        pool_timeout=settings.pool_timeout_s,
+        connect_args=connect_args,
+    )
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:
