@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 PG_BIN_DIRS = [Path(p) for p in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)]
@@ -42,6 +42,27 @@ class PostgresServer:
 
     port: int
     user: str
+    pg_ctl: list[str] = field(default_factory=list)
+    """``pg_ctl -D <data>`` (as the server's user), for ``stop`` and ``start``."""
+    start_args: list[str] = field(default_factory=list)
+
+    def stop(self) -> None:
+        """Stop the server at once (as a crash or an operator would): clients get refused."""
+        subprocess.run(
+            [*self.pg_ctl, "-m", "immediate", "-w", "stop"],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+
+    def start(self) -> None:
+        """Start it again on the same port and data (after ``stop``)."""
+        subprocess.run(
+            [*self.pg_ctl, *self.start_args, "-w", "start"],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql+psycopg://{self.user}@127.0.0.1:{self.port}/{database}"
@@ -81,12 +102,13 @@ def running_postgres(bin_dir: Path) -> Iterator[PostgresServer]:
         run(str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "start")
         stop = [*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]
         watchdog = _stop_when_gone(os.getpid(), stop, root)
+        pg_ctl = [*prefix, str(bin_dir / "pg_ctl"), "-D", str(data)]
         try:
-            yield PostgresServer(port, user)
+            yield PostgresServer(port, user, pg_ctl, ["-l", str(log), "-o", options])
         finally:
             watchdog.kill()
             watchdog.wait()
-            subprocess.run(stop, check=True, capture_output=True, timeout=120)
+            subprocess.run(stop, capture_output=True, timeout=120)  # may be stopped already
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

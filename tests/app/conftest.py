@@ -30,10 +30,11 @@ def tiny_model(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def app_env(monkeypatch, tmp_path, tiny_model) -> Path:
-    """Point the page at the tiny model and a fresh SQLite file; returns the database path."""
+    """Point the page at the tiny model, a fresh SQLite file and outbox; returns the database path."""
     db = tmp_path / "app.db"
     monkeypatch.setenv("PNEUMO_MODEL", str(tiny_model))
     monkeypatch.setenv("PNEUMO_DB", str(db))
+    monkeypatch.setenv("PNEUMO_OUTBOX", str(tmp_path / "outbox"))  # never the home folder's
     monkeypatch.delenv("PNEUMO_APP_PASSWORD_HASH", raising=False)
     monkeypatch.delenv("PNEUMO_MAX_UPLOAD_MB", raising=False)
     return db

@@ -41,7 +41,7 @@ def test_migrations_create_schema_on_fresh_sqlite_file(tmp_path):
         tables = {r[0] for r in conn.execute("select name from sqlite_master where type='table'")}
         version = conn.execute("select version_num from alembic_version").fetchone()[0]
     assert {"patients", "records", "audit", "alembic_version"} <= tables
-    assert version == "0002"
+    assert version == "0003"
 
 
 def test_migrations_match_the_tables_and_are_idempotent(db_url):

@@ -69,6 +69,8 @@ class Submission:
     results: list[ImageResult]
     seconds: float
     model_version: str
+    outbox_key: str = ""
+    """The submission's key in the app's outbox (and in the database rows it becomes)."""
 
 
 def model_version(meta: ModelMetadata) -> str:

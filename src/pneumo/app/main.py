@@ -40,6 +40,33 @@ def get_db(db: str | None):
     return open_database(db)
 
 
+@st.cache_resource(show_spinner=False)
+def get_outbox(db: str | None):
+    """The journal of submissions not yet in the database, and the thread that delivers them
+    (one per server process)."""
+    from pneumo.app.outbox import Courier, Outbox, default_outbox_dir
+
+    outbox = Outbox(default_outbox_dir())
+    factory = get_db(db)
+    courier = Courier(lambda: records.deliver_pending(outbox=outbox, session_factory=factory))
+    return outbox, courier
+
+
+def pending_note(outbox, courier) -> None:
+    """Bring this session's results up to date with what the outbox delivered, and say what
+    still waits for the database."""
+    for sub in st.session_state.submissions:
+        if sub.outbox_key and any(r.store_error == records.PENDING for r in sub.results):
+            records.apply_outcome(sub.results, outbox.outcome(sub.outbox_key))
+    waiting = outbox.pending_results()
+    if waiting:
+        courier.nudge()
+        st.info(
+            f"{waiting} result{'s' if waiting != 1 else ''} waiting to be saved; they will be "
+            "saved when the database is back (kept on this server until then)."
+        )
+
+
 def init_state() -> None:
     ss = st.session_state
     ss.setdefault("session_id", uuid.uuid4().hex)
@@ -149,6 +176,11 @@ def show_result(r: ImageResult, heatmaps: bool, ood_cutoff: float | None = None)
 
 def classify_tab(settings: AppSettings, predictor, factory, heatmaps: bool) -> None:
     ss = st.session_state
+    try:
+        outbox, courier = get_outbox(settings.db)
+    except PneumoError as exc:
+        st.error(f"Cannot classify: {exc}")
+        return
     gen = ss.generation
     name = st.text_input("Patient name", key=f"patient_name_{gen}", max_chars=120)
     patient_id = st.text_input(
@@ -188,8 +220,10 @@ def classify_tab(settings: AppSettings, predictor, factory, heatmaps: bool) -> N
                     user=ss.user,
                     cam=cam,
                     settings=settings,
+                    outbox=outbox,
                 )
             ss.submissions.append(sub)
+    pending_note(outbox, courier)
 
     for sub in reversed(ss.submissions):
         ok = sum(r.prediction is not None for r in sub.results)

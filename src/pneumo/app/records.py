@@ -6,8 +6,11 @@ and never takes the other rows or the results on screen with it."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
+import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from pneumo.app.classify import (
@@ -27,10 +30,24 @@ from pneumo.storage.db import describe_db_error
 if TYPE_CHECKING:
     from sqlalchemy.orm import sessionmaker
 
+    from pneumo.app.outbox import Outbox
     from pneumo.inference.base import Predictor
     from pneumo.inference.cam import GradCam
 
 log = logging.getLogger(__name__)
+
+
+UNAVAILABLE = "not saved: the database is unavailable"
+PENDING = (
+    "not saved yet: the database is unavailable; kept on this server and saved when it is back"
+)
+ROW_FAILED = "not saved: database error"
+
+_delivering = threading.Lock()  # one delivery at a time per process (page runs and the courier)
+
+
+class DatabaseUnavailable(PneumoError):
+    """The database cannot be reached or written now; the submission stays pending."""
 
 
 def classify_and_store(
@@ -43,16 +60,31 @@ def classify_and_store(
     user: str = "",
     cam: GradCam | None = None,
     settings: AppSettings | None = None,
+    outbox: Outbox | None = None,
 ) -> Submission:
     """Classify every good item, store one record each, add heatmaps; bad items keep their own
-    error and never stop the others. Raises NothingToClassify for no items."""
+    error and never stop the others. With an ``outbox`` the submission is journaled before
+    anything else and, when the database is down, stays pending there (the page's way);
+    without one a failure to store is final. Raises NothingToClassify for no items."""
     settings = settings or AppSettings()
     if not items:
         raise NothingToClassify()
     start = time.perf_counter()
     version = model_version(predictor.metadata)
     results, pictures = classify_images(items, predictor, settings)
-    _store(results, patient, version, session_factory, session_id, user)
+    key = uuid.uuid4().hex
+    entry = _journal_entry(results, patient, version, session_id, user)
+    if outbox is not None:
+        outbox.add(key, entry)
+        deliver_pending(outbox=outbox, session_factory=session_factory)
+        apply_outcome(results, outbox.outcome(key))
+    else:
+        try:
+            apply_outcome(results, deliver(session_factory, key, entry))
+        except DatabaseUnavailable:
+            for r in results:
+                if r.prediction is not None:
+                    r.store_error = UNAVAILABLE
     if cam is not None:
         add_heatmaps(results, pictures, cam, predictor.metadata)
     seconds = time.perf_counter() - start
@@ -63,80 +95,168 @@ def classify_and_store(
         seconds,
         session_id[:8],
     )
-    return Submission(patient.name, patient.patient_id, results, seconds, version)
+    return Submission(patient.name, patient.patient_id, results, seconds, version, key)
 
 
-def _store(results, entry: PatientEntry, version, session_factory, session_id, user) -> None:
-    """One commit per record, so a failing row never takes the others with it. The patient is
-    created with their first record: a submission that stores nothing (refused URLs, unreadable
-    files) leaves no patient without records in the history."""
-    stored = 0
-    patient = owner = None  # owner: the patient as last committed, for the audit row
-    with session_factory() as s:
-        for res in results:
-            p = res.prediction
-            if p is None:
-                continue
+def _journal_entry(results, entry: PatientEntry, version, session_id, user) -> dict:
+    """What the database will be given, as JSON: every classified image, by its index."""
+    return {
+        "patient": {"name": entry.name, "patient_id": entry.patient_id},
+        "created": datetime.now(UTC).isoformat(),
+        "model_version": version,
+        "session_id": session_id,
+        "user": user,
+        "errors": sum(r.error is not None for r in results),
+        "results": [
+            {
+                "index": i,
+                "file_name": r.name,
+                "sha256": r.sha256,
+                "prediction": r.prediction.label,
+                "probability": None
+                if r.prediction.probability is None
+                else float(r.prediction.probability),
+                "threshold": float(r.prediction.threshold),
+                "uncertain": bool(r.prediction.uncertain),
+                "ood": bool(r.prediction.ood),
+            }
+            for i, r in enumerate(results)
+            if r.prediction is not None
+        ],
+    }
+
+
+def apply_outcome(results: list[ImageResult], outcome: dict | None) -> None:
+    """Record ids (or why not) on the results shown; ``None``: still pending in the outbox."""
+    for i, r in enumerate(results):
+        if r.prediction is None or r.record_id is not None:
+            continue
+        if outcome is None:
+            r.store_error = PENDING
+        elif str(i) in outcome["records"]:
+            r.record_id, r.store_error = outcome["records"][str(i)], None
+        else:
+            r.store_error = ROW_FAILED
+
+
+def deliver_pending(*, outbox: Outbox, session_factory: sessionmaker) -> int:
+    """Deliver the outbox's pending submissions, oldest first, until the database fails;
+    returns how many are still pending."""
+    with _delivering:
+        for key, entry in outbox.pending():
             try:
+                outcome = deliver(session_factory, key, entry)
+            except DatabaseUnavailable:
+                break
+            outbox.acknowledge(key, outcome)
+        left = len(outbox.pending())
+        if left:
+            log.warning("database unavailable: %d submission(s) wait in the outbox", left)
+        else:
+            outbox.compact()
+        return left
+
+
+def _unavailable(exc: BaseException) -> bool:
+    """A failure of the database as a whole (down, unreachable, read-only, locked), not of one
+    row: worth retrying later."""
+    from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    return isinstance(
+        exc, (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)
+    ) or bool(getattr(exc, "connection_invalidated", False))
+
+
+def deliver(session_factory: sessionmaker, key: str, entry: dict) -> dict:
+    """Store one journaled submission: its records, then its audit row. Every row carries a
+    unique key and is looked up first, so a second delivery of the same submission (after a
+    crash before the acknowledgement, or by another process) stores nothing twice. One commit
+    per record: a failing row never takes the others with it. The patient is created with their
+    first record. Returns ``{"records": {index: id}, "failed": [index]}``; raises
+    DatabaseUnavailable when the database cannot be used now."""
+    try:
+        with session_factory() as s:
+            return _deliver(s, key, entry)
+    except Exception as exc:
+        if not _unavailable(exc):
+            raise
+        log.error("cannot store a submission now: %s", describe_db_error(exc))
+        raise DatabaseUnavailable(UNAVAILABLE) from None
+
+
+def _deliver(s, key: str, entry: dict) -> dict:
+    created = datetime.fromisoformat(entry["created"])
+    session_id, user = entry["session_id"], entry["user"]
+    stored: dict[str, int] = {}
+    failed: list[int] = []
+    patient = owner = None  # owner: the patient as last committed, for the audit row
+    for item in entry["results"]:
+        item_key = f"{key}/{item['index']}"
+        try:
+            rec = repo.record_by_key(s, submission_key=item_key)
+            if rec is None:
                 if patient is None:
                     patient = repo.get_or_create_patient(
-                        s, name=entry.name, patient_code=entry.patient_id
+                        s,
+                        name=entry["patient"]["name"],
+                        patient_code=entry["patient"]["patient_id"],
                     )
-            except Exception as exc:  # noqa: BLE001 - the results stay on screen
-                log.error(
-                    "cannot store the patient (session %s): %s",
-                    session_id[:8],
-                    describe_db_error(exc),
-                )
-                s.rollback()
-                for other in results:
-                    if other.prediction is not None and other.record_id is None:
-                        other.store_error = "not saved: the database is unavailable"
-                return
-            try:
                 rec = repo.add_record(
                     s,
                     patient=patient,
-                    file_name=res.name,
-                    sha256=res.sha256,
-                    prediction=p.label,
-                    probability=p.probability,
-                    threshold=p.threshold,
-                    uncertain=p.uncertain,
-                    ood=p.ood,
-                    model_version=version,
+                    file_name=item["file_name"],
+                    sha256=item["sha256"],
+                    prediction=item["prediction"],
+                    probability=item["probability"],
+                    threshold=item["threshold"],
+                    uncertain=item["uncertain"],
+                    ood=item["ood"],
+                    model_version=entry["model_version"],
                     session_id=session_id,
                     user=user,
+                    created=created,
+                    submission_key=item_key,
                 )
                 s.commit()
-                res.record_id = rec.id
-                stored += 1
-                owner = patient
-            except Exception as exc:  # noqa: BLE001 - one failing row never drops the others
+        except Exception as exc:
+            s.rollback()
+            if _unavailable(exc):
+                raise
+            rec = repo.record_by_key(s, submission_key=item_key)  # another process stored it
+            if rec is None:
                 log.error(
                     "cannot store a record (session %s): %s", session_id[:8], describe_db_error(exc)
                 )
-                s.rollback()
-                res.store_error = "not saved: database error"
+                failed.append(item["index"])
                 patient = None  # rolled back with the record when it was new: look it up again
-        try:
-            errors = sum(r.error is not None for r in results)
+                continue
+        stored[str(item["index"])] = rec.id
+        owner = rec.patient
+    try:
+        if repo.audit_by_key(s, submission_key=key) is None:
             repo.add_audit(
                 s,
                 action="classify",
                 session_id=session_id,
                 user=user,
                 patient=owner,
-                detail=f"{stored} stored, {errors} failed",
+                detail=f"{len(stored)} stored, {entry['errors']} failed",
+                created=created,
+                submission_key=key,
             )
             s.commit()
-        except Exception as exc:  # noqa: BLE001 - one failing row never drops the others
+    except Exception as exc:
+        s.rollback()
+        if _unavailable(exc):
+            raise
+        if repo.audit_by_key(s, submission_key=key) is None:  # else another process wrote it
             log.error(
                 "cannot write the audit row (session %s): %s",
                 session_id[:8],
                 describe_db_error(exc),
             )
-            s.rollback()
+    return {"records": stored, "failed": failed}
 
 
 @dataclass

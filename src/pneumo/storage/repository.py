@@ -4,6 +4,7 @@ commit to the caller, so one transaction can hold exactly one unit of work."""
 from __future__ import annotations
 
 import unicodedata
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy import or_, select
@@ -103,8 +104,11 @@ def add_record(
     uncertain: bool = False,
     ood: bool = False,
     user: str = "",
+    created: datetime | None = None,
+    submission_key: str | None = None,
 ) -> Record:
-    """Store one classified image (``prediction`` and ``probability`` None: not assessed)."""
+    """Store one classified image (``prediction`` and ``probability`` None: not assessed).
+    ``created``: when it was classified (a record delivered late keeps its time)."""
     record = Record(
         patient=patient,
         file_name=_storable(file_name)[:255],
@@ -117,7 +121,10 @@ def add_record(
         model_version=model_version[:200],
         session_id=session_id,
         user=user,
+        submission_key=submission_key,
     )
+    if created is not None:
+        record.created = created
     session.add(record)
     session.flush()
     return record
@@ -131,6 +138,8 @@ def add_audit(
     user: str = "",
     patient: Patient | None = None,
     detail: str = "",
+    created: datetime | None = None,
+    submission_key: str | None = None,
 ) -> AuditEvent:
     """Record who did what to which patient's records; never put names into ``detail``."""
     if action not in ACTIONS:
@@ -141,10 +150,24 @@ def add_audit(
         user=user,
         patient_id=patient.id if patient is not None else None,
         detail=detail,
+        submission_key=submission_key,
     )
+    if created is not None:
+        event.created = created
     session.add(event)
     session.flush()
     return event
+
+
+def record_by_key(session: Session, *, submission_key: str) -> Record | None:
+    """The record an outbox delivery stored under this key, if any."""
+    return session.scalars(select(Record).where(Record.submission_key == submission_key)).first()
+
+
+def audit_by_key(session: Session, *, submission_key: str) -> AuditEvent | None:
+    """The audit row an outbox delivery stored under this key, if any."""
+    stmt = select(AuditEvent).where(AuditEvent.submission_key == submission_key)
+    return session.scalars(stmt).first()
 
 
 def find_patients(session: Session, *, query: str, limit: int = 50) -> list[Patient]:

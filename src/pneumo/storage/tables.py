@@ -62,6 +62,11 @@ class Record(Base):
     model_version: Mapped[str] = mapped_column(String(200), nullable=False)
     session_id: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
     user: Mapped[str] = mapped_column(String(120), nullable=False, default="")
+    submission_key: Mapped[str | None] = mapped_column(
+        String(64), nullable=True, unique=True, index=True
+    )
+    """``<submission>/<image index>`` for a record delivered from the app's outbox: a retried
+    delivery finds the row instead of adding it again (migration 0003)."""
 
     patient: Mapped[Patient] = relationship(back_populates="records")
 
@@ -78,3 +83,7 @@ class AuditEvent(Base):
     user: Mapped[str] = mapped_column(String(120), nullable=False, default="")
     patient_id: Mapped[int | None] = mapped_column(ForeignKey("patients.id"), nullable=True)
     detail: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    submission_key: Mapped[str | None] = mapped_column(
+        String(64), nullable=True, unique=True, index=True
+    )
+    """The outbox submission a ``classify`` row reports; unique, as for records."""
