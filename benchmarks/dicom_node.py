@@ -32,9 +32,11 @@ SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.33"
 
 
 def make_films(n: int) -> list[bytes]:
-    paths = sorted(ORIGINALS.rglob("*.jpeg"))[:n]
+    """``n`` CR objects from the originals, cycling through them (each a new study)."""
+    pixels = [grey_film(p) for p in sorted(ORIGINALS.rglob("*.jpeg"))[:n]]
     return [
-        encoded(dataset(grey_film(p), study=uid.generate_uid(), ViewPosition="PA")) for p in paths
+        encoded(dataset(pixels[i % len(pixels)], study=uid.generate_uid(), ViewPosition="PA"))
+        for i in range(n)
     ]
 
 
@@ -116,6 +118,10 @@ def main() -> None:
           f"{len(batch) / predict_s:.1f} |")  # fmt: skip
     print(f"| dicom-node: Orthanc C-STORE -> classify -> SR + overlay back in Orthanc | "
           f"{node_s:.1f} | {len(batch) / node_s:.1f} |")  # fmt: skip
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS of this process (Orthanc apart; node, model, films in memory): {rss:.0f} MiB")
     print(f"latency, one film at a time ({len(single)} films): p50 {np.percentile(ms, 50):.0f} ms, "
           f"p95 {np.percentile(ms, 95):.0f} ms")  # fmt: skip
 

@@ -89,9 +89,12 @@ class NodeConfig:
     """Inference backend (as for ``pneumo predict``)."""
     heatmaps: bool = True
     """Send a heatmap overlay (the served graph's class activation map) with each diagnosed film."""
-    queue_size: int = 64
-    """Films received but not yet classified, at most; a sender beyond it is told to retry
-    later (C-STORE status A700, out of resources) instead of the node running out of memory."""
+    queue_size: int = 1000
+    """Films received but not yet classified, at most. They wait on disk (the inbox) and only
+    their paths in memory, so a burst costs disk, not memory; a sender beyond this is told to
+    retry later (C-STORE status A700, out of resources) instead of filling the disk. Orthanc,
+    like most PACS, does not resend a refused instance by itself: size it for the largest
+    burst expected (a burst of 200 films measured: benchmarks/dicom_node.py)."""
     retry_first_s: float = 5.0
     """First wait before resending to a destination that failed; doubles after each failure."""
     retry_max_s: float = 300.0
