@@ -86,3 +86,36 @@ def test_every_answer_carries_a_request_id(keyed_client, sent, kept):
         assert rid != sent and len(rid) == 32 and int(rid, 16) >= 0
     other = keyed_client.get("/v1/health").headers["X-Request-ID"]
     assert other != rid and len(other) == 32  # a new one for each request without its own
+
+
+def test_json_logs_on_request_carry_the_request_id_and_the_access_fields(capsys, monkeypatch):
+    """PNEUMO_LOG_FORMAT=json: every line a log shipper reads is one JSON object, pneumo's own
+    records and uvicorn's access lines alike, each with its request id; a bad value is named."""
+    import json
+    import logging
+    import logging.config
+
+    from pneumo.api.request_id import current_request_id, log_config
+    from pneumo.errors import PneumoError
+
+    monkeypatch.setenv("PNEUMO_LOG_FORMAT", "json")
+    logging.config.dictConfig(log_config())
+    token = current_request_id.set("req-42")
+    try:
+        logging.getLogger("pneumo.api.test").info("classified %d images", 3)
+        logging.getLogger("uvicorn.access").info(
+            '%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "POST", "/v1/predict", "1.1", 200
+        )
+    finally:
+        current_request_id.reset(token)
+        logging.config.dictConfig({"version": 1, "disable_existing_loggers": False})
+    out = capsys.readouterr()  # uvicorn: records to stderr, access lines to stdout
+    own = json.loads(out.err.splitlines()[-1])
+    access = json.loads(out.out.splitlines()[-1])
+    assert own["message"] == "classified 3 images" and own["request_id"] == "req-42"
+    assert own["name"] == "pneumo.api.test" and own["levelname"] == "INFO"
+    assert access["request_id"] == "req-42" and access["status_code"] == 200
+    assert access["request_line"] == "POST /v1/predict HTTP/1.1"
+    monkeypatch.setenv("PNEUMO_LOG_FORMAT", "xml")
+    with pytest.raises(PneumoError, match="PNEUMO_LOG_FORMAT must be one of text, json"):
+        log_config()

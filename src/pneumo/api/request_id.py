@@ -57,12 +57,24 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
-def log_config() -> dict:
+LOG_FORMATS = ("text", "json")
+"""``PNEUMO_LOG_FORMAT``: text lines (default) or one JSON object per line for a log shipper."""
+
+
+def log_config(log_format: str | None = None) -> dict:
     """uvicorn's logging configuration with the request id in every line, pneumo's own loggers
-    included (``uvicorn.run(log_config=...)``, applied in each worker)."""
+    included (``uvicorn.run(log_config=...)``, applied in each worker); ``json`` (or
+    ``PNEUMO_LOG_FORMAT=json``) writes each record as one JSON object with its fields."""
     import copy
+    import os
 
     from uvicorn.config import LOGGING_CONFIG
+
+    from pneumo.errors import PneumoError
+
+    log_format = log_format or os.environ.get("PNEUMO_LOG_FORMAT", "").strip() or "text"
+    if log_format not in LOG_FORMATS:
+        raise PneumoError(f"PNEUMO_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
 
     config = copy.deepcopy(LOGGING_CONFIG)
     config["filters"] = {"request_id": {"()": "pneumo.api.request_id.RequestIdFilter"}}
@@ -73,4 +85,10 @@ def log_config() -> dict:
         '%(levelprefix)s [%(request_id)s] %(client_addr)s - "%(request_line)s" %(status_code)s'
     )
     config["loggers"]["pneumo"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    if log_format == "json":
+        fields = "%(asctime)s %(levelname)s %(name)s %(request_id)s %(message)s"
+        config["formatters"] = {
+            "default": {"()": "pythonjsonlogger.json.JsonFormatter", "fmt": fields},
+            "access": {"()": "pneumo.api.json_logs.AccessJsonFormatter", "fmt": fields},
+        }
     return config

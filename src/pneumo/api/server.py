@@ -54,13 +54,14 @@ def serve(
     PNEUMO_MIN_UPLOAD_KIB_S (slowest average upload after that, default 64); slower requests
     get 408 and are disconnected, and a request without the key gets 401 before its body is
     read. Each worker process loads the model once; threads are split between them. Every
-    answer and log line carries a request id (X-Request-ID, the client's own when sane). Access
+    answer and log line carries a request id (X-Request-ID, the client's own when sane);
+    PNEUMO_LOG_FORMAT=json writes each log line as one JSON object. Access
     logs leave out query strings and the probes (/v1/health, /v1/ready, /metrics).
     """
     from pneumo.errors import PneumoError
     from pneumo.extras import require
 
-    require("api", "pneumo serve", "fastapi", "uvicorn", "prometheus_client")
+    require("api", "pneumo serve", "fastapi", "uvicorn", "prometheus_client", "pythonjsonlogger")
 
     if not 1 <= port <= 65535:
         raise PneumoError(f"--port must be in 1..65535, got {port}")
@@ -81,6 +82,9 @@ def serve(
     if workers > 1 and "PNEUMO_THREADS" not in env:
         env["PNEUMO_THREADS"] = str(max(1, default_threads() // workers))
     ApiSettings.from_env(env)  # fail here, with a clear message, rather than in each worker
+    from pneumo.api.request_id import log_config
+
+    log_config()  # PNEUMO_LOG_FORMAT too
     _preload_jemalloc(env, resolve_backend(backend))
     # a fresh interpreter that imports only the API: nothing the rest of the CLI loads (torch
     # for training) stays in the serving processes
