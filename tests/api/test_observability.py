@@ -88,30 +88,44 @@ def test_every_answer_carries_a_request_id(keyed_client, sent, kept):
     assert other != rid and len(other) == 32  # a new one for each request without its own
 
 
-def test_json_logs_on_request_carry_the_request_id_and_the_access_fields(capsys, monkeypatch):
+def test_json_logs_on_request_carry_the_request_id_and_the_access_fields(monkeypatch):
     """PNEUMO_LOG_FORMAT=json: every line a log shipper reads is one JSON object, pneumo's own
-    records and uvicorn's access lines alike, each with its request id; a bad value is named."""
+    records and uvicorn's access lines alike, each with its request id; a bad value is named.
+    The formatters come from the very configuration uvicorn is given, on loggers of this test
+    only (the process's logging stays as it was)."""
+    import io
     import json
     import logging
     import logging.config
 
-    from pneumo.api.request_id import current_request_id, log_config
+    from pneumo.api.request_id import RequestIdFilter, current_request_id, log_config
     from pneumo.errors import PneumoError
 
     monkeypatch.setenv("PNEUMO_LOG_FORMAT", "json")
-    logging.config.dictConfig(log_config())
+    config = log_config()
+    make = logging.config.DictConfigurator(config).configure_formatter
+
+    def logger(name: str, formatter: str) -> tuple[logging.Logger, io.StringIO]:
+        stream = io.StringIO()
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(make(dict(config["formatters"][formatter])))
+        handler.addFilter(RequestIdFilter())
+        own = logging.Logger(name)  # not registered: no global logger is touched
+        own.addHandler(handler)
+        return own, stream
+
+    records, records_out = logger("pneumo.api.test", "default")
+    access_log, access_out = logger("uvicorn.access", "access")
     token = current_request_id.set("req-42")
     try:
-        logging.getLogger("pneumo.api.test").info("classified %d images", 3)
-        logging.getLogger("uvicorn.access").info(
+        records.info("classified %d images", 3)
+        access_log.info(
             '%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "POST", "/v1/predict", "1.1", 200
         )
     finally:
         current_request_id.reset(token)
-        logging.config.dictConfig({"version": 1, "disable_existing_loggers": False})
-    out = capsys.readouterr()  # uvicorn: records to stderr, access lines to stdout
-    own = json.loads(out.err.splitlines()[-1])
-    access = json.loads(out.out.splitlines()[-1])
+    own = json.loads(records_out.getvalue().splitlines()[-1])
+    access = json.loads(access_out.getvalue().splitlines()[-1])
     assert own["message"] == "classified 3 images" and own["request_id"] == "req-42"
     assert own["name"] == "pneumo.api.test" and own["levelname"] == "INFO"
     assert access["request_id"] == "req-42" and access["status_code"] == 200
