@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "dicom_node"))
+sys.path[:0] = [str(ROOT / "tests" / "dicom_node"), str(ROOT / "tests")]
 ORIGINALS = Path(os.environ.get("PNEUMO_ORIGINALS", ROOT.parent / "shared/data/originals"))
 
 from films import dataset, encoded, grey_film  # noqa: E402

@@ -30,7 +30,8 @@ def find_pg_bin() -> Path | None:
     return next((d for d in PG_BIN_DIRS if (d / "initdb").is_file()), None)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A free TCP port on loopback (for the servers the tests start)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -89,7 +90,7 @@ def running_postgres(bin_dir: Path) -> Iterator[PostgresServer]:
     data = root / "data"
     if as_root:
         shutil.chown(root, "postgres")
-    port = _free_port()
+    port = free_port()
     log = root / "server.log"
 
     def run(*args: str) -> None:

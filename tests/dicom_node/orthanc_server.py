@@ -9,7 +9,6 @@ import json
 import os
 import shlex
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -19,6 +18,8 @@ from pathlib import Path
 
 import httpx
 
+from postgres_server import free_port  # one helper for every server the tests start
+
 
 def find_orthanc() -> str | None:
     """The Orthanc binary: $PNEUMO_ORTHANC, PATH, then Debian's /usr/sbin."""
@@ -27,12 +28,6 @@ def find_orthanc() -> str | None:
     return shutil.which("Orthanc") or (
         "/usr/sbin/Orthanc" if Path("/usr/sbin/Orthanc").is_file() else None
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
