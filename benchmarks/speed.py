@@ -260,28 +260,39 @@ def bench_api(seconds: float) -> list[dict]:
         answer.raise_for_status()
         meta = answer.json()
         engine = f"{meta['backend']} {meta['precision']}"
+        # heatmaps off and on, interleaved request by request so both see the same machine
+        variants = {"heatmaps off": "", "heatmaps on": "?heatmap=true"}
+        lat: dict[str, list[float]] = {v: [] for v in variants}
         with httpx.Client(headers={"X-API-Key": key}, timeout=60) as c:  # one keep-alive client
-            lat = []
             for i in range(200):
                 name, data = payloads[i % len(payloads)]
-                t = time.perf_counter()
-                r = c.post(f"{base}/v1/predict", files=[("files", (name, data, "image/jpeg"))])
-                lat.append(time.perf_counter() - t)
-                assert r.status_code == 200, r.text
-        rows.append(
-            {
-                "test": "1 keep-alive client, 200 requests",
+                for variant, query in variants.items():
+                    t = time.perf_counter()
+                    r = c.post(
+                        f"{base}/v1/predict{query}", files=[("files", (name, data, "image/jpeg"))]
+                    )
+                    lat[variant].append(time.perf_counter() - t)
+                    assert r.status_code == 200, r.text
+        for variant in variants:
+            rows.append(
+                {
+                    "test": f"1 keep-alive client, 200 requests, {variant}",
+                    "engine": engine,
+                    "p50_ms": percentile_ms(lat[variant], 50),
+                    "p95_ms": percentile_ms(lat[variant], 95),
+                }
+            )
+            print(json.dumps(rows[-1]), flush=True)
+        for variant, query in variants.items():
+            row = load_test(f"{base}/v1/predict{query}", payloads, 32, seconds, key)
+            row = {
+                "test": f"32 concurrent clients, {seconds:.0f} s, {variant}",
                 "engine": engine,
-                "p50_ms": percentile_ms(lat, 50),
-                "p95_ms": percentile_ms(lat, 95),
+                **row,
             }
-        )
-        print(json.dumps(rows[-1]), flush=True)
-        row = load_test(f"{base}/v1/predict", payloads, 32, seconds, key)
-        row = {"test": f"32 concurrent clients, {seconds:.0f} s", "engine": engine, **row}
-        row["server_peak_rss_mib"] = round(peak_rss_mib(proc.pid))
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+            row["server_peak_rss_mib"] = round(peak_rss_mib(proc.pid))
+            rows.append(row)
+            print(json.dumps(row), flush=True)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
