@@ -1,6 +1,6 @@
 """Results made while the database is down (issue 19 item 1): journaled in the app's outbox,
-shown as pending, and stored exactly once when the database is back, even when a delivery
-crashes between storing and acknowledging."""
+shown as pending (on the page too), and stored exactly once when the database is back, even
+when a delivery crashes between storing and acknowledging."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
-from app_helpers import xray_bytes
+import pytest
+from app_helpers import PAGE, xray_bytes
 from sqlalchemy import func, select
 
 from pneumo.app import records
@@ -128,3 +130,62 @@ def _entry_from_a_down_database(predictor, tmp_path) -> dict:
     assert all(r.store_error == records.PENDING for r in sub.results)
     ((_, entry),) = journal.pending()
     return entry
+
+
+def _page_classify(at, files):
+    next(t for t in at.text_input if t.label == "Patient name").input(NAME)
+    at.file_uploader[0].set_value(files)
+    next(b for b in at.button if b.label == "Classify").click().run()
+    assert not at.exception, at.exception
+
+
+def _waiting_notes(at) -> list[str]:
+    return [i.value for i in at.info if "waiting to be saved" in i.value]
+
+
+@pytest.mark.slow
+def test_the_page_says_what_waits_while_postgres_is_down_and_clears_once_it_is_saved(
+    app_env, postgres_server, monkeypatch
+):
+    """What the clinician sees: saved, then "not saved yet" with the count of results waiting
+    while PostgreSQL is stopped mid-session, then, once it is back and the outbox delivered,
+    the record numbers and no note."""
+    from streamlit.testing.v1 import AppTest
+
+    db = postgres_server.create_database()
+    monkeypatch.setenv("PNEUMO_DB", db)
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.run()
+    assert not at.exception, at.exception
+    _page_classify(at, [("first.png", xray_bytes(1), "image/png")])
+    assert any("Saved as record" in c.value for c in at.caption)
+    assert not _waiting_notes(at)
+
+    postgres_server.stop()
+    try:
+        two = [
+            ("second.png", xray_bytes(2), "image/png"),
+            ("third.png", xray_bytes(3), "image/png"),
+        ]
+        _page_classify(at, two)
+        assert _waiting_notes(at) == [
+            "2 results waiting to be saved; they will be saved when the database is back "
+            "(kept on this server until then)."
+        ]
+        assert [e.value for e in at.error].count(records.PENDING) == 2
+        assert sum("Saved as record" in c.value for c in at.caption) == 1  # the first only
+    finally:
+        postgres_server.start()
+
+    outbox = Outbox(os.environ["PNEUMO_OUTBOX"])
+    deadline = time.monotonic() + 90  # the page's courier retries with back-off from 2 s
+    while outbox.pending_results() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert outbox.pending_results() == 0
+    at.run()  # the clinician's next click
+    assert not at.exception, at.exception
+    assert not _waiting_notes(at)
+    assert records.PENDING not in [e.value for e in at.error]
+    assert sum("Saved as record" in c.value for c in at.caption) == 3
+    with open_database(db)() as s:
+        assert s.scalar(select(func.count()).select_from(Record)) == 3

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from pneumo.app import metrics
 from pneumo.app.intake import InputItem
 from pneumo.app.settings import AppSettings
 from pneumo.errors import PneumoError
@@ -107,6 +108,10 @@ def classify_images(
             res.sha256 = hashlib.sha256(items[i].data).hexdigest()
             res.thumbnail = _jpeg(d.shown or d.picture)
             pictures[i] = d.picture
+        metrics.count_predictions(
+            predictions, backend=predictor.backend, precision=predictor.precision
+        )
+    metrics.count_unreadable(sum(r.error is not None for r in results))
     return results, pictures
 
 

@@ -56,6 +56,7 @@ def run_app(
     db: str | None = None,
     backend: str = DEFAULT_BACKEND,
     max_upload_mb: float = 20.0,
+    metrics_port: int | None = None,
 ) -> int:
     """Start the clinic web app on http://localhost:PORT (research use only).
 
@@ -64,7 +65,8 @@ def run_app(
     or any SQLAlchemy URL; default $PNEUMO_DB or ~/.local/share/pneumo/pneumo.db), migrated
     before the server starts, and asks for a password when $PNEUMO_APP_PASSWORD_HASH is set
     (see `--hash-password`). Listens on localhost unless --host says otherwise (behind a proxy:
-    see docs/app.md). Stops with Ctrl+C or SIGTERM, and when its output is closed, which stop
+    see docs/app.md). With --metrics-port N (or $PNEUMO_APP_METRICS_PORT) it serves Prometheus
+    metrics on http://HOST:N/metrics, HOST being --host; off by default. Stops with Ctrl+C or SIGTERM, and when its output is closed, which stop
     the Streamlit server too; the server also stops when this process is killed.
     """
     if not 1 <= port <= 65535:
@@ -72,6 +74,7 @@ def run_app(
     if not host.strip() or any(c.isspace() for c in host):
         raise PneumoError(f"--host must be a host name or address, got {host!r}")
     require("app", "pneumo app", "streamlit", "fpdf", "sqlalchemy", "alembic")
+    metrics_port = _metrics_port(metrics_port, port)
     from pneumo.app.settings import AppSettings
     from pneumo.inference.engine import check_backend, model_prepared, prepare_model
     from pneumo.models.checkpoint import resolve_model_dir
@@ -92,8 +95,12 @@ def run_app(
     )
     if db:
         env["PNEUMO_DB"] = db
+    env["PNEUMO_APP_METRICS_PORT"] = str(metrics_port or 0)
+    env["PNEUMO_APP_METRICS_HOST"] = host
     shown = "localhost" if host in ("localhost", "127.0.0.1", "::1") else host
     log.info("pneumo app: http://%s:%d (model %s)", shown, port, model_dir)
+    if metrics_port:
+        log.info("app metrics: http://%s:%d/metrics", shown, metrics_port)
     proc = subprocess.Popen(
         streamlit_command(port, max_upload_mb, host),
         env=env,
@@ -102,6 +109,21 @@ def run_app(
         stderr=subprocess.PIPE,
     )
     return supervise(proc)
+
+
+def _metrics_port(flag: int | None, app_port: int) -> int | None:
+    """The metrics port asked for (the flag, else the environment), checked; None: off."""
+    from pneumo.app.metrics import check_metrics_port, metrics_port_from_env
+
+    if flag is not None:
+        check_metrics_port(flag)
+    chosen = flag if flag is not None else metrics_port_from_env()
+    if not chosen:
+        return None
+    if chosen == app_port:
+        raise PneumoError(f"--metrics-port must differ from --port ({app_port})")
+    require("app", "pneumo app --metrics-port", "prometheus_client")
+    return chosen
 
 
 def migrate_at_start(db: str | None) -> None:

@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from pneumo.app import metrics
 from pneumo.errors import PneumoError
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,7 @@ class Courier:
                 log.error("outbox delivery failed: %s", type(exc).__name__)
                 left = 1
             if left:
+                metrics.count_database_unavailable()
                 self._wake.wait(wait)
                 wait = min(wait * 2, self._most_s)
             else:

@@ -7,6 +7,9 @@
 - A closed output never blocks a shutdown. Streamlit prints "Stopping..." when it gets SIGTERM;
   with its output pipe closed (`pneumo app | head`) that raised BrokenPipeError inside the
   signal handler and the server kept serving. Writes to a closed output are dropped instead.
+
+It also serves the app's Prometheus metrics on a port of their own when ``pneumo app
+--metrics-port`` asks for them (``pneumo.app.metrics``), started here once before Streamlit.
 """
 
 from __future__ import annotations
@@ -70,10 +73,24 @@ def stop_when_stdin_closes(grace_s: float = STOP_GRACE_S) -> None:
     threading.Thread(target=watch, name="launcher-watch", daemon=True).start()
 
 
+def start_metrics() -> None:
+    """Serve the app's Prometheus metrics when asked for: here, once per process, and not in
+    the page script, which Streamlit runs again on every click."""
+    from pneumo.app import metrics
+
+    try:
+        metrics.start_from_env()
+    except OSError as exc:  # the port is taken, or the address is not this machine's
+        host = os.environ.get(metrics.HOST_ENV, "localhost")
+        port = os.environ.get(metrics.PORT_ENV)
+        raise SystemExit(f"error: cannot serve metrics on {host}:{port}: {exc.strerror}") from None
+
+
 def main(argv: list[str] | None = None) -> None:
     sys.stdout = DropWhenClosed(sys.stdout)
     sys.stderr = DropWhenClosed(sys.stderr)
     stop_when_stdin_closes()
+    start_metrics()
     from streamlit.web import cli
 
     cli.main(args=sys.argv[1:] if argv is None else argv, prog_name="streamlit")

@@ -33,6 +33,13 @@ def register(sub) -> None:
         help="largest image accepted, uploaded or fetched, in MiB (default 20)",
     )
     p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics on this port, at the --host address "
+        "(default $PNEUMO_APP_METRICS_PORT, else off; 0: off)",
+    )
+    p.add_argument(
         "--hash-password",
         action="store_true",
         help="read a password from the terminal, print its hash for "
@@ -63,4 +70,5 @@ def _app(args: argparse.Namespace) -> int:
         db=args.db,
         backend=configured_backend(args.backend),
         max_upload_mb=args.max_upload_mb,
+        metrics_port=args.metrics_port,
     )

@@ -50,6 +50,25 @@ def make_store_handler(
     return on_store
 
 
+def on_abort_received(event) -> None:
+    """``EVT_ACSE_RECV``: log an association that ends without a release, because the sender
+    aborted (A-ABORT) or its connection dropped (A-P-ABORT: it crashed, the network went).
+    pynetdicom hands a C-STORE to ``on_store`` only once its whole data set has arrived, so a
+    film cut off mid-transfer never reached the inbox; its sender was not told "stored" and
+    sends it again. Logged with the caller, never with anything the film held."""
+    kind = type(event.primitive).__name__
+    if kind not in ("A_ABORT", "A_P_ABORT"):
+        return  # association requests and releases: pynetdicom logs those
+    how = "A-ABORT" if kind == "A_ABORT" else "the connection dropped"
+    log.warning(
+        "association from %s (%s) ended without a release (%s): a film it had not finished "
+        "sending was discarded, nothing of it was kept",
+        event.assoc.requestor.ae_title,
+        event.assoc.requestor.address,
+        how,
+    )
+
+
 def start_scp(config: NodeConfig, on_store: Callable):
     """Start listening (in pynetdicom's threads); returns the server, whose ``shutdown()``
     stops it. Any storage SOP class in any transfer syntax is accepted: what is not a chest
@@ -66,7 +85,7 @@ def start_scp(config: NodeConfig, on_store: Callable):
     if config.allowed_callers:
         ae.require_calling_aet = list(config.allowed_callers)
     ae.maximum_pdu_size = 0  # no limit: large films in fewer PDUs
-    handlers = [(evt.EVT_C_STORE, on_store)]
+    handlers = [(evt.EVT_C_STORE, on_store), (evt.EVT_ACSE_RECV, on_abort_received)]
     server = ae.start_server((config.bind, config.port), block=False, evt_handlers=handlers)
     log.info(
         "DICOM node %s listening on %s:%d%s",
