@@ -178,3 +178,63 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> TrainConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+# Fields a recipe file may not set: where a run writes and whether it resumes belong to the
+# command line of one run, not to the recipe shared between runs.
+NOT_IN_RECIPES = frozenset({"output", "resume"})
+
+
+def read_recipe(path: str | Path) -> dict:
+    """The TrainConfig fields a recipe file (TOML, top-level keys named like the fields, an
+    ``[augment]`` table for augmentation) sets. Unknown or run-only keys are refused with their
+    names, so a typo never trains with a silent default."""
+    import tomllib
+
+    path = Path(path)
+    try:
+        values = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"cannot read the recipe {path}: {exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not a valid TOML recipe: {exc}") from None
+    names = {f.name for f in fields(TrainConfig)} - NOT_IN_RECIPES
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(
+            f"{path}: unknown recipe key(s) {', '.join(unknown)}; a recipe sets TrainConfig "
+            f"fields: {', '.join(sorted(names))}"
+        )
+    if isinstance(values.get("augment"), dict):
+        known = {f.name for f in fields(AugmentConfig)}
+        unknown = sorted(set(values["augment"]) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown [augment] key(s) {', '.join(unknown)}")
+    return values
+
+
+def field_docs(cls: type = TrainConfig) -> dict[str, str]:
+    """Each dataclass field's docstring (the string literal under it), whitespace collapsed:
+    the one text that documents a setting, shown by ``pneumo train --help`` too."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(cls))
+    body = tree.body[0].body
+    docs = {}
+    for node, after in zip(body, body[1:], strict=False):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
+            docs[node.target.id] = " ".join(after.value.value.split())
+    return docs
+
+
+def option_flag(name: str) -> str:
+    """The command-line option of a TrainConfig field: ``target_sensitivity`` ->
+    ``--target-sensitivity``."""
+    return "--" + name.replace("_", "-")

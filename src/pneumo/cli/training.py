@@ -10,167 +10,111 @@ from pathlib import Path
 from pneumo.cli.common import add_command, add_data_arg, add_model_arg, data_dir
 from pneumo.errors import PneumoError
 
+# Options spelled other than ``--field-name``, or handled apart: the data root (shared with
+# every command), where the run goes, the backbone (its own option per command), augmentation
+# (one switch here, a table in recipes), and the two boolean fields whose flag says the opposite.
+_OPTIONS_APART = frozenset(
+    {"data", "output", "backbone", "augment", "resume", "pretrained", "freeze_bn"}
+)
+
+
+def _choices() -> dict[str, tuple[str, ...]]:
+    from pneumo import config
+
+    return {
+        "mode": config.MODES,
+        "class_balance": config.CLASS_BALANCES,
+        "precision": config.PRECISIONS,
+        "device": config.DEVICES,
+        "head_init": config.HEAD_INITS,
+        "select_epoch": config.SELECT_EPOCHS,
+        "threshold_method": config.THRESHOLD_METHODS,
+    }
+
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
-    from pneumo.config import (
-        CLASS_BALANCES,
-        DEVICES,
-        HEAD_INITS,
-        MODE_DEFAULTS,
-        MODES,
-        PRECISIONS,
-        SELECT_EPOCHS,
-        THRESHOLD_METHODS,
-        TrainConfig,
-    )
+    """One option per TrainConfig field, its help the field's docstring. Every default is None
+    here, so that a value given on the command line is told apart from one left out: left out,
+    it comes from --config's recipe, else from TrainConfig."""
+    from pneumo.config import MODE_DEFAULTS, TrainConfig, field_docs, option_flag
 
     add_data_arg(p)
-    d = TrainConfig()
     p.add_argument(
-        "--mode",
-        choices=MODES,
-        default=d.mode,
-        help="frozen: cached features + dense head (the seed's); finetune: end to end",
+        "--config",
+        type=Path,
+        metavar="RECIPE.toml",
+        help="a training recipe: TOML keys named like the fields behind the options below "
+        "(target_sensitivity = 0.97; configs/ holds the bundled model's); options given on the "
+        "command line override it",
     )
+    docs, choices, default = field_docs(), _choices(), TrainConfig()
+    types = {"int": int, "float": float, "str": str, "Path": Path}
     p.add_argument(
         "--output", type=Path, default=None, help="run directory (default runs/<backbone>-<mode>)"
     )
-    p.add_argument(
-        "--val-fraction",
-        type=float,
-        default=d.val_fraction,
-        help="share of train patients held out for validation",
-    )
-    p.add_argument(
-        "--train-labels", type=Path, help="label CSV to train on (from `pneumo data labels`)"
-    )
-    p.add_argument(
-        "--val-labels", type=Path, help="label CSV to validate on (never the test split)"
-    )
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument(
-        "--split-seed", type=int, default=None, help="seed of the validation split (default --seed)"
-    )
-    p.add_argument(
-        "--start-weights",
-        type=Path,
-        default=None,
-        help="fine-tune from another run's checkpoints/start.safetensors (runs to soup)",
-    )
+    for f in fields(TrainConfig):
+        if f.name in _OPTIONS_APART:
+            continue
+        kind = types[str(f.type).replace(" | None", "")]
+        shown = getattr(default, f.name)
+        if f.name in MODE_DEFAULTS["frozen"]:
+            shown = ", ".join(f"{v[f.name]:g} {m}" for m, v in MODE_DEFAULTS.items())
+        help_text = docs[f.name] + (f" (default {shown})" if shown is not None else "")
+        p.add_argument(
+            option_flag(f.name),
+            type=kind,
+            choices=choices.get(f.name),
+            default=None,
+            help=help_text.replace("%", "%%"),
+        )
     p.add_argument(
         "--no-pretrained",
         dest="pretrained",
         action="store_false",
-        help="start from random weights on purpose",
-    )
-    p.add_argument("--weights", type=Path, help="ImageNet weights file (.safetensors)")
-    p.add_argument(
-        "--epochs",
-        type=int,
         default=None,
-        help="maximum epochs (default "
-        + ", ".join(f"{v['epochs']} {m}" for m, v in MODE_DEFAULTS.items())
-        + ")",
-    )
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument(
-        "--lr",
-        type=float,
-        default=None,
-        help="peak learning rate (default "
-        + ", ".join(f"{v['lr']:g} {m}" for m, v in MODE_DEFAULTS.items())
-        + ")",
-    )
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument(
-        "--label-smoothing", type=float, default=None, help="cross-entropy label smoothing"
-    )
-    p.add_argument("--class-balance", choices=CLASS_BALANCES, default=d.class_balance)
-    p.add_argument("--patience", type=int, default=d.patience)
-    p.add_argument("--no-augment", action="store_true", help="fine-tune without augmentation")
-    p.add_argument("--precision", choices=PRECISIONS, default=d.precision)
-    p.add_argument("--workers", type=int, default=d.workers)
-    p.add_argument(
-        "--device", choices=DEVICES, default=d.device, help="cpu, or cuda on a GPU machine"
+        help="start from random weights on purpose (" + docs["pretrained"] + ")",
     )
     p.add_argument(
-        "--head-init",
-        choices=HEAD_INITS,
-        default=d.head_init,
-        help="fine-tuning's starting head: zero (default), a linear probe on frozen features "
-        "(LP-FT, with --freeze-bn), random",
-    )
-    p.add_argument(
-        "--freeze-stages",
-        type=int,
-        default=d.freeze_stages,
-        help="keep the stem and this many early stages at ImageNet weights (faster epochs)",
+        "--no-augment",
+        action="store_true",
+        help="fine-tune without augmentation (" + docs["augment"] + ")",
     )
     bn = p.add_mutually_exclusive_group()
     bn.add_argument(
         "--train-bn",
         dest="freeze_bn",
         action="store_false",
-        default=d.freeze_bn,
+        default=None,
         help="fine-tune batch norm with batch statistics (the default)",
     )
     bn.add_argument(
         "--freeze-bn",
         dest="freeze_bn",
         action="store_true",
-        help="keep batch-norm statistics frozen (what LP-FT, --head-init probe, wants)",
-    )
-    p.add_argument(
-        "--ema-decay",
-        type=float,
-        default=d.ema_decay,
-        help="ship an EMA of the fine-tuned weights with this decay (0: off)",
-    )
-    p.add_argument(
-        "--wise-alpha",
-        type=float,
-        default=d.wise_alpha,
-        help="WiSE-FT: share of fine-tuned weights mixed with the starting ones (1: none)",
-    )
-    p.add_argument(
-        "--select-epoch",
-        choices=SELECT_EPOCHS,
-        default=d.select_epoch,
-        help="ship the last epoch (default) or the one with the lowest validation loss",
-    )
-    p.add_argument(
-        "--threshold-method",
-        choices=THRESHOLD_METHODS,
-        default=d.threshold_method,
-        help="sensitivity: the highest threshold reaching --target-sensitivity on validation; "
-        "bayes: p = 0.5 on the balanced posterior, moved to --prevalence by Bayes' rule",
-    )
-    p.add_argument(
-        "--prevalence",
-        type=float,
         default=None,
-        help="expected share of pneumonia where deployed (moves the bayes threshold)",
-    )
-    p.add_argument("--target-sensitivity", type=float, default=d.target_sensitivity)
-    p.add_argument(
-        "--max-images", type=int, help="train on at most this many images (quick checks)"
+        help=docs["freeze_bn"].replace("%", "%%"),
     )
 
 
-def config_from_args(args: argparse.Namespace, backbone: str):
-    """A TrainConfig from parsed options; options left out take TrainConfig's defaults."""
-    from pneumo.config import TrainConfig
+def config_from_args(args: argparse.Namespace, backbone: str | None = None):
+    """A TrainConfig from parsed options over ``--config``'s recipe: an option given wins, then
+    the recipe, then TrainConfig's defaults. ``backbone`` (compare's) wins over both."""
+    from pneumo.config import TrainConfig, read_recipe
     from pneumo.data.augment import AugmentConfig
 
+    recipe = read_recipe(args.config) if getattr(args, "config", None) else {}
+    values = dict(recipe)
     names = {f.name for f in fields(TrainConfig)}
-    values = {k: v for k, v in vars(args).items() if k in names and v is not None}
-    values.update(
-        backbone=backbone,
-        data=data_dir(args),
-        augment=AugmentConfig.none() if args.no_augment else AugmentConfig(),
-        output=args.output or Path("runs") / f"{backbone}-{args.mode}",
-    )
-    return TrainConfig(**values)
+    values.update({k: v for k, v in vars(args).items() if k in names and v is not None})
+    if backbone is not None:
+        values["backbone"] = backbone
+    if args.no_augment:
+        values["augment"] = AugmentConfig.none()
+    if args.data is not None or "data" not in recipe:
+        values["data"] = data_dir(args)
+    cfg = TrainConfig(**{k: v for k, v in values.items() if k != "output"})
+    cfg.output = args.output or Path("runs") / f"{cfg.backbone}-{cfg.mode}"
+    return cfg
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -179,7 +123,7 @@ def _train(args: argparse.Namespace) -> int:
     from pneumo.training.train import train
 
     cfg = config_from_args(args, args.backbone)
-    cfg.resume = args.resume
+    cfg.resume = bool(args.resume)
     run = train(cfg)
     Console(stderr=True).print(
         f"run written to [bold]{run.run_dir}[/bold]; model in {run.model_dir}"
@@ -263,7 +207,10 @@ def register(sub) -> None:
 
     p = add_command(sub, "train", train, _train)
     p.add_argument(
-        "--backbone", default="tf_efficientnet_lite0", help="registry name (see `pneumo models`)"
+        "--backbone",
+        default=None,
+        help="registry name (see `pneumo models`; default: the recipe's, else "
+        "tf_efficientnet_lite0)",
     )
     p.add_argument(
         "--resume",
