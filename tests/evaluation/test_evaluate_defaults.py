@@ -86,4 +86,4 @@ def test_a_model_without_a_training_record_and_no_test_split_is_a_one_line_error
     monkeypatch.chdir(tmp_path)
     assert main(["evaluate", "--model", str(model), "--data", str(data)]) == 2
     err = capsys.readouterr().err
-    assert "validation split: the model records no training data" in err
+    assert "validation split: the model lists no validation films" in err

@@ -143,10 +143,11 @@ def test_bundled_model_cascade_decides_like_fp32_on_real_validation_films(real_d
     it never measured."""
     pytest.importorskip("openvino")
     from pneumo.inference.engine import load_predictor
-    from pneumo.inference.guard import run_guard, validation_records
-    from pneumo.models.checkpoint import BUNDLED_MODEL_DIR, read_metadata
+    from pneumo.inference.guard import run_guard
+    from pneumo.models.checkpoint import BUNDLED_MODEL_DIR
+    from pneumo.models.films import read_films
 
-    _, val = validation_records(read_metadata(BUNDLED_MODEL_DIR), real_data_root)
+    val = read_films(BUNDLED_MODEL_DIR, real_data_root).validation
     measured, unseen = val[::8], val[4::8]
     report = run_guard(BUNDLED_MODEL_DIR, measured, [], precisions=("bf16",))
     cascade = report.verdicts["bf16"].cascade

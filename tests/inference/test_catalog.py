@@ -31,13 +31,13 @@ def test_check_without_validation_data_says_why(tiny_model, tmp_path, monkeypatc
     pytest.importorskip("openvino")
     monkeypatch.setenv("PNEUMO_CACHE", str(tmp_path))
     assert main(["models", "--check", str(tiny_model)]) == 0
-    assert "records no training data" in capsys.readouterr().out
+    assert "the model lists no validation films" in capsys.readouterr().out
 
 
 def test_models_says_why_the_guard_cannot_run_before_and_after_use(
     tiny_model, tmp_path, monkeypatch, capsys
 ):
-    """The tiny model records no training data: the guard can never run for it, so `models`
+    """The tiny model lists no validation films: the guard can never run for it, so `models`
     must not promise that it "runs on first use", neither before nor after a use."""
     pytest.importorskip("openvino")
     from pneumo.inference.engine import load_predictor
@@ -47,7 +47,9 @@ def test_models_says_why_the_guard_cannot_run_before_and_after_use(
         assert main(["models", str(tiny_model)]) == 0
         out = capsys.readouterr().out
         assert "first use" not in out
-        assert "openvino fp32" in out and "cannot run here: the model records no training" in out
+        assert (
+            "openvino fp32" in out and "cannot run here: the model lists no validation films" in out
+        )
         assert load_predictor(tiny_model, backend="openvino").precision == "fp32"
 
 

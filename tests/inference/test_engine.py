@@ -252,3 +252,33 @@ def test_a_failed_colour_check_is_that_images_error(torch_predictor, xray_files,
     preds = torch_predictor.predict_sources([colour, xray_files[0]])
     assert preds[0].error is not None and "colour check failed" in preds[0].error
     assert preds[1].error is None  # a grey file stops after its header: no check to fail
+
+
+def test_a_shipped_graph_is_served_and_a_stale_one_is_not(tiny_model, tmp_path, monkeypatch):
+    """model.onnx in the model directory is what serving runs (nothing exported, no torch);
+    left beside other weights it is not used: the export of the new weights is."""
+    import shutil
+
+    import onnx
+    from safetensors.numpy import load_file, save_file
+
+    from pneumo.inference.engine import load_predictor
+    from pneumo.inference.export import cached_onnx_path, ensure_onnx, export_onnx
+
+    monkeypatch.setenv("PNEUMO_CACHE", str(tmp_path / "cache"))  # nothing exported here yet
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    shipped = export_onnx(model, model / "model.onnx")
+    stored = onnx.load(str(shipped)).graph.initializer
+    assert sum(i.data_type == onnx.TensorProto.FLOAT16 for i in stored) > 10
+    assert ensure_onnx(model) == shipped and not cached_onnx_path(model).exists()
+    predictor = load_predictor(model, backend="onnx")
+    eager = load_predictor(model, backend="torch")
+    x = np.random.default_rng(0).normal(size=(2, 3, 64, 64)).astype(np.float32)
+    np.testing.assert_allclose(predictor.forward(x)[0], eager.forward(x)[0], atol=1e-4)
+
+    tensors = load_file(str(model / "model.safetensors"))
+    key = next(k for k in tensors if k.endswith("classifier.bias"))
+    tensors[key] = tensors[key] + np.asarray(1.0, tensors[key].dtype)
+    save_file(tensors, str(model / "model.safetensors"), metadata={"format": "pneumo-model/1"})
+    assert ensure_onnx(model) == cached_onnx_path(model)

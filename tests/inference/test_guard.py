@@ -225,7 +225,7 @@ def test_a_guard_that_cannot_run_is_said_once_and_plainly(
         told.append([r.getMessage() for r in caplog.records if r.levelno >= logging.INFO])
     assert len(told[0]) == 1 and told[1:] == [[], []]
     line = told[0][0]
-    assert "cannot run" in line and "records no training data" in line
+    assert "cannot run" in line and "lists no validation films" in line
     depth, deepest = 0, 0
     for char in line:
         depth += {"(": 1, ")": -1}.get(char, 0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pneumo.inference.ood import fit_ood, ood_scores
+from pneumo.models.ood import fit_ood, ood_scores
 
 
 def test_far_features_are_flagged_and_near_ones_pass():
@@ -91,7 +91,7 @@ def test_the_layout_subspace_catches_cross_sections_the_correlation_lets_through
     from pydicom.data import get_testdata_file
 
     from pneumo.data.decode import load_grey
-    from pneumo.inference.ood import (
+    from pneumo.models.ood import (
         fit_layout,
         fit_layout_subspace,
         layout_residuals,

@@ -20,7 +20,9 @@ def test_card_figures_are_recomputed_from_the_shipped_weights(real_data_root):
     meta = read_metadata(BUNDLED_MODEL_DIR)
     cfg = TrainConfig.from_dict({**meta.training, "data": real_data_root})
     recorded = json.loads((BUNDLED_MODEL_DIR / "figures.json").read_text())
-    figures = shipped_figures(BUNDLED_MODEL_DIR, cfg)
+    from pneumo.inference.engine import load_predictor
+
+    figures = shipped_figures(load_predictor(BUNDLED_MODEL_DIR, backend="torch"), cfg)
     card = (BUNDLED_MODEL_DIR / "MODEL_CARD.md").read_text()
     for key in ("roc_auc", "accuracy", "sensitivity", "specificity"):
         assert figures["validation"][key] == pytest.approx(recorded["validation"][key], abs=5e-4)

@@ -325,6 +325,13 @@ def test_variants_table_and_export(tiny_data, tiny_config, tmp_path):
         export_variant(run_dir, "nope", tmp_path / "x")
 
 
+def _served(model_dir):
+    """The predictor `pneumo bundle` computes the card's figures with: the shipped graph."""
+    from pneumo.inference.engine import load_predictor
+
+    return load_predictor(model_dir, backend="onnx", precision="fp32")
+
+
 def test_bundle_writes_fp16_weights_and_a_card_computed_from_the_run(
     tiny_data, tiny_config, tmp_path
 ):
@@ -332,7 +339,7 @@ def test_bundle_writes_fp16_weights_and_a_card_computed_from_the_run(
 
     cfg = tiny_config(tiny_data, tmp_path / "run", mode="finetune", epochs=1, wise_alpha=0.5)
     run_dir = train(cfg).run_dir
-    dest = bundle_model(run_dir, tmp_path / "bundled")
+    dest = bundle_model(run_dir, tmp_path / "bundled", predictor_for=_served)
     from safetensors.torch import load_file
 
     weights = load_file(str(dest / "model.safetensors"))
@@ -340,6 +347,19 @@ def test_bundle_writes_fp16_weights_and_a_card_computed_from_the_run(
     assert floats and all(v.dtype == torch.float16 for v in floats)
     card = (dest / "MODEL_CARD.md").read_text()
     figures = json.loads((dest / "figures.json").read_text())
+    # It ships the graph serving runs (no torch needed) and the guard's validation films; the
+    # graph gives torch's probabilities on them.
+    from pneumo.inference.engine import load_predictor
+    from pneumo.models.films import read_films
+
+    films = read_films(dest)
+    assert len(films.validation) == figures["validation"]["n"] and films.calibration
+    paths = [r.path for r in films.validation]
+    shipped = _served(dest)
+    assert shipped.onnx_path == dest / "model.onnx"
+    eager = load_predictor(dest, backend="torch").predict_sources(paths)
+    for a, b in zip(shipped.predict_sources(paths), eager, strict=True):
+        assert a.label == b.label and abs(a.probability - b.probability) < 1e-4
     # The card's figures are the shipped weights' figures, not the run's or hand-written ones.
     auc = figures["validation"]["roc_auc"]
     assert f"| roc_auc | {auc:.4f} |" in card
@@ -367,7 +387,13 @@ def test_bundle_places_the_operating_point_again_from_saved_predictions(
     cfg = tiny_config(tiny_data, tmp_path / "run", mode="finetune", epochs=1)
     run_dir = train(cfg).run_dir
     original = read_metadata(run_dir / "model")
-    bayes = bundle_model(run_dir, tmp_path / "bayes", threshold_method="bayes", prevalence=0.8)
+    bayes = bundle_model(
+        run_dir,
+        tmp_path / "bayes",
+        threshold_method="bayes",
+        prevalence=0.8,
+        predictor_for=_served,
+    )
     meta = read_metadata(bayes)
     assert meta.threshold == pytest.approx(0.2)  # Bayes' rule at 80% prevalence
     assert meta.training["threshold_method"] == "bayes"
@@ -376,7 +402,9 @@ def test_bundle_places_the_operating_point_again_from_saved_predictions(
         in (bayes / "MODEL_CARD.md").read_text()
     )
     # The same rule again reproduces the run's own operating point and weights (to fp16).
-    same = bundle_model(run_dir, tmp_path / "same", threshold_method="sensitivity")
+    same = bundle_model(
+        run_dir, tmp_path / "same", threshold_method="sensitivity", predictor_for=_served
+    )
     again = read_metadata(same)
     assert again.threshold == pytest.approx(original.threshold, abs=1e-9)
     assert again.metrics["logit_shift"] == pytest.approx(original.metrics["logit_shift"])
@@ -433,5 +461,6 @@ def test_runs_from_one_start_can_be_souped_and_bundled(tiny_data, tiny_config, t
     assert meta.training["variant"]["soup_runs"] == [str(second)]
     for name in ("config.json", "history.json"):
         (tmp_path / "soup" / name).write_text((first / name).read_text())
-    card = (bundle_model(tmp_path / "soup", tmp_path / "bundled") / "MODEL_CARD.md").read_text()
+    bundled = bundle_model(tmp_path / "soup", tmp_path / "bundled", predictor_for=_served)
+    card = (bundled / "MODEL_CARD.md").read_text()
     assert f"--soup {second}" in card and "uniform soup of 2 runs" in card

@@ -1,4 +1,5 @@
-"""`pneumo` subcommands: train, compare."""
+"""`pneumo` subcommands that train and package models: train, compare, bundle, adapt, variants.
+Each needs the `train` extra (torch) and says so, in one line, when it is missing."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from pneumo.cli.common import add_command, add_data_arg, add_model_arg, data_dir
 from pneumo.errors import PneumoError
+from pneumo.extras import require_train
 
 # Options spelled other than ``--field-name``, or handled apart: the data root (shared with
 # every command), where the run goes, the backbone (its own option per command), augmentation
@@ -118,6 +120,7 @@ def config_from_args(args: argparse.Namespace, backbone: str | None = None):
 
 
 def _train(args: argparse.Namespace) -> int:
+    require_train("`pneumo train`")
     from rich.console import Console
 
     from pneumo.training.train import train
@@ -132,6 +135,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
+    require_train("`pneumo compare`")
     from pneumo.training.compare import compare
 
     backbones = [b.strip() for b in args.backbones.split(",") if b.strip()]
@@ -147,6 +151,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _bundle(args: argparse.Namespace) -> int:
+    require_train("`pneumo bundle`")
     from pneumo.training.bundle import bundle_model
 
     bundle_model(
@@ -155,11 +160,20 @@ def _bundle(args: argparse.Namespace) -> int:
         threshold_method=args.threshold_method,
         target_sensitivity=args.target_sensitivity,
         prevalence=args.prevalence,
+        predictor_for=_shipped_predictor,
     )
     return 0
 
 
+def _shipped_predictor(model_dir: Path):
+    """The bundled model's figures come from the graph it ships, as ONNX Runtime serves it."""
+    from pneumo.inference.engine import load_predictor
+
+    return load_predictor(model_dir, backend="onnx", precision="fp32")
+
+
 def _adapt(args: argparse.Namespace) -> int:
+    require_train("`pneumo adapt`")
     import json
 
     from rich.console import Console
@@ -184,6 +198,7 @@ def _adapt(args: argparse.Namespace) -> int:
 
 
 def _variants(args: argparse.Namespace) -> int:
+    require_train("`pneumo variants`")
     from rich.console import Console
 
     from pneumo.training.variants import compare_variants, export_variant, variants_markdown

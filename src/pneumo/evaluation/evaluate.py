@@ -100,11 +100,10 @@ def _records(
             raise DataError(f"labels file {labels} lists no images")
         return records
     if split == "validation":
-        from pneumo.inference.guard import validation_records
-        from pneumo.models.checkpoint import read_metadata
+        from pneumo.models.films import read_films
 
         try:
-            return validation_records(read_metadata(model_dir), data)[1]
+            return read_films(model_dir, data).validation
         except PneumoError as exc:
             raise DataError(f"cannot evaluate {model_dir} on its validation split: {exc}") from None
     dirs = find_split_dirs(data)

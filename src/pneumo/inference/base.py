@@ -186,7 +186,7 @@ class InputStats:
     def of(cls, grey: Image.Image, chroma: float, layouts: dict | None = None) -> InputStats:
         """The statistics of a grey picture; ``layouts`` holds the model's layout tensors
         (``Predictor.layout_tensors``: mean training layout, layout subspace)."""
-        from pneumo.inference.ood import (
+        from pneumo.models.ood import (
             LAYOUT_BASIS_KEY,
             LAYOUT_KEY,
             layout_residuals,
@@ -324,8 +324,8 @@ class Predictor(ABC):
 
     @property
     def layout_template(self) -> np.ndarray | None:
-        """The mean training film's coarse layout (``pneumo.inference.ood``), if stored."""
-        from pneumo.inference.ood import LAYOUT_KEY
+        """The mean training film's coarse layout (``pneumo.models.ood``), if stored."""
+        from pneumo.models.ood import LAYOUT_KEY
 
         return self.layout_tensors.get(LAYOUT_KEY)
 
@@ -333,7 +333,7 @@ class Predictor(ABC):
     def layout_tensors(self) -> dict[str, np.ndarray]:
         """The stored tensors of the pixel layout checks (mean training layout, layout
         subspace), as float32; empty for a model without them."""
-        from pneumo.inference.ood import LAYOUT_BASIS_KEY, LAYOUT_KEY
+        from pneumo.models.ood import LAYOUT_BASIS_KEY, LAYOUT_KEY
 
         return {
             key: np.asarray(self.ood_tensors[key], dtype=np.float32)
@@ -349,7 +349,7 @@ class Predictor(ABC):
         """Feature distance from the training data, or None when the model has no statistics."""
         if not self.ood_tensors:
             return None
-        from pneumo.inference.ood import ood_scores
+        from pneumo.models.ood import ood_scores
 
         ood = self.metadata.ood
         return ood_scores(features, self.ood_tensors, k=ood.k if ood else 10)

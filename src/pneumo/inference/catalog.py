@@ -53,25 +53,17 @@ def summarize(model_dir: str | Path, *, check: bool = False) -> ModelSummary:
     backend = resolve_backend("auto")
     guard, problem = None, None
     if backend == "openvino":
-        from pneumo.inference.guard import (
-            calibration_records,
-            guard_obstacle,
-            read_guard,
-            run_guard,
-            validation_records,
-        )
+        from pneumo.inference.guard import guard_obstacle, read_guard, run_guard
+        from pneumo.models.films import read_films
 
         report = read_guard(model_dir)
         if report is None and not check:
-            problem = guard_obstacle(model_dir, meta)
+            problem = guard_obstacle(model_dir)
         if check:
             try:
-                train, val = validation_records(meta)
+                films = read_films(model_dir)
                 report = run_guard(
-                    model_dir,
-                    val,
-                    calibration_records(train),
-                    split="patient-level validation split",
+                    model_dir, films.validation, films.calibration, split=films.split
                 )
             except PneumoError as exc:
                 problem = str(exc)

@@ -235,7 +235,10 @@ def load_predictor(
     else:
         if precision == "int8":
             raise ModelError("int8 runs on the OpenVINO backend: use backend='openvino'")
+        from pneumo.extras import require_train
         from pneumo.models.checkpoint import load_model
+
+        require_train("the torch backend")
 
         model, meta, extra = load_model(model_dir)
         ood = {k: v.float().numpy() for k, v in extra.items() if k.startswith("ood.")}
@@ -266,10 +269,10 @@ def model_prepared(
     model_dir = resolve_model_dir(model_dir)
     if backend == "torch":
         return True
-    from pneumo.inference.export import cached_onnx_path
+    from pneumo.inference.export import onnx_ready
 
     if backend == "onnx":
-        return cached_onnx_path(model_dir).is_file()
+        return onnx_ready(model_dir)
     from pneumo.inference.guard import guard_path
     from pneumo.inference.openvino_backend import cached_ir_path
 
@@ -348,11 +351,10 @@ def _openvino_at(model_dir: Path, precision: str, threads: int | None, batch_siz
     if precision == "int8":
         xml = cached_ir_path(model_dir, "int8")
         if not xml.is_file():  # forced int8 before the guard made it: calibrate now
-            from pneumo.inference.guard import calibration_records, validation_records
             from pneumo.inference.quantize import ensure_int8_ir
+            from pneumo.models.films import read_films
 
-            train, _ = validation_records(meta)
-            xml = ensure_int8_ir(model_dir, calibration_records(train))
+            xml = ensure_int8_ir(model_dir, read_films(model_dir).calibration)
     return OpenVinoPredictor(
         xml,
         meta,

@@ -32,8 +32,6 @@ log = logging.getLogger(__name__)
 
 REDUCED = ("int8", "bf16")
 """Reduced precisions the guard judges, fastest first (AMX int8, then AMX bf16)."""
-CALIBRATION_IMAGES = 300
-"""Training films int8 is calibrated on (never validation: the guard must judge unseen films)."""
 _CHUNK = 64
 CASCADE_MIN_GAIN = 1.1
 """A cascade is chosen only when its estimated rate is at least this many times fp32's: the
@@ -261,55 +259,6 @@ def read_guard(model_dir: str | Path) -> GuardReport | None:
         return None
 
 
-def validation_records(
-    meta: ModelMetadata, data: str | Path | None = None
-) -> tuple[list[ImageRecord], list[ImageRecord]]:
-    """(train, validation) records the model was trained and validated on, rebuilt from its
-    training config: ``data``, else $PNEUMO_DATA, else the data root it records. Raises
-    PneumoError when they cannot be found or do not match the recorded validation size."""
-    from dataclasses import replace
-
-    from pneumo.config import TrainConfig
-    from pneumo.models.checkpoint import BUNDLED_MODEL_DIR
-    from pneumo.training.splits import training_records
-
-    if not meta.training:
-        raise PneumoError("the model records no training data to validate on")
-    cfg = TrainConfig.from_dict(meta.training)
-    recorded = Path(cfg.data)
-    roots = [data, os.environ.get("PNEUMO_DATA"), recorded]
-    if not recorded.is_absolute():  # relative to where training ran, usually the repo root
-        roots.append(BUNDLED_MODEL_DIR.parents[1] / recorded)
-    expected = meta.metrics.get("n") if isinstance(meta.metrics, dict) else None
-    problems = []
-    for root in roots:
-        if not root or not Path(root).is_dir():
-            continue
-        try:
-            train, val = training_records(replace(cfg, data=Path(root), max_images=None))
-        except PneumoError as exc:
-            problems.append(f"{root}: {exc}")
-            continue
-        if expected is not None and len(val) != expected:
-            problems.append(f"{root}: {len(val)} validation films, the model recorded {expected}")
-            continue
-        return train, val
-    found = f" ({'; '.join(problems)})" if problems else ""
-    raise PneumoError(
-        f"its validation films were not found{found}; set PNEUMO_DATA to the data set the "
-        "model was trained on"
-    )
-
-
-def calibration_records(train: list[ImageRecord], n: int = CALIBRATION_IMAGES) -> list:
-    """``n`` training films spread over the split (the same ones every time)."""
-    import random
-
-    if len(train) <= n:
-        return list(train)
-    return sorted(random.Random(0).sample(train, n), key=lambda r: r.relpath)
-
-
 def _decoded_chunks(predictor, records, size: int = _CHUNK):
     """(arrays, labels) of ``records`` ``size`` at a time; unreadable films are left out."""
     with ThreadPoolExecutor(predictor.decode_workers) as pool:
@@ -474,14 +423,14 @@ def unavailable_path(model_dir: str | Path) -> Path:
     return guard_path(model_dir).with_suffix(".unavailable")
 
 
-def guard_obstacle(model_dir: str | Path, meta: ModelMetadata | None = None) -> str | None:
+def guard_obstacle(model_dir: str | Path) -> str | None:
     """Why the guard cannot run for ``model_dir`` here (its validation films are not found, or
-    it records none), or None when it can."""
-    from pneumo.models.checkpoint import read_metadata
+    it lists none), or None when it can."""
+    from pneumo.models.films import read_films
 
     try:
-        validation_records(meta or read_metadata(model_dir))
-    except (PneumoError, ValueError, TypeError, OSError) as exc:  # an odd training record
+        read_films(model_dir)
+    except PneumoError as exc:
         return str(exc)
     return None
 
@@ -523,7 +472,7 @@ def guarded_precision(model_dir: str | Path, *, threads: int | None = None) -> s
         return served_precision(report)
     import fcntl
 
-    from pneumo.models.checkpoint import read_metadata
+    from pneumo.models.films import read_films
 
     lock_path = guard_path(model_dir).with_suffix(".lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
@@ -533,23 +482,19 @@ def guarded_precision(model_dir: str | Path, *, threads: int | None = None) -> s
         if report is not None:
             return served_precision(report)
         try:
-            train, val = validation_records(read_metadata(model_dir))
-        except (PneumoError, ValueError, TypeError, OSError) as exc:  # an odd training record
+            films = read_films(model_dir)
+        except PneumoError as exc:
             _say_once(model_dir, str(exc))
             return "fp32"
         unavailable_path(model_dir).unlink(missing_ok=True)
         log.info(
             "first use on this machine: checking bf16 and int8 against fp32 on %d validation "
             "films (once; the result is cached)",
-            len(val),
+            len(films.validation),
         )
         try:
             report = run_guard(
-                model_dir,
-                val,
-                calibration_records(train),
-                split="patient-level validation split",
-                threads=threads,
+                model_dir, films.validation, films.calibration, split=films.split, threads=threads
             )
         except PneumoError as exc:
             log.warning("precision fp32: the accuracy guard failed: %s", exc)

@@ -63,8 +63,8 @@ class _Decoder(Predictor):
 
     def __init__(self, model_dir: str):
         from pneumo.inference.engine import read_ood_tensors
-        from pneumo.inference.ood import LAYOUT_BASIS_KEY, LAYOUT_KEY
         from pneumo.models.checkpoint import read_metadata
+        from pneumo.models.ood import LAYOUT_BASIS_KEY, LAYOUT_KEY
 
         # The layout tensors: the decode tasks measure the statistics the OOD flag reads.
         layouts = {

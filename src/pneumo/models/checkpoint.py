@@ -23,13 +23,18 @@ log = logging.getLogger(__name__)
 FORMAT = "pneumo-model/1"
 WEIGHTS_FILE = "model.safetensors"
 METADATA_FILE = "model.json"
+GRAPH_FILE = "model.onnx"
+"""The exported graph serving runs (``pneumo.inference.export``), shipped so that serving needs
+no torch; absent, it is exported from the weights on first use where torch is installed."""
+FILMS_FILE = "films.json"
+"""The validation and calibration films the model was made with (``pneumo.models.films``)."""
 BUNDLED_MODEL_DIR = Path(__file__).resolve().parents[3] / "models" / "default"
 """Where the bundled default model lives in a source checkout."""
 
 
 @dataclass(frozen=True)
 class OodConfig:
-    """How the out-of-distribution check of a model was fitted (``pneumo.inference.ood``); the
+    """How the out-of-distribution check of a model was fitted (``pneumo.models.ood``); the
     reference features themselves are stored beside the weights under ``ood.*``."""
 
     cutoff: float
@@ -43,10 +48,10 @@ class OodConfig:
     method: str = "knn-cosine"
     layout_cutoff: float | None = None
     """Films whose coarse layout correlates less than this with the mean training film are
-    flagged (``pneumo.inference.ood.layout_vector``); None for a model without the check."""
+    flagged (``pneumo.models.ood.layout_vector``); None for a model without the check."""
     layout_residual_cutoff: float | None = None
     """Films whose coarse layout lies further than this from the training films' layout
-    subspace are flagged (``pneumo.inference.ood.layout_residuals``); None without the check."""
+    subspace are flagged (``pneumo.models.ood.layout_residuals``); None without the check."""
 
     @classmethod
     def from_dict(cls, d: dict) -> OodConfig:

@@ -37,8 +37,8 @@ from pneumo.errors import DataError
 from pneumo.evaluation.calibration import calibrated_probabilities, fit_temperature
 from pneumo.evaluation.metrics import compute_metrics
 from pneumo.evaluation.thresholds import EPS, choose_threshold
-from pneumo.inference.ood import fit_ood
 from pneumo.models.checkpoint import OodConfig, load_model, resolve_model_dir, save_model
+from pneumo.models.ood import fit_ood
 
 log = logging.getLogger(__name__)
 

@@ -1,13 +1,18 @@
 """Package a trained run as the bundled default model: fp16 weights (a few MB, fit for git),
-metadata, training history and a model card whose every figure is computed here, from the run's
-own files and from the shipped fp16 weights (never written by hand)."""
+the exported graph serving runs (``model.onnx``, fp16-stored, so serving needs no torch), the
+list of its validation and calibration films, metadata, training history and a model card whose
+every figure is computed here, from the run's own files and from the shipped graph (never
+written by hand). The figures come from a predictor the caller passes in: training does not
+import the serving engine."""
 
 from __future__ import annotations
 
 import json
 import shlex
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -15,8 +20,9 @@ from pneumo.config import TrainConfig
 from pneumo.errors import PneumoError
 from pneumo.evaluation.calibration import expected_calibration_error
 from pneumo.evaluation.metrics import compute_metrics
-from pneumo.inference.engine import load_predictor
-from pneumo.models.checkpoint import OodConfig, load_model, read_metadata, save_model
+from pneumo.inference.export import export_onnx
+from pneumo.models.checkpoint import GRAPH_FILE, OodConfig, load_model, read_metadata, save_model
+from pneumo.models.films import write_films
 from pneumo.training.splits import canary_records, training_records
 from pneumo.training.train import RunFacts
 
@@ -144,12 +150,12 @@ def _predict(predictor, records) -> tuple[np.ndarray, np.ndarray]:
     return y, p
 
 
-def shipped_figures(model_dir: Path, cfg: TrainConfig, *, stress: bool = False) -> dict:
-    """Validation and canary (official val split) figures of the shipped weights, at the
-    model's threshold and across ``THRESHOLDS``; with ``stress``, the validation films under
-    the stress battery's acquisition shifts too."""
+def shipped_figures(predictor, cfg: TrainConfig, *, stress: bool = False) -> dict:
+    """Validation and canary (official val split) figures of the shipped model served by
+    ``predictor`` (a ``pneumo.inference`` Predictor), at the model's threshold and across
+    ``THRESHOLDS``; with ``stress``, the validation films under the stress battery's
+    acquisition shifts too."""
 
-    predictor = load_predictor(model_dir, backend="torch")
     meta = predictor.metadata
     _, val_recs = training_records(cfg)
     y, p = _predict(predictor, val_recs)
@@ -367,19 +373,24 @@ def bundle_model(
     threshold_method: str | None = None,
     target_sensitivity: float | None = None,
     prevalence: float | None = None,
+    predictor_for: Callable[[Path], Any],
 ) -> Path:
-    """Package a trained run as the bundled model: fp16 weights, history and a model card.
+    """Package a trained run as the bundled model: fp16 weights, the ONNX graph serving runs,
+    its validation films, history and a model card.
 
     Copies the model of ``run_dir`` to ``dest`` (default ``models/default``) with its weights in
-    fp16 and its training history, then writes MODEL_CARD.md: the recipe from the run's config,
-    the threshold rule, and validation and official-val (canary) figures computed from the
-    shipped fp16 weights at the model's threshold and across thresholds. --threshold-method,
+    fp16, exports them to ``model.onnx`` (fp16-stored, computed in fp32: serving needs no
+    torch), lists its validation and int8 calibration films in ``films.json`` (the accuracy
+    guard judges reduced precision on them), copies its training history, then writes
+    MODEL_CARD.md: the recipe from the run's config, the threshold rule, and validation and
+    official-val (canary) figures computed from the shipped graph at the model's threshold and
+    across thresholds. --threshold-method,
     --target-sensitivity and --prevalence place the operating point again by another rule,
     from the model's saved validation predictions (no pass over the films).
     """
     import dataclasses
 
-    from pneumo.training.finalize import VAL_PREDICTIONS
+    from pneumo.training.finalize import VAL_PREDICTIONS, films_split
 
     run_dir, dest = Path(run_dir), Path(dest)
     model, meta, extra = load_model(run_dir / "model")
@@ -399,9 +410,12 @@ def bundle_model(
     if dest.exists():
         shutil.rmtree(dest)
     save_model(dest, model, meta, half=True, extra_tensors=extra)
+    export_onnx(dest, dest / GRAPH_FILE)
+    train_recs, val_recs = training_records(cfg)
+    write_films(dest, data=cfg.data, validation=val_recs, train=train_recs, split=films_split(cfg))
     history = json.loads((run_dir / "history.json").read_text())
     (dest / "history.json").write_text(json.dumps(history, indent=1) + "\n")
-    figures = shipped_figures(dest, cfg, stress=True)
+    figures = shipped_figures(predictor_for(dest), cfg, stress=True)
     (dest / "figures.json").write_text(json.dumps(figures, indent=1) + "\n")
     (dest / "MODEL_CARD.md").write_text(model_card(run_dir, dest, figures, cfg=cfg))
     return dest

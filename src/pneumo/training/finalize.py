@@ -20,8 +20,8 @@ from pneumo.evaluation.calibration import (
 )
 from pneumo.evaluation.metrics import compute_metrics
 from pneumo.evaluation.thresholds import bayes_threshold, choose_threshold
-from pneumo.inference.ood import fit_ood
 from pneumo.models.checkpoint import ModelMetadata, save_model
+from pneumo.models.ood import fit_ood
 from pneumo.models.preprocess import DataConfig
 from pneumo.training.averaging import BN_REFERENCE
 
@@ -153,12 +153,14 @@ def write_model(
     layouts: tuple[np.ndarray, np.ndarray] | None = None,
     bn_reference: dict | None = None,
     variant: dict | None = None,
+    films: tuple[list, list] | None = None,
 ) -> Path:
     """Save weights (the selection's logit shift folded into ``model``'s head), OOD statistics
     (with ``layouts``, training and validation film layouts, the layout check too),
     the training films' batch-norm statistics (the reference ``pneumo adapt`` measures a site
     against) and metadata into ``output``. ``variant`` says
-    which averaging of which runs the weights are (``pneumo variants --export``)."""
+    which averaging of which runs the weights are (``pneumo variants --export``); ``films``,
+    the (training, validation) records, are listed in ``films.json`` for the accuracy guard."""
 
     ood_tensors, ood_settings = fit_ood(train_features, val_features, layouts=layouts)
     fold_logit_shift(model, selection.shift)
@@ -188,6 +190,11 @@ def write_model(
             **{BN_REFERENCE + k: v for k, v in (bn_reference or {}).items()},
         },
     )
+    if films is not None:
+        from pneumo.models.films import write_films
+
+        train, val = films
+        write_films(output, data=cfg.data, validation=val, train=train, split=films_split(cfg))
     log.info(
         "model written to %s (threshold %.3f, temperature %.3f)",
         output,
@@ -195,6 +202,14 @@ def write_model(
         metadata.temperature,
     )
     return output
+
+
+def films_split(cfg: TrainConfig) -> str:
+    """How ``cfg`` chose its validation films, in words (``films.json``, the guard's report)."""
+    if cfg.val_labels is not None:
+        return f"validation films of {Path(cfg.val_labels).name}"
+    seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
+    return f"patient-level validation split ({cfg.val_fraction:g} of train, seed {seed})"
 
 
 def write_json(path: Path, data) -> None:

@@ -78,13 +78,13 @@ def ood_reference_features(model, records, data_config, cfg: TrainConfig):
 
 
 def film_layouts(records) -> np.ndarray:
-    """The coarse layout (``pneumo.inference.ood.layout_vector``) of each readable film, for
+    """The coarse layout (``pneumo.models.ood.layout_vector``) of each readable film, for
     the layout check of the OOD flag."""
     import numpy as np
 
     from pneumo.data.decode import load_grey
     from pneumo.errors import ImageDecodeError
-    from pneumo.inference.ood import layout_vector
+    from pneumo.models.ood import layout_vector
 
     out = []
     for record in records:
@@ -290,6 +290,7 @@ def write_outputs(
         output=model_dir,
         bn_reference=batchnorm_statistics(model, clean_batches(train_recs, dcfg, cfg)),
         variant=variant,
+        films=(train_recs, val_recs),
     )
     write_val_predictions(
         model_dir / VAL_PREDICTIONS, val_recs, val_logits, val_y, train_prevalence
