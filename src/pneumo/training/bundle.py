@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from pneumo.config import TrainConfig
+from pneumo.config import TrainConfig, option_flag
 from pneumo.errors import PneumoError
 from pneumo.evaluation.calibration import expected_calibration_error
 from pneumo.evaluation.metrics import compute_metrics
@@ -73,30 +73,30 @@ def reproduce_command(cfg: TrainConfig, data: str = "../shared/data/chest_xray")
     defaults, plus the ones every reader wants to see)."""
     default = TrainConfig(mode=cfg.mode)
     args = ["pneumo", "train", "--mode", cfg.mode, "--backbone", cfg.backbone]
-    options = {
-        "epochs": "--epochs",
-        "lr": "--lr",
-        "batch_size": "--batch-size",
-        "weight_decay": "--weight-decay",
-        "label_smoothing": "--label-smoothing",
-        "class_balance": "--class-balance",
-        "head_init": "--head-init",
-        "freeze_stages": "--freeze-stages",
-        "ema_decay": "--ema-decay",
-        "wise_alpha": "--wise-alpha",
-        "select_epoch": "--select-epoch",
-        "threshold_method": "--threshold-method",
-        "prevalence": "--prevalence",
-        "val_fraction": "--val-fraction",
-        "seed": "--seed",
-        "split_seed": "--split-seed",
-        "start_weights": "--start-weights",
-    }
-    for name, flag in options.items():
+    options = (
+        "epochs",
+        "lr",
+        "batch_size",
+        "weight_decay",
+        "label_smoothing",
+        "class_balance",
+        "head_init",
+        "freeze_stages",
+        "ema_decay",
+        "wise_alpha",
+        "select_epoch",
+        "threshold_method",
+        "prevalence",
+        "val_fraction",
+        "seed",
+        "split_seed",
+        "start_weights",
+    )
+    for name in options:
         value = getattr(cfg, name)
         shown = name in ("epochs", "lr") or value != getattr(default, name)
         if shown and value is not None:
-            args += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+            args += [option_flag(name), f"{value:g}" if isinstance(value, float) else str(value)]
     args.append("--freeze-bn" if cfg.freeze_bn else "--train-bn")
     args += ["--data", data, "--output", str(cfg.output)]
     return " ".join(shlex.quote(a) for a in args)
