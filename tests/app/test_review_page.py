@@ -74,7 +74,7 @@ def test_review_history_viewer_and_export(app_env, monkeypatch, tmp_path):
         "a.png": "agreed",
         "b.png": "corrected",
     }
-    at.multiselect(key="history_states").set_value(["corrected"])
+    at.radio(key="history_states").set_value("corrected")
     at = _run(at)
     (table,) = at.dataframe
     assert list(table.value["file"]) == ["b.png"]

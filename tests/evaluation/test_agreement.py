@@ -51,7 +51,12 @@ def test_report_agreement_command_reads_the_records(tmp_path, capsys):
     with factory() as s:
         patient = repo.get_or_create_patient(s, name="Ada", patient_code="")
         for i, (said, found) in enumerate(
-            [("PNEUMONIA", "PNEUMONIA"), ("NORMAL", "PNEUMONIA"), ("NORMAL", "NORMAL"), (None, None)]
+            [
+                ("PNEUMONIA", "PNEUMONIA"),
+                ("NORMAL", "PNEUMONIA"),
+                ("NORMAL", "NORMAL"),
+                (None, None),
+            ]
         ):
             rec = repo.add_record(
                 s,

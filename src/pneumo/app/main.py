@@ -253,7 +253,8 @@ def classify_tab(settings: AppSettings, predictor, factory, heatmaps: bool) -> N
             if r.record_id in studies:
                 with st.expander(
                     f"Clinician's review of {short_name(r.name)}: {studies[r.record_id].state}",
-                    expanded=studies[r.record_id].state == "awaiting",
+                    expanded=studies[r.record_id].state == "awaiting"
+                    or r.record_id in ss.get("review_flash", {}),  # show "saved"
                 ):
                     review_page.review_form(factory, studies[r.record_id], "result")
     if ss.submissions:

@@ -163,7 +163,8 @@ def history_tab(factory, films, protected: bool, max_pixels: int) -> None:
         st.info("No patient matches.")
         return
     left, mid, right = st.columns([2, 1, 1])
-    states = left.multiselect("Review state", STATES, key="history_states", help="none: all")
+    state = left.radio("Review state", ("all", *STATES), key="history_states", horizontal=True)
+    states = None if state == "all" else [state]
     start = mid.date_input("From", value=None, key="history_from")
     end = right.date_input("To", value=None, key="history_to")
     if ss.get("open_record"):
