@@ -40,8 +40,8 @@ def test_migrations_create_schema_on_fresh_sqlite_file(tmp_path):
     with sqlite3.connect(path) as conn:
         tables = {r[0] for r in conn.execute("select name from sqlite_master where type='table'")}
         version = conn.execute("select version_num from alembic_version").fetchone()[0]
-    assert {"patients", "records", "audit", "alembic_version"} <= tables
-    assert version == "0003"
+    assert {"patients", "records", "audit", "reviews", "films", "alembic_version"} <= tables
+    assert version == "0004"
 
 
 def test_migrations_match_the_tables_and_are_idempotent(db_url):

@@ -50,6 +50,8 @@ class ImageResult:
     heatmap: bytes | None = None
     """JPEG of the heatmap overlay, when heatmaps are on and the image was diagnosed."""
     heatmap_note: str | None = None
+    heat: np.ndarray | None = None
+    """The class activation map behind ``heatmap`` (values in [0, 1]), kept with the film."""
     record_id: int | None = None
     """Database row; None when the image was not stored (see ``store_error``)."""
     store_error: str | None = None
@@ -193,5 +195,6 @@ def add_heatmaps(
         return
     for (r, img), heat in zip(todo, maps, strict=True):
         r.heatmap = _jpeg(overlay(img, heat))
+        r.heat = heat
         if not heat.any():
             r.heatmap_note = "no region stood out for this class"

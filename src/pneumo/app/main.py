@@ -10,7 +10,7 @@ import uuid
 
 import streamlit as st
 
-from pneumo.app import auth, intake, records, report
+from pneumo.app import auth, intake, records, report, review_page, reviews
 from pneumo.app.classify import ImageResult
 from pneumo.app.display import describe_ood_score, display_label, md, short_name
 from pneumo.app.settings import AppSettings
@@ -38,6 +38,15 @@ def get_db(db: str | None):
     from pneumo.storage.db import open_database
 
     return open_database(db)
+
+
+@st.cache_resource(show_spinner=False)
+def get_films(db: str | None):
+    """Where classified films are kept by content hash (PNEUMO_FILMS: a folder or the
+    database), so the history can show them again."""
+    from pneumo.storage.films import FilmStoreSettings, open_film_store
+
+    return open_film_store(FilmStoreSettings.from_env(db), get_db(db))
 
 
 @st.cache_resource(show_spinner=False)
@@ -178,6 +187,7 @@ def classify_tab(settings: AppSettings, predictor, factory, heatmaps: bool) -> N
     ss = st.session_state
     try:
         outbox, courier = get_outbox(settings.db)
+        films = get_films(settings.db)
     except PneumoError as exc:
         st.error(f"Cannot classify: {exc}")
         return
@@ -221,9 +231,11 @@ def classify_tab(settings: AppSettings, predictor, factory, heatmaps: bool) -> N
                     cam=cam,
                     settings=settings,
                     outbox=outbox,
+                    films=films,
                 )
             ss.submissions.append(sub)
     pending_note(outbox, courier)
+    studies = review_states(factory)
 
     for sub in reversed(ss.submissions):
         ok = sum(r.prediction is not None for r in sub.results)
@@ -233,13 +245,34 @@ def classify_tab(settings: AppSettings, predictor, factory, heatmaps: bool) -> N
         )
         st.caption(
             f"{ok} of {len(sub.results)} image(s) classified in {sub.seconds:.2f} s "
-            f"with {sub.model_version}."
+            f"with model {sub.model_version}."
         )
         ood = predictor.metadata.ood
         for r in sub.results:
             show_result(r, heatmaps, ood.cutoff if ood else None)
+            if r.record_id in studies:
+                with st.expander(
+                    f"Clinician's review of {short_name(r.name)}: {studies[r.record_id].state}",
+                    expanded=studies[r.record_id].state == "awaiting"
+                    or r.record_id in ss.get("review_flash", {}),  # show "saved"
+                ):
+                    review_page.review_form(factory, studies[r.record_id], "result")
     if ss.submissions:
         export_buttons(factory, heatmaps)
+
+
+def review_states(factory) -> dict:
+    """The reviews of this session's stored results, and how many still await one."""
+    ids = [r.record_id for sub in st.session_state.submissions for r in sub.results]
+    try:
+        studies = reviews.studies_by_id(
+            session_factory=factory, record_ids=[i for i in ids if i is not None]
+        )
+    except PneumoError as exc:
+        st.warning(str(exc))
+        return {}
+    review_page.awaiting_note(list(studies.values()))
+    return studies
 
 
 def export_buttons(factory, heatmaps: bool) -> None:
@@ -281,35 +314,6 @@ def export_buttons(factory, heatmaps: bool) -> None:
     )
 
 
-def history_tab(factory, protected: bool) -> None:
-    if not protected:
-        st.caption(
-            "No password is configured: anyone who can open this page can read the "
-            "history. Set PNEUMO_APP_PASSWORD_HASH (see docs/app.md)."
-        )
-    query = st.text_input("Find patient (name or ID)", key="history_query")
-    if st.button("Show history") and query.strip():
-        try:
-            found = records.patient_history(
-                session_factory=factory,
-                query=query,
-                session_id=st.session_state.session_id,
-                user=st.session_state.user,
-            )
-        except records.HistoryUnavailable as exc:
-            st.error(str(exc))
-            return
-        if not found:
-            st.info("No patient matches.")
-        for h in found:
-            st.markdown(
-                f"**{md(h.name)}**"
-                + (f" (ID {md(h.patient_id)})" if h.patient_id else "")
-                + f": {len(h.rows)} record(s)"
-            )
-            st.dataframe(h.rows, hide_index=True)
-
-
 def main() -> None:
     st.set_page_config(page_title="pneumo", layout="wide")
     init_state()
@@ -338,13 +342,22 @@ def main() -> None:
             f"{meta.data_config.input_size[0]}  \n**Threshold:** {meta.threshold:.3f}  \n"
             f"**Uncertain band:** {meta.uncertain_band[0]:.2f} to {meta.uncertain_band[1]:.2f}"
         )
+        st.caption(f"Model version: {meta.version}")
         if st.session_state.user:
             st.caption(f"Signed in as {st.session_state.user}")
-    tab_classify, tab_history = st.tabs(["Classify", "Patient history"])
+        review_page.reviewer_field()
+    tab_classify, tab_history, tab_agreement = st.tabs(["Classify", "Patient history", "Agreement"])
     with tab_classify:
         classify_tab(settings, predictor, factory, heatmaps)
     with tab_history:
-        history_tab(factory, protected)
+        try:
+            films = get_films(settings.db)
+        except PneumoError as exc:
+            st.error(f"Cannot open the film store: {exc}")
+        else:
+            review_page.history_tab(factory, films, protected, settings.max_pixels)
+    with tab_agreement:
+        review_page.agreement_tab(factory)
     st.caption(report.ATTRIBUTION)
 
 

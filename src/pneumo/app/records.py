@@ -9,7 +9,7 @@ import logging
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -20,12 +20,13 @@ from pneumo.app.classify import (
     classify_images,
     model_version,
 )
-from pneumo.app.display import display_result
 from pneumo.app.intake import InputItem, NothingToClassify, PatientEntry
 from pneumo.app.settings import AppSettings
+from pneumo.app.studies import Study, study_of, study_row
 from pneumo.errors import PneumoError
 from pneumo.storage import repository as repo
 from pneumo.storage.db import describe_db_error
+from pneumo.storage.reviews import reviews_of
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import sessionmaker
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from pneumo.app.outbox import Outbox
     from pneumo.inference.base import Predictor
     from pneumo.inference.cam import GradCam
+    from pneumo.storage.films import FilmStore
 
 log = logging.getLogger(__name__)
 
@@ -61,19 +63,25 @@ def classify_and_store(
     cam: GradCam | None = None,
     settings: AppSettings | None = None,
     outbox: Outbox | None = None,
+    films: FilmStore | None = None,
 ) -> Submission:
     """Classify every good item, store one record each, add heatmaps; bad items keep their own
     error and never stop the others. With an ``outbox`` the submission is journaled before
     anything else and, when the database is down, stays pending there (the page's way);
-    without one a failure to store is final. Raises NothingToClassify for no items."""
+    without one a failure to store is final. With ``films`` each classified film and its
+    heatmap are kept by content hash, so the history can show them again. Raises
+    NothingToClassify for no items."""
     settings = settings or AppSettings()
     if not items:
         raise NothingToClassify()
     start = time.perf_counter()
     version = model_version(predictor.metadata)
     results, pictures = classify_images(items, predictor, settings)
+    if cam is not None:
+        add_heatmaps(results, pictures, cam, predictor.metadata)
+    heat_keys = keep_films(films, items, results) if films is not None else {}
     key = uuid.uuid4().hex
-    entry = _journal_entry(results, patient, version, session_id, user)
+    entry = _journal_entry(results, patient, version, session_id, user, heat_keys)
     if outbox is not None:
         outbox.add(key, entry)
         deliver_pending(outbox=outbox, session_factory=session_factory)
@@ -85,8 +93,6 @@ def classify_and_store(
             for r in results:
                 if r.prediction is not None:
                     r.store_error = UNAVAILABLE
-    if cam is not None:
-        add_heatmaps(results, pictures, cam, predictor.metadata)
     seconds = time.perf_counter() - start
     log.info(
         "classified %d of %d images in %.2f s (session %s)",
@@ -98,7 +104,23 @@ def classify_and_store(
     return Submission(patient.name, patient.patient_id, results, seconds, version, key)
 
 
-def _journal_entry(results, entry: PatientEntry, version, session_id, user) -> dict:
+def keep_films(films: FilmStore, items: list[InputItem], results: list[ImageResult]) -> dict:
+    """Put each classified film (its bytes as uploaded: the hash its record carries) and its
+    heatmap into the film store; returns ``{result index: heatmap hash}``. A film that cannot
+    be kept leaves its result as it is."""
+    from pneumo.app.film_view import heat_png
+
+    heat_keys = {}
+    for i, (item, r) in enumerate(zip(items, results, strict=True)):
+        if r.prediction is None:
+            continue
+        films.put(item.data)
+        if r.heat is not None:
+            heat_keys[i] = films.put(heat_png(r.heat))
+    return heat_keys
+
+
+def _journal_entry(results, entry: PatientEntry, version, session_id, user, heat_keys) -> dict:
     """What the database will be given, as JSON: every classified image, by its index."""
     return {
         "patient": {"name": entry.name, "patient_id": entry.patient_id},
@@ -119,6 +141,7 @@ def _journal_entry(results, entry: PatientEntry, version, session_id, user) -> d
                 "threshold": float(r.prediction.threshold),
                 "uncertain": bool(r.prediction.uncertain),
                 "ood": bool(r.prediction.ood),
+                "heatmap_sha256": heat_keys.get(i),
             }
             for i, r in enumerate(results)
             if r.prediction is not None
@@ -217,6 +240,7 @@ def _deliver(s, key: str, entry: dict) -> dict:
                     user=user,
                     created=created,
                     submission_key=item_key,
+                    heatmap_sha256=item.get("heatmap_sha256"),  # absent in older journals
                 )
                 s.commit()
         except Exception as exc:
@@ -261,11 +285,13 @@ def _deliver(s, key: str, entry: dict) -> dict:
 
 @dataclass
 class PatientHistory:
-    """One patient and their stored records, newest first, as plain rows for a table."""
+    """One patient and their stored results, newest first: as table rows and as studies (with
+    every review)."""
 
     name: str
     patient_id: str
     rows: list[dict]
+    studies: list[Study] = field(default_factory=list)
 
 
 class HistoryUnavailable(PneumoError):
@@ -273,13 +299,19 @@ class HistoryUnavailable(PneumoError):
 
 
 def patient_history(
-    *, session_factory: sessionmaker, query: str, session_id: str, user: str = ""
+    *,
+    session_factory: sessionmaker,
+    query: str,
+    session_id: str,
+    user: str = "",
+    audit: bool = True,
 ) -> list[PatientHistory]:
-    """Patients matching ``query`` (name part or exact ID) with their records; each patient
-    shown is written to the audit trail as viewed. Raises HistoryUnavailable when the database
-    cannot be read or the viewing cannot be audited."""
+    """Patients matching ``query`` (name part or exact ID) with their records and reviews; each
+    patient shown is written to the audit trail as viewed (``audit``: False when the page only
+    redraws a history the same session was shown and audited). Raises HistoryUnavailable when
+    the database cannot be read or the viewing cannot be audited."""
     try:
-        return _patient_history(session_factory, query, session_id, user)
+        return _patient_history(session_factory, query, session_id, user, audit)
     except Exception as exc:  # noqa: BLE001 - shown as a message, logged by class only
         log.error(
             "cannot read the history (session %s): %s", session_id[:8], describe_db_error(exc)
@@ -289,36 +321,24 @@ def patient_history(
         ) from None
 
 
-def _patient_history(session_factory, query: str, session_id: str, user: str):
+def _patient_history(session_factory, query: str, session_id: str, user: str, audit: bool):
     out = []
     with session_factory() as s:
         for patient in repo.find_patients(s, query=query):
-            rows = [
-                {
-                    "time (UTC)": r.created.strftime("%Y-%m-%d %H:%M:%S") if r.created else "",
-                    "file": r.file_name,
-                    "result": display_result(r.prediction, r.ood),
-                    # records stored before OOD films lost their numbers still hold one
-                    "P(pneumonia)": None
-                    if r.ood or r.probability is None
-                    else round(r.probability, 4),
-                    "threshold": round(r.threshold, 4),
-                    "uncertain": r.uncertain,
-                    "model": r.model_version,
-                    "sha256": r.sha256[:16],
-                    "user": r.user,
-                }
-                for r in repo.patient_records(s, patient_id=patient.id)
-            ]
-            repo.add_audit(
-                s,
-                action="view_history",
-                session_id=session_id,
-                user=user,
-                patient=patient,
-                detail=f"{len(rows)} records",
-            )
-            out.append(PatientHistory(patient.name, patient.patient_code, rows))
+            found = repo.patient_records(s, patient_id=patient.id)
+            by_record = reviews_of(s, record_ids=[r.id for r in found])
+            studies = [study_of(r, patient, by_record.get(r.id, [])) for r in found]
+            if audit:
+                repo.add_audit(
+                    s,
+                    action="view_history",
+                    session_id=session_id,
+                    user=user,
+                    patient=patient,
+                    detail=f"{len(studies)} records",
+                )
+            rows = [study_row(study) for study in studies]
+            out.append(PatientHistory(patient.name, patient.patient_code, rows, studies))
         s.commit()
     return out
 

@@ -10,9 +10,9 @@ import sys
 import threading
 
 from pneumo import __version__
-from pneumo.cli import app, data, db, dicom_node, evaluation, inference, training
+from pneumo.cli import app, data, db, dicom_node, evaluation, inference, report, training
 
-GROUPS = (data, training, evaluation, inference, app, db, dicom_node)
+GROUPS = (data, training, evaluation, inference, app, db, dicom_node, report)
 
 
 def build_parser() -> argparse.ArgumentParser:

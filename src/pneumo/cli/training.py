@@ -180,13 +180,15 @@ def _adapt(args: argparse.Namespace) -> int:
 
     from pneumo.training.adapt import adapt
 
-    result = adapt(
-        model=args.model,
-        images=args.images,
-        output=args.output,
-        target_sensitivity=args.target_sensitivity,
-        workers=args.workers,
-    )
+    common = dict(target_sensitivity=args.target_sensitivity, workers=args.workers)
+    if args.from_records:
+        from pneumo.training.site_records import adapt_from_records
+
+        result = adapt_from_records(
+            db=args.from_records, output=args.output, model=args.model, films=args.films, **common
+        )
+    else:
+        result = adapt(model=args.model, images=args.images, output=args.output, **common)
     console = Console(stderr=True)
     console.print(
         f"{result.mode} adaptation on {result.n_films} films: refit {', '.join(result.refit)}; "
@@ -267,11 +269,22 @@ def register(sub) -> None:
 
     p = add_command(sub, "adapt", adapt, _adapt)
     add_model_arg(p, "base model folder")
-    p.add_argument(
+    site = p.add_mutually_exclusive_group(required=True)
+    site.add_argument(
         "--images",
         type=Path,
-        required=True,
         help="the site's films: a flat folder (unlabeled) or NORMAL/ and PNEUMONIA/ subfolders",
+    )
+    site.add_argument(
+        "--from-records",
+        metavar="DB",
+        help="the app's records database (SQLite file or URL): the films clinicians reviewed, "
+        "labeled by their finding",
+    )
+    p.add_argument(
+        "--films",
+        help="with --from-records: the app's film store (folder or 'database'; default "
+        "$PNEUMO_FILMS or films/ beside a SQLite file)",
     )
     p.add_argument("--output", type=Path, required=True, help="folder for the adapted model")
     p.add_argument(

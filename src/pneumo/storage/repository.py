@@ -16,7 +16,17 @@ from pneumo.storage.tables import NAME_MAX, PATIENT_ID_MAX, AuditEvent, Patient,
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-ACTIONS = ("classify", "view_history", "export", "login", "login_failed")
+ACTIONS = (
+    "classify",
+    "view_history",
+    "view_film",
+    "export",
+    "login",
+    "login_failed",
+    "review",
+    "amend_review",
+    "adapt",
+)
 """What the audit trail records."""
 
 
@@ -106,6 +116,7 @@ def add_record(
     user: str = "",
     created: datetime | None = None,
     submission_key: str | None = None,
+    heatmap_sha256: str | None = None,
 ) -> Record:
     """Store one classified image (``prediction`` and ``probability`` None: not assessed).
     ``created``: when it was classified (a record delivered late keeps its time)."""
@@ -122,6 +133,7 @@ def add_record(
         session_id=session_id,
         user=user,
         submission_key=submission_key,
+        heatmap_sha256=heatmap_sha256,
     )
     if created is not None:
         record.created = created

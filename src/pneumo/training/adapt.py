@@ -156,6 +156,7 @@ def adapt(
     output: Path,
     target_sensitivity: float = 0.95,
     workers: int = 2,
+    provenance: dict | None = None,
 ) -> AdaptResult:
     """Adapt a model to a site's films and write the adapted model directory to ``output``.
 
@@ -166,7 +167,7 @@ def adapt(
     then temperature (never below 1) and threshold refit on the labels to reach
     --target-sensitivity). Too few films, or a threshold that can only be placed at the extreme
     of their scores, are refused with a message. The adapted model records its base model, the number of
-    films and what was refit in model.json.
+    films and what was refit in model.json (with --from-records, also the records used).
     """
     import torch
 
@@ -277,6 +278,7 @@ def adapt(
         "n_films": result.n_films,
         "refit": result.refit,
         "figures": figures,
+        **(provenance or {}),
     }
     tensors = dict(extra)
     if ood_tensors is not None:
