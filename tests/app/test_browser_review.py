@@ -82,6 +82,31 @@ def _review_more_films(db, films, real_data_root):
     factory.kw["bind"].dispose()
 
 
+def _wait_idle(page) -> None:
+    """Until Streamlit has finished the script run a click started: a button clicked while the
+    page is being redrawn can be replaced before its click reaches the server."""
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=120_000
+    )
+
+
+def _download(page, button: str) -> bytes:
+    """Click a download button once the page is idle and return the file's bytes (a second
+    click if the first one was swallowed by a redraw on a loaded machine)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for attempt in (1, 2):
+        _wait_idle(page)
+        try:
+            with page.expect_download(timeout=60_000) as download:
+                page.get_by_role("button", name=button).click()
+            return Path(download.value.path()).read_bytes()
+        except PlaywrightTimeout:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
 @pytest.mark.timeout(600)
 def test_review_history_export_and_adapt_from_records(
     originals_dir, real_data_root, tmp_path, capsys
@@ -176,12 +201,8 @@ def test_review_history_export_and_adapt_from_records(
             (overlaid,) = film_sources()
             assert overlaid != plain
 
-            with page.expect_download(timeout=60_000) as download:
-                page.get_by_role("button", name="Download selection (CSV, 1)").click()
-            exported = Path(download.value.path()).read_text(encoding="utf-8-sig")
-            with page.expect_download(timeout=60_000) as download:
-                page.get_by_role("button", name="Download selection (PDF, 1)").click()
-            pdf = Path(download.value.path()).read_bytes()
+            exported = _download(page, "Download selection (CSV, 1)").decode("utf-8-sig")
+            pdf = _download(page, "Download selection (PDF, 1)")
             browser.close()
     finally:
         stop_group(proc)
