@@ -80,11 +80,6 @@ class InputStats:
     """What the file's own header says it is when that is not a frontal chest radiograph (a
     DICOM CT slice, a report, a lateral view: ``pneumo.data.dicom_scope``); None otherwise."""
 
-    @property
-    def odd(self) -> bool:
-        """Out of distribution on its own statistics (the model's layout cut-off aside)."""
-        return bool(self.reasons())
-
     def reasons(
         self, layout_cutoff: float | None = None, residual_cutoff: float | None = None
     ) -> list[str]:
