@@ -51,16 +51,16 @@ def test_answers_are_the_predictors(predictor):
 
 
 def test_each_image_is_decoded_once(predictor, cam, monkeypatch):
-    import pneumo.inference.base as base
+    import pneumo.inference.pipeline as pipeline
 
     calls = []
-    real = base.load_grey  # the predictor's decode is the app's too
+    real = pipeline.load_grey  # the film pipeline's decode is the app's too
 
     def counting(data, **kwargs):
         calls.append(kwargs.get("name"))
         return real(data, **kwargs)
 
-    monkeypatch.setattr(base, "load_grey", counting)
+    monkeypatch.setattr(pipeline, "load_grey", counting)
     items = _items()[:2]
     results, pictures = classify_images(items, predictor, AppSettings())
     add_heatmaps(results, pictures, cam, predictor.metadata)

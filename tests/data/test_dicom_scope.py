@@ -226,6 +226,7 @@ def test_ray_stages_carry_the_header_reason_from_decoding_to_the_row():
     """`pneumo predict --ray` decodes in tasks and classifies in actors: the reason must travel
     between them (the two stages called as Ray calls them, without a cluster)."""
     pytest.importorskip("pyarrow")
+    from pneumo.inference.pipeline import FilmPipeline
     from pneumo.inference.ray_predict import _decode_batch, _PredictActor
     from pneumo.models.checkpoint import BUNDLED_MODEL_DIR
 
@@ -236,7 +237,7 @@ def test_ray_stages_carry_the_header_reason_from_decoding_to_the_row():
         "file": np.array([ct], dtype=object),
         "error": np.array([""], dtype=object),
     }
-    decoded = _decode_batch(batch, str(BUNDLED_MODEL_DIR))
+    decoded = _decode_batch(batch, FilmPipeline.load(BUNDLED_MODEL_DIR))
     (row,) = _PredictActor(str(BUNDLED_MODEL_DIR), "torch", "fp32", 1, 8)(decoded).to_pylist()
     assert row["class"] is None and row["probability"] is None and row["ood"]
     # The header's words come first; the pixel checks may add theirs after them.

@@ -241,14 +241,14 @@ def test_missing_model_dir_is_a_clear_error(tmp_path):
 
 def test_a_failed_colour_check_is_that_images_error(torch_predictor, xray_files, monkeypatch):
     """Never a silent chroma of 0, which would switch the colour check off for that file."""
-    import pneumo.inference.base as base
+    import pneumo.inference.pipeline as pipeline
 
     def broken(img):
         raise OSError("decoder exploded")
 
     colour = xray_files[0].parent / "colour.png"
     Image.new("RGB", (256, 256), (200, 30, 30)).save(colour)
-    monkeypatch.setattr(base, "colour_chroma", broken)
+    monkeypatch.setattr(pipeline, "colour_chroma", broken)
     preds = torch_predictor.predict_sources([colour, xray_files[0]])
     assert preds[0].error is not None and "colour check failed" in preds[0].error
     assert preds[1].error is None  # a grey file stops after its header: no check to fail

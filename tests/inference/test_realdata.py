@@ -50,6 +50,7 @@ def test_nothing_but_a_chest_film_is_diagnosed(tmp_path):
     # `pneumo predict --ray`: decode tasks measure the statistics, actors classify.
     import numpy as np
 
+    from pneumo.inference.pipeline import FilmPipeline
     from pneumo.inference.ray_predict import _decode_batch, _PredictActor
 
     files = []
@@ -63,7 +64,8 @@ def test_nothing_but_a_chest_film_is_diagnosed(tmp_path):
         "error": np.array([""] * len(files), dtype=object),
     }
     model = str(BUNDLED_MODEL_DIR)
-    rows = _PredictActor(model, "onnx", "fp32", 1, 64)(_decode_batch(batch, model)).to_pylist()
+    decoded = _decode_batch(batch, FilmPipeline.load(model))
+    rows = _PredictActor(model, "onnx", "fp32", 1, 64)(decoded).to_pylist()
     assert [r["ood"] for r in rows] == [True] * len(files)
     assert all(r["class"] is None and r["probability"] is None for r in rows)
 

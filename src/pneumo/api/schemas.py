@@ -1,41 +1,51 @@
-"""Response bodies of the REST API (kept apart from the engine's own types)."""
+"""Response bodies of the REST API: the prediction result is a view of the engine's record
+(``Prediction``), the rest kept apart from the engine's own types."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import dataclasses
+import typing
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
-if TYPE_CHECKING:
-    from pneumo.inference.base import Prediction
+from pneumo.inference.base import Prediction, shown_fields
 
 
-class PredictionOut(BaseModel):
-    """The result for one uploaded file; ``error`` set means it could not be classified, ``ood``
-    that it was not assessed (no label, no probability: ``ood_reason`` says why)."""
-
-    filename: str = Field(description="Name of the uploaded file.")
-    label: str | None = Field(
-        None, description="NORMAL or PNEUMONIA; null when not assessed (ood) or unreadable."
-    )
-    probability: float | None = Field(
-        None, description="Calibrated probability of PNEUMONIA; null when not assessed."
-    )
-    confidence: float | None = Field(None, description="Probability of the predicted class.")
-    threshold: float | None = Field(None, description="Decision threshold used.")
-    uncertain: bool = Field(False, description="Probability in the model's uncertain band.")
-    ood: bool = Field(
-        False, description="Does not look like a chest X-ray of the training data: no diagnosis."
-    )
-    ood_score: float | None = Field(None, description="Feature distance from the training data.")
-    ood_reason: str | None = Field(None, description="Why the film was not assessed.")
-    error: str | None = Field(None, description="Why this file could not be classified.")
-
+class _PredictionView(BaseModel):
     @classmethod
     def of(cls, prediction: Prediction) -> PredictionOut:
         """The public view of one Prediction (the fields it shows, nothing else)."""
-        shown = prediction.to_dict()
-        return cls(filename=shown.pop("source"), **shown)
+        return cls(
+            **{f.metadata["api"] or f.name: getattr(prediction, f.name) for f in shown_fields()}
+        )
+
+
+def _result_model() -> type[_PredictionView]:
+    """``PredictionOut`` from ``Prediction``'s shown fields: their types, defaults and
+    descriptions, under their API names (``source`` is ``filename``)."""
+    hints = typing.get_type_hints(Prediction)
+    spec = {
+        f.metadata["api"] or f.name: (
+            hints[f.name],
+            Field(
+                ... if f.default is dataclasses.MISSING else f.default,
+                description=f.metadata["doc"],
+            ),
+        )
+        for f in shown_fields()
+    }
+    return create_model(
+        "PredictionOut",
+        __base__=_PredictionView,
+        __doc__="The result for one uploaded file; ``error`` set means it could not be "
+        "classified, ``ood`` that it was not assessed (no label, no probability: "
+        "``ood_reason`` says why).",
+        __module__=__name__,
+        **spec,
+    )
+
+
+PredictionOut = _result_model()
 
 
 class PredictResponse(BaseModel):

@@ -18,8 +18,9 @@ from pneumo.app import metrics
 from pneumo.app.intake import InputItem
 from pneumo.app.settings import AppSettings
 from pneumo.errors import PneumoError
-from pneumo.inference.base import InputStats, Prediction, Predictor
+from pneumo.inference.base import Prediction, Predictor
 from pneumo.inference.cam import overlay
+from pneumo.inference.pipeline import Film, FilmPipeline, PreparedFilm
 
 if TYPE_CHECKING:
     from pneumo.models.checkpoint import ModelMetadata
@@ -90,8 +91,9 @@ def classify_images(
     results = [ImageResult(item.name, error=item.error) for item in items]
     pictures: list[Image.Image | None] = [None] * len(items)
     good = [i for i, item in enumerate(items) if item.data is not None and item.error is None]
+    pipeline = predictor.pipeline
     with ThreadPoolExecutor(max(1, predictor.decode_workers), "pneumo-app-decode") as pool:
-        decoded = list(pool.map(lambda i: _decode(items[i], predictor, settings), good))
+        decoded = list(pool.map(lambda i: _decode(items[i], pipeline, settings), good))
     ready = []
     for i, got in zip(good, decoded, strict=True):
         if isinstance(got, str):
@@ -99,17 +101,15 @@ def classify_images(
         else:
             ready.append((i, got))
     if ready:
-        predictions = predictor.predict_arrays(
-            np.stack([d.model_input for _, d in ready]),
-            [items[i].name for i, _ in ready],
-            [d.stats for _, d in ready],
+        predictions = predictor.predict_prepared(
+            [PreparedFilm(items[i].name, d.film.array, d.film.stats) for i, d in ready]
         )
         for (i, d), pred in zip(ready, predictions, strict=True):
             res = results[i]
             res.prediction = pred
             res.sha256 = hashlib.sha256(items[i].data).hexdigest()
-            res.thumbnail = _jpeg(d.shown or d.picture)
-            pictures[i] = d.picture
+            res.thumbnail = _jpeg(d.shown or d.film.picture)
+            pictures[i] = d.film.picture
         metrics.count_predictions(
             predictions, backend=predictor.backend, precision=predictor.precision
         )
@@ -121,32 +121,27 @@ def classify_images(
 class _Decoded:
     """What the one decode of an image yields; the full-size pixels are not kept."""
 
-    model_input: np.ndarray
-    """(3, H, W), preprocessed from the model's own data config."""
-    stats: InputStats
-    """What the picture says about itself, for the out-of-distribution flag."""
-    picture: Image.Image
-    """Grey thumbnail, longest side at most THUMBNAIL_SIDE: what the model saw (heatmaps)."""
+    film: Film
+    """The pipeline's film, its picture made a thumbnail (longest side at most
+    THUMBNAIL_SIDE): what the model saw, for the heatmaps."""
     shown: Image.Image | None = None
     """The upload in its own colours, for the page and the PDF, when it has any."""
 
 
-def _decode(item: InputItem, predictor: Predictor, settings: AppSettings) -> _Decoded | str:
-    """Decode ``item`` once, exactly as the predictor decodes a file (draft size, colour check),
-    so the app gives the API's and the CLI's answer; a failure is that image's error message."""
+def _decode(item: InputItem, pipeline: FilmPipeline, settings: AppSettings) -> _Decoded | str:
+    """Decode ``item`` once by the model's film pipeline, as every face decodes a file, so the
+    app gives the API's and the CLI's answer; a failure is that image's error message."""
     try:
-        grey, model_input, stats = predictor.decode(
-            item.data, item.name, max_pixels=settings.max_pixels
-        )
-        grey.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+        film = pipeline.decode(item.data, item.name, max_pixels=settings.max_pixels)
+        film.picture.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
         # show what was uploaded: a colour photograph shown grey looks like a film
-        shown = _colour_picture(item.data) if stats.chroma > SHOWN_IN_COLOUR else None
+        shown = _colour_picture(item.data) if film.stats.chroma > SHOWN_IN_COLOUR else None
     except PneumoError as exc:
         return str(exc)
     except Exception as exc:  # noqa: BLE001 - a bad file is an answer, not a crash
         log.warning("unexpected error decoding an image", exc_info=True)  # no name: PHI
         return f"{item.name}: {exc}"
-    return _Decoded(model_input, stats, grey, shown)
+    return _Decoded(film, shown)
 
 
 def _colour_picture(data: bytes) -> Image.Image | None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pneumo.app.classify import ImageResult, Submission
 from pneumo.app.display import display_result
+from pneumo.inference.base import Prediction, field_types
 
 DISCLAIMER = (
     "Research use only. Not a medical device and not a diagnosis: every result must be "
@@ -49,6 +50,30 @@ def _status(r: ImageResult) -> str:
     return display_result(p.label, p.ood)
 
 
+PREDICTION_CELLS = {
+    "p_pneumonia": "probability",
+    "confidence": "confidence",
+    "threshold": "threshold",
+    "uncertain": "uncertain",
+    "not_chest_xray": "ood",
+    "ood_score": "ood_score",
+}
+"""Report columns taken straight from a ``Prediction`` field (numbers to 4 decimals, flags as
+True/False; empty or False without a prediction)."""
+
+
+def _prediction_cells(p: Prediction | None) -> dict:
+    """The report's cells that come from the prediction record."""
+    types = field_types()
+    cells = {}
+    for column, name in PREDICTION_CELLS.items():
+        value = None if p is None else getattr(p, name)
+        cells[column] = bool(value) if types[name] is bool else _num(value)
+    probability = None if p is None else p.probability
+    cells["p_normal"] = _num(None if probability is None else 1 - probability)
+    return cells
+
+
 def results_csv(submissions: list[Submission]) -> bytes:
     """One row per image of every submission, errors included (UTF-8 with BOM for Excel)."""
     buf = io.StringIO()
@@ -56,27 +81,19 @@ def results_csv(submissions: list[Submission]) -> bytes:
     writer.writerow(CSV_COLUMNS)
     for sub in submissions:
         for r in sub.results:
-            p = r.prediction
-            writer.writerow(
-                [
-                    r.created,
-                    _safe_cell(sub.patient_name),
-                    _safe_cell(sub.patient_id),
-                    _safe_cell(r.name),
-                    r.sha256,
-                    _status(r),
-                    _num(p and p.probability),
-                    _num(p and p.probability is not None and 1 - p.probability),
-                    _num(p and p.confidence),
-                    _num(p and p.threshold),
-                    bool(p and p.uncertain),
-                    bool(p and p.ood),
-                    _num(p and p.ood_score),
-                    sub.model_version,
-                    r.record_id if r.record_id is not None else "",
-                    _safe_cell(r.error or r.store_error or ""),
-                ]
-            )
+            row = {
+                "time_utc": r.created,
+                "patient_name": _safe_cell(sub.patient_name),
+                "patient_id": _safe_cell(sub.patient_id),
+                "file": _safe_cell(r.name),
+                "sha256": r.sha256,
+                "result": _status(r),
+                **_prediction_cells(r.prediction),
+                "model_version": sub.model_version,
+                "record_id": r.record_id if r.record_id is not None else "",
+                "error": _safe_cell(r.error or r.store_error or ""),
+            }
+            writer.writerow([row[c] for c in CSV_COLUMNS])
     return ("\ufeff" + buf.getvalue()).encode("utf-8", "backslashreplace")  # lone surrogates
 
 

@@ -81,8 +81,9 @@ def classify_instance(
         return Outcome(sop_uid, None, [], "already classified: no second record or result")
     picture = None
     try:
-        picture, array, stats = predictor.decode(raw, label)
-        pred = predictor.predict_arrays(array[None], [label], [stats])[0]
+        film = predictor.pipeline.decode(raw, label)
+        picture = film.picture
+        pred = predictor.predict_arrays(film.array[None], [label], [film.stats])[0]
     except PneumoError as exc:
         pred = Prediction(source=label, threshold=predictor.metadata.threshold, error=str(exc))
     meta = predictor.metadata

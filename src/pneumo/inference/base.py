@@ -1,30 +1,32 @@
-"""The Predictor interface every caller uses (CLI, API, app, evaluation), and its result type.
+"""The Predictor interface every caller uses (CLI, API, app, evaluation), and the prediction
+record it answers with.
 
-Backends only implement ``forward`` (a preprocessed batch to logits and pooled features); the
-decoding, batching, calibration and out-of-distribution flags live here once, so every backend
-gives the same answers for the same logits.
+Backends only implement ``forward`` (a preprocessed batch to logits and pooled features); films
+are prepared by the model's ``FilmPipeline`` (``pneumo.inference.pipeline``), and the batching,
+calibration and out-of-distribution flags live here once, so every backend gives the same
+answers for the same logits.
 """
 
 from __future__ import annotations
 
-import io
+import dataclasses
 import logging
 import os
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
-from pneumo.data.decode import FORMATS, is_dicom, load_grey, read_bytes, to_grey
-from pneumo.errors import ImageDecodeError, ModelError, PneumoError
+from pneumo.data.decode import to_grey
+from pneumo.errors import ModelError
+from pneumo.inference.pipeline import FilmPipeline, InputStats, PreparedFilm, colour_chroma
 from pneumo.models.outputs import temperature_softmax
-from pneumo.models.preprocess import preprocess
 
 if TYPE_CHECKING:
     from pneumo.inference.guard import GuardReport
@@ -32,14 +34,29 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-COLOUR_CHROMA_LIMIT = 12.0
-"""Mean chroma (distance from grey in YCbCr, 0..~180) above which an image is flagged as out of
-distribution: X-rays are grey, even when saved as RGB (JPEG noise stays below about 3)."""
-_COLOUR_MODES = ("RGB", "RGBA", "P", "CMYK", "YCbCr", "LAB", "HSV")
-
-
 NOT_ASSESSED = "not assessed"
 """What every face says in place of a diagnosis for a film flagged out of distribution."""
+
+
+@dataclass(frozen=True)
+class Column:
+    """How a field of ``Prediction`` is written as a column of ``pneumo predict``'s output."""
+
+    name: str
+    """The column's header (users' scripts read these: never renamed)."""
+    digits: int | None = None
+    """Rounded to this many decimals."""
+    escape: bool = False
+    """Written printable (``pneumo.data.decode.printable``): free text that may hold any byte."""
+    blank_unless: str | None = None
+    """A ``Prediction`` property; the cell is empty where it is false (no uncertain flag for a
+    film not assessed)."""
+
+
+def _shown(default, doc: str, column: Column | None, *, api: str | None = None):
+    """A field of the public record: its description (the API's too), its output column and
+    its name in the API when that differs."""
+    return field(default=default, metadata={"doc": doc, "column": column, "api": api})
 
 
 @dataclass
@@ -48,37 +65,83 @@ class Prediction:
 
     A film flagged out of distribution gets no diagnosis: ``label``, ``probability`` and
     ``confidence`` are None and ``ood_reason`` says why. Made once in ``Predictor.postprocess``
-    so the CLI, the API, the app, its exports and the records all say the same."""
+    so the CLI, the API, the app, its exports and the records all say the same. The one
+    spelling of the record: the output columns (``pneumo.inference.rows``) and the API's
+    result (``pneumo.api.schemas``) are built from these fields."""
 
-    source: str
-    """File path, upload name or URL."""
-    label: str | None = None
-    """Predicted class name (NORMAL or PNEUMONIA); None when not assessed or unreadable."""
-    probability: float | None = None
-    """Calibrated probability of PNEUMONIA; None when not assessed or unreadable."""
-    confidence: float | None = None
-    """Calibrated probability of the predicted class."""
-    threshold: float | None = None
-    """The operating threshold the label was decided at."""
-    uncertain: bool = False
-    """The probability lies in the model's uncertain band around the threshold."""
-    ood: bool = False
-    """The image does not look like a chest X-ray of the training distribution: no diagnosis."""
-    ood_score: float | None = None
-    """Feature distance from the training data (the cut-off is in the model metadata)."""
-    ood_reason: str | None = None
-    """Why the film was not assessed (``ood``): which checks flagged it."""
-    error: str | None = None
-    """Why this image could not be classified."""
+    source: str = _shown(
+        dataclasses.MISSING,
+        "Name of the uploaded file.",
+        Column("path"),  # names are made printable where they are made (``predict.Input``)
+        api="filename",
+    )
+    label: str | None = _shown(
+        None,
+        "NORMAL or PNEUMONIA; null when not assessed (ood) or unreadable.",
+        Column("class"),
+    )
+    probability: float | None = _shown(
+        None,
+        "Calibrated probability of PNEUMONIA; null when not assessed.",
+        Column("probability", digits=6),
+    )
+    confidence: float | None = _shown(
+        None, "Probability of the predicted class.", Column("confidence", digits=6)
+    )
+    threshold: float | None = _shown(None, "Decision threshold used.", None)
+    uncertain: bool = _shown(
+        False,
+        "Probability in the model's uncertain band.",
+        Column("uncertain", blank_unless="assessed"),
+    )
+    ood: bool = _shown(
+        False,
+        "Does not look like a chest X-ray of the training data: no diagnosis.",
+        Column("ood", blank_unless="readable"),
+    )
+    ood_score: float | None = _shown(
+        None, "Feature distance from the training data.", Column("ood_score", digits=4)
+    )
+    ood_reason: str | None = _shown(None, "Why the film was not assessed.", Column("ood_reason"))
+    error: str | None = _shown(
+        None, "Why this file could not be classified.", Column("error", escape=True)
+    )
     model_probability: float | None = field(default=None, repr=False)
     """The network's calibrated p(PNEUMONIA) whatever the OOD flag, for evaluation, which
     measures the network on every film; never shown as a diagnosis (not in ``to_dict``)."""
 
+    @property
+    def readable(self) -> bool:
+        """The film was read (it may still be out of distribution)."""
+        return self.error is None
+
+    @property
+    def assessed(self) -> bool:
+        """The film was read and diagnosed."""
+        return self.error is None and not self.ood
+
     def to_dict(self) -> dict:
-        """What may be shown: every field but ``model_probability``."""
-        out = asdict(self)
-        del out["model_probability"]
-        return out
+        """What may be shown (``shown_fields``), by field name."""
+        return {f.name: getattr(self, f.name) for f in shown_fields()}
+
+
+def shown_fields() -> list[dataclasses.Field]:
+    """The fields of ``Prediction`` that may be shown, in order: all but
+    ``model_probability``."""
+    return [f for f in dataclasses.fields(Prediction) if "doc" in f.metadata]
+
+
+def field_types() -> dict[str, type]:
+    """Each field's value type, None stripped (``str | None`` -> ``str``)."""
+    import typing
+
+    hints = typing.get_type_hints(Prediction)
+    return {
+        name: next(t for t in typing.get_args(hint) if t is not type(None))
+        if typing.get_args(hint)
+        else hint
+        for name, hint in hints.items()
+    }
 
 
 def single_threaded_blas() -> None:
@@ -104,143 +167,6 @@ BATCH_SIZE = 8
 """Images per forward pass by default: on 2 CPU cores batch 8 runs as many images per second as
 batch 32 (``benchmarks/``) with a quarter of the activation memory (about 250 vs 550 MiB peak
 for ``pneumo predict``)."""
-
-ASPECT_LIMIT = 4.0
-"""Images whose longer side is more than this many times the shorter one are flagged as out of
-distribution: chest films range from square to about 3:1 (the widest Kermany original)."""
-_CHROMA_SIDE = 64
-
-
-def colour_chroma(img: Image.Image) -> float:
-    """Mean distance from grey of pixels sampled from ``img`` (0 for grey modes). Sampled, not
-    averaged: a smoothed thumbnail turns colour noise grey."""
-    if img.mode not in _COLOUR_MODES:
-        return 0.0
-    small = img.convert("RGB").resize((_CHROMA_SIDE, _CHROMA_SIDE), Image.Resampling.NEAREST)
-    ycc = np.asarray(small.convert("YCbCr"), dtype=np.float32)
-    return float(np.hypot(ycc[..., 1] - 128.0, ycc[..., 2] - 128.0).mean())
-
-
-def aspect_ratio(size: tuple[int, int]) -> float:
-    """Longer side over shorter side (1 for a square)."""
-    width, height = size
-    return max(width, height) / max(1, min(width, height))
-
-
-CONTRAST_LIMIT = 8.0
-"""Grey-level standard deviation (0..255) below which an image is flagged as out of
-distribution: blank, uniform or washed-out pictures (chest films measured 27 and up)."""
-
-
-def grey_contrast(img: Image.Image) -> float:
-    """Standard deviation of the grey levels of a small copy of ``img``."""
-    small = img.convert("L").resize((_CHROMA_SIDE, _CHROMA_SIDE), Image.Resampling.BILINEAR)
-    return float(np.asarray(small, dtype=np.float32).std())
-
-
-@dataclass(frozen=True)
-class InputStats:
-    """What the decoded picture says about itself, apart from the model: a chest film is grey,
-    has contrast, and is not a sliver."""
-
-    chroma: float = 0.0
-    """Mean distance from grey (``colour_chroma``)."""
-    aspect: float = 1.0
-    """Longer over shorter side."""
-    contrast: float = 255.0
-    """Grey-level standard deviation (``grey_contrast``)."""
-    layout: float = 1.0
-    """Correlation of the coarse layout with the model's mean training film (1 when the model
-    has no layout template)."""
-    layout_residual: float = 0.0
-    """Distance of the coarse layout from the training films' layout subspace (0 when the
-    model has none)."""
-    header_reason: str | None = None
-    """What the file's own header says it is when that is not a frontal chest radiograph (a
-    DICOM CT slice, a report, a lateral view: ``pneumo.data.dicom_scope``); None otherwise."""
-
-    @property
-    def odd(self) -> bool:
-        """Out of distribution on its own statistics (the model's layout cut-off aside)."""
-        return bool(self.reasons())
-
-    def reasons(
-        self, layout_cutoff: float | None = None, residual_cutoff: float | None = None
-    ) -> list[str]:
-        """What no chest film is, in words (empty for a plausible film); the cut-offs are the
-        model's (``OodConfig.layout_cutoff``, ``OodConfig.layout_residual_cutoff``)."""
-        out = [self.header_reason] if self.header_reason else []
-        if (layout_cutoff is not None and self.layout < layout_cutoff) or (
-            residual_cutoff is not None and self.layout_residual > residual_cutoff
-        ):
-            out.append("not laid out like a chest film")
-        if self.chroma > COLOUR_CHROMA_LIMIT:
-            out.append("a colour image")
-        if self.aspect > ASPECT_LIMIT:
-            out.append(f"a shape beyond {ASPECT_LIMIT:g}:1")
-        if self.contrast < CONTRAST_LIMIT:
-            out.append("blank or washed out")
-        return out
-
-    @classmethod
-    def of(cls, grey: Image.Image, chroma: float, layouts: dict | None = None) -> InputStats:
-        """The statistics of a grey picture; ``layouts`` holds the model's layout tensors
-        (``Predictor.layout_tensors``: mean training layout, layout subspace)."""
-        from pneumo.models.ood import (
-            LAYOUT_BASIS_KEY,
-            LAYOUT_KEY,
-            layout_residuals,
-            layout_vector,
-        )
-
-        layout, residual = 1.0, 0.0
-        if layouts:
-            vector = layout_vector(grey)
-            if LAYOUT_KEY in layouts:
-                layout = float(vector @ layouts[LAYOUT_KEY])
-            if LAYOUT_BASIS_KEY in layouts:
-                residual = float(layout_residuals(vector, layouts[LAYOUT_BASIS_KEY])[0])
-        return cls(chroma, aspect_ratio(grey.size), grey_contrast(grey), layout, residual)
-
-    @classmethod
-    def of_encoded(
-        cls, grey: Image.Image, raw: bytes, name: str, layouts: dict | None = None
-    ) -> InputStats:
-        """The statistics of a decoded film, the colour measured on its encoded bytes (grey
-        decoding has already thrown the colour away), with what a DICOM header says it is."""
-        stats = cls.of(grey, _source_chroma(raw, name), layouts)
-        if is_dicom(raw):
-            from pneumo.data.dicom_scope import dicom_scope_problem
-
-            return replace(stats, header_reason=dicom_scope_problem(raw, name))
-        return stats
-
-
-def _source_chroma(raw: bytes, name: str) -> float:
-    """Chroma of an encoded image without a full decode: JPEGs are decoded at 1/2 to 1/8 scale,
-    grey files (most X-rays) stop after the header; colour DICOM pixels are decoded again in
-    colour (grey decoding has averaged the channels). A failure is that image's error, never a
-    silent 0 that would switch the colour check off for it."""
-    try:
-        if is_dicom(raw):
-            from pneumo.data.dicom import colour_picture
-
-            picture = colour_picture(raw, name)
-            return 0.0 if picture is None else colour_chroma(picture)
-        with Image.open(io.BytesIO(raw), formats=FORMATS) as img:
-            if img.mode not in _COLOUR_MODES:
-                return 0.0
-            if img.format in ("JPEG", "MPO"):
-                img.draft("RGB", (4 * _CHROMA_SIDE, 4 * _CHROMA_SIDE))
-            return colour_chroma(img)
-    except Exception as exc:  # noqa: BLE001 - any decoder failure, reported for this image
-        raise ImageDecodeError(name, f"colour check failed ({type(exc).__name__})") from None
-
-
-def _name_of(source: str | Path | bytes) -> str:
-    if isinstance(source, bytes):
-        return "<bytes>"
-    return source if isinstance(source, str) else str(source)
 
 
 class Predictor(ABC):
@@ -313,33 +239,29 @@ class Predictor(ABC):
         return out
 
     @property
+    def pipeline(self) -> FilmPipeline:
+        """How this model's films are decoded, measured and preprocessed (built from its
+        metadata and layout tensors; built again when either is replaced)."""
+        made = self.__dict__.get("_pipeline")
+        if made is None or made[0] is not self.metadata or made[1] is not self.ood_tensors:
+            pipeline = FilmPipeline.of(self.metadata, self.ood_tensors)
+            made = (self.metadata, self.ood_tensors, pipeline)
+            self.__dict__["_pipeline"] = made
+        return made[2]
+
+    @property
     def draft_size(self) -> tuple[int, int]:
-        """(width, height) for JPEG draft decoding: never smaller than the model input."""
-        h, w = self.metadata.data_config.input_size
-        return (w, h)
+        """The pipeline's (width, height) for JPEG draft decoding."""
+        return self.pipeline.draft_size
 
     def preprocess(self, img: Image.Image) -> np.ndarray:
-        """Decoded image -> model input (3, H, W), from the model's own data config."""
-        return preprocess(img, self.metadata.data_config)
+        """Decoded grey picture -> model input (3, H, W), as the pipeline does it."""
+        return self.pipeline.preprocess(img)
 
     @property
     def layout_template(self) -> np.ndarray | None:
         """The mean training film's coarse layout (``pneumo.models.ood``), if stored."""
-        from pneumo.models.ood import LAYOUT_KEY
-
-        return self.layout_tensors.get(LAYOUT_KEY)
-
-    @property
-    def layout_tensors(self) -> dict[str, np.ndarray]:
-        """The stored tensors of the pixel layout checks (mean training layout, layout
-        subspace), as float32; empty for a model without them."""
-        from pneumo.models.ood import LAYOUT_BASIS_KEY, LAYOUT_KEY
-
-        return {
-            key: np.asarray(self.ood_tensors[key], dtype=np.float32)
-            for key in (LAYOUT_KEY, LAYOUT_BASIS_KEY)
-            if key in self.ood_tensors
-        }
+        return self.pipeline.layout_template
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         """Calibrated p(PNEUMONIA) per row: softmax(logits / temperature)[:, 1]."""
@@ -434,43 +356,31 @@ class Predictor(ABC):
             raise ValueError(f"{len(images)} images but {len(names)} names")
         if not images:
             return []
+        pipeline = self.pipeline
         greys = [to_grey(img) for img in images]
-        layouts = self.layout_tensors
         stats = [
-            InputStats.of(g, colour_chroma(img), layouts)
+            pipeline.stats(g, chroma=colour_chroma(img))
             for g, img in zip(greys, images, strict=True)
         ]
-        arrays = np.stack([self.preprocess(g) for g in greys])
+        arrays = np.stack([pipeline.preprocess(g) for g in greys])
         return self.predict_arrays(arrays, names, stats)
 
-    def decode(
-        self, source: str | Path | bytes, name: str, *, max_pixels: int | None = None
-    ) -> tuple[Image.Image, np.ndarray, InputStats]:
-        """One film as this model takes it: the grey picture (at the draft size), the network
-        input and the statistics the out-of-distribution flag reads. Raises PneumoError with
-        the reason for a film that cannot be used."""
-        raw = read_bytes(source, name)  # read once: decoded to grey, then checked for colour
-        limit = {} if max_pixels is None else {"max_pixels": max_pixels}
-        img = load_grey(raw, name=name, draft_size=self.draft_size, **limit)
-        return (
-            img,
-            self.preprocess(img),
-            InputStats.of_encoded(img, raw, name, self.layout_tensors),
-        )
-
-    def _load(self, source: str | Path | bytes, name: str) -> tuple[np.ndarray, InputStats]:
-        _, array, stats = self.decode(source, name)
-        return array, stats
-
-    def _predict_one(self, source: str | Path | bytes, name: str) -> list[Prediction]:
-        try:
-            arr, stats = self._load(source, name)
-        except PneumoError as exc:
-            return [Prediction(source=name, error=str(exc))]
-        except Exception as exc:  # noqa: BLE001 - a bad file is an answer, not a crash
-            log.warning("unexpected error decoding an image", exc_info=True)  # no name: PHI
-            return [Prediction(source=name, error=f"{name}: {exc}")]
-        return self.predict_arrays(arr[None], [name], [stats])
+    def predict_prepared(self, films: list[PreparedFilm]) -> list[Prediction]:
+        """Classify films the pipeline prepared, in order; one that could not be prepared
+        gets its error."""
+        out: list[Prediction | None] = [
+            Prediction(source=f.name, error=f.error) if f.error is not None else None for f in films
+        ]
+        good = [i for i, f in enumerate(films) if f.error is None]
+        if good:
+            answers = self.predict_arrays(
+                np.stack([films[i].array for i in good]),
+                [films[i].name for i in good],
+                [films[i].stats for i in good],
+            )
+            for i, answer in zip(good, answers, strict=True):
+                out[i] = answer
+        return out  # type: ignore[return-value]
 
     def iter_predict_sources(
         self,
@@ -482,12 +392,13 @@ class Predictor(ABC):
         only as far as the pipeline needs. Decoding runs in ``decode_workers`` threads, at most
         two batches ahead of the network, so memory stays flat and decoders that are ahead sleep
         instead of taking cores from the network."""
+        prepare = self.pipeline.prepare
         if isinstance(sources, list | tuple):
             if names is not None and len(names) != len(sources):  # type: ignore[arg-type]
                 raise ValueError(f"{len(sources)} sources but {len(names)} names")  # type: ignore[arg-type]
             if len(sources) == 1:  # the common API request: no thread pool to start
                 only = next(iter(names)) if names is not None else _name_of(sources[0])
-                yield self._predict_one(sources[0], only)
+                yield self.predict_prepared([prepare(sources[0], only)])
                 return
         items = (
             zip(sources, names, strict=True)
@@ -496,41 +407,21 @@ class Predictor(ABC):
         )
         lookahead = 2 * self.batch_size
         with ThreadPoolExecutor(max(1, self.decode_workers), "pneumo-decode") as pool:
-            pending: deque[tuple[str, Future]] = deque()
+            pending: deque[Future[PreparedFilm]] = deque()
 
             def fill():
                 for source, name in items:
-                    pending.append((name, pool.submit(self._load, source, name)))
+                    pending.append(pool.submit(prepare, source, name))
                     if len(pending) >= lookahead:
                         return
 
             fill()
             while pending:
-                chunk: list[Prediction | None] = []
-                arrays, stats, slots, good_names = [], [], [], []
-                while pending and len(chunk) < self.batch_size:
-                    name, fut = pending.popleft()
-                    try:
-                        arr, st = fut.result()
-                    except PneumoError as exc:
-                        chunk.append(Prediction(source=name, error=str(exc)))
-                        continue
-                    except Exception as exc:  # noqa: BLE001 - one bad file must not stop the rest
-                        log.warning("unexpected error decoding an image", exc_info=True)
-                        chunk.append(Prediction(source=name, error=f"{name}: {exc}"))
-                        continue
-                    finally:
-                        fill()
-                    slots.append(len(chunk))
-                    chunk.append(None)
-                    arrays.append(arr)
-                    stats.append(st)
-                    good_names.append(name)
-                if arrays:
-                    preds = self.predict_arrays(np.stack(arrays), good_names, stats)
-                    for slot, pred in zip(slots, preds, strict=True):
-                        chunk[slot] = pred
-                yield chunk  # type: ignore[misc]
+                films = []
+                while pending and len(films) < self.batch_size:
+                    films.append(pending.popleft().result())
+                    fill()
+                yield self.predict_prepared(films)
 
     def predict_sources(
         self,
@@ -547,3 +438,9 @@ class Predictor(ABC):
             if progress is not None:
                 progress(len(chunk))
         return out
+
+
+def _name_of(source: str | Path | bytes) -> str:
+    if isinstance(source, bytes):
+        return "<bytes>"
+    return source if isinstance(source, str) else str(source)

@@ -260,22 +260,17 @@ def read_guard(model_dir: str | Path) -> GuardReport | None:
 
 
 def _decoded_chunks(predictor, records, size: int = _CHUNK):
-    """(arrays, labels) of ``records`` ``size`` at a time; unreadable films are left out."""
+    """(arrays, labels) of ``records`` ``size`` at a time, prepared by the model's film
+    pipeline; unreadable films are left out."""
+    prepare = predictor.pipeline.prepare
     with ThreadPoolExecutor(predictor.decode_workers) as pool:
         for start in range(0, len(records), size):
             chunk = records[start : start + size]
-
-            def load(r):
-                try:
-                    return predictor.decode(r.path, str(r.path))[1]
-                except PneumoError:
-                    return None
-
-            arrays = list(pool.map(load, chunk))
-            keep = [i for i, a in enumerate(arrays) if a is not None]
+            films = list(pool.map(lambda r: prepare(r.path, str(r.path)), chunk))
+            keep = [i for i, f in enumerate(films) if f.error is None]
             if keep:
                 yield (
-                    np.stack([arrays[i] for i in keep]),
+                    np.stack([films[i].array for i in keep]),
                     np.array([chunk[i].label_index for i in keep]),
                 )
 

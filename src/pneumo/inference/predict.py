@@ -15,12 +15,7 @@ from pathlib import Path
 from pneumo.data.decode import DICOM_SUFFIXES, IMAGE_SUFFIXES, printable, sniff_file
 from pneumo.errors import PneumoError
 from pneumo.inference.base import BATCH_SIZE
-from pneumo.inference.rows import (
-    COLUMNS,  # noqa: F401 - part of this module's interface since before rows.py
-    RowWriter,
-    check_output,
-    prediction_row,
-)
+from pneumo.inference.rows import RowWriter, check_output, prediction_row
 from pneumo.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -48,6 +43,11 @@ class Input:
     """File path (or the folder, CSV list ... the error is about)."""
     error: str | None = None
     """Set when there is nothing to decode: an empty folder, an unreadable folder."""
+
+    @property
+    def name(self) -> str:
+        """``path`` as the rows, errors and logs show it: printable, escaped once here."""
+        return printable(self.path)
 
 
 MAX_LIST_BYTES = 64 * 1024 * 1024
@@ -151,10 +151,14 @@ def stream_predictions(predictor, inputs: list[Input]) -> Iterator:
     already known to be bad (an empty folder) get their error without being decoded."""
     from pneumo.inference.base import Prediction
 
-    good = (x.path for x in inputs if x.error is None)
-    results = (p for chunk in predictor.iter_predict_sources(good) for p in chunk)
+    good = [x for x in inputs if x.error is None]
+    results = (
+        p
+        for chunk in predictor.iter_predict_sources((x.path for x in good), (x.name for x in good))
+        for p in chunk
+    )
     for x in inputs:
-        yield Prediction(source=x.path, error=x.error) if x.error is not None else next(results)
+        yield Prediction(source=x.name, error=x.error) if x.error is not None else next(results)
 
 
 class HeatmapWriter:
@@ -164,7 +168,7 @@ class HeatmapWriter:
 
     def __init__(self, predictor, folder: Path):
         self.predictor, self.folder = predictor, folder
-        self.pending: list[tuple[int, object]] = []
+        self.pending: list[tuple[int, object, str]] = []
         self.written = 0
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -173,10 +177,11 @@ class HeatmapWriter:
                 f"{printable(str(folder))}: cannot write heatmaps there ({exc.strerror or exc})"
             ) from None
 
-    def add(self, row: int, pred) -> None:
+    def add(self, row: int, pred, file: str) -> None:
+        """Queue the overlay of ``pred``, the answer for ``file`` (the path as read)."""
         if pred.label is None:
             return
-        self.pending.append((row, pred))
+        self.pending.append((row, pred, file))
         if len(self.pending) >= self.predictor.batch_size:
             self.flush()
 
@@ -186,18 +191,18 @@ class HeatmapWriter:
 
         todo, self.pending = self.pending, []
         images, kept = [], []
-        for row, pred in todo:
+        for row, pred, file in todo:
             try:
-                images.append(load_grey(pred.source, draft_size=(OVERLAY_SIDE, OVERLAY_SIDE)))
-                kept.append((row, pred))
+                images.append(load_grey(file, draft_size=(OVERLAY_SIDE, OVERLAY_SIDE)))
+                kept.append((row, pred, file))
             except PneumoError as exc:  # changed since it was classified: no overlay
                 log.warning("no heatmap for row %d: %s", row, type(exc).__name__)
         if not kept:
             return
         names = self.predictor.metadata.class_names
-        maps = self.predictor.heatmaps(images, [names.index(p.label) for _, p in kept])
-        for (row, pred), img, cam in zip(kept, images, maps, strict=True):
-            stem = Path(pred.source).stem[:100]
+        maps = self.predictor.heatmaps(images, [names.index(p.label) for _, p, _ in kept])
+        for (row, _, file), img, cam in zip(kept, images, maps, strict=True):
+            stem = Path(file).stem[:100]
             (self.folder / f"{row:06d}-{stem}.png").write_bytes(overlay_png(img, cam))
             self.written += 1
 
@@ -244,11 +249,13 @@ def predict_files(
         ) as advance,
         RowWriter(output) as writer,
     ):
-        for row, pred in enumerate(stream_predictions(predictor, inputs), start=1):
+        for row, (x, pred) in enumerate(
+            zip(inputs, stream_predictions(predictor, inputs), strict=True), start=1
+        ):
             errors += pred.error is not None
             writer.write(prediction_row(pred))
             if maps is not None:
-                maps.add(row, pred)
+                maps.add(row, pred, x.path)
             advance(1)
         if maps is not None:
             maps.flush()

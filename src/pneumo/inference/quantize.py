@@ -64,12 +64,8 @@ def calibrate(model_dir: str | Path, paths: list[str]) -> Path:
         raise ModelError("int8 needs NNCF: pip install 'pneumo[openvino]'") from None
     logging.getLogger("nncf").setLevel(logging.WARNING)  # NNCF sets INFO on import: after it
     fp32 = OpenVinoPredictor(ensure_ir(model_dir), read_metadata(model_dir))
-    arrays = []
-    for path in paths:
-        try:
-            arrays.append(fp32._load(path, path)[0][None])
-        except PneumoError:
-            continue
+    films = (fp32.pipeline.prepare(path, path) for path in paths)
+    arrays = [film.array[None] for film in films if film.error is None]
     if not arrays:
         raise ModelError("int8 needs training films to calibrate on; none could be read")
     log.info("calibrating int8 on %d training films (once per machine)", len(arrays))

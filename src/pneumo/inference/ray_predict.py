@@ -17,11 +17,11 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 from pneumo.errors import PneumoError
-from pneumo.inference.base import BATCH_SIZE, Prediction, Predictor
+from pneumo.inference.base import BATCH_SIZE
+from pneumo.inference.pipeline import NUMBERS, FilmPipeline, InputStats, PreparedFilm
 from pneumo.inference.predict import PredictSummary, collect_inputs
 from pneumo.inference.rows import RowWriter, arrow_schema, check_output, prediction_row
 from pneumo.progress import progress_bar
@@ -57,66 +57,29 @@ def _ray():
     return ray
 
 
-class _Decoder(Predictor):
-    """The decode half of a Predictor: the model's own preprocessing from its metadata, so the
-    decode tasks make exactly the arrays the local path makes, without loading the network."""
-
-    def __init__(self, model_dir: str):
-        from pneumo.inference.engine import read_ood_tensors
-        from pneumo.models.checkpoint import read_metadata
-        from pneumo.models.ood import LAYOUT_BASIS_KEY, LAYOUT_KEY
-
-        # The layout tensors: the decode tasks measure the statistics the OOD flag reads.
-        layouts = {
-            k: v
-            for k, v in read_ood_tensors(model_dir).items()
-            if k in (LAYOUT_KEY, LAYOUT_BASIS_KEY)
-        }
-        super().__init__(read_metadata(model_dir), layouts)
-
-    def forward(self, batch):  # pragma: no cover - never called
-        raise NotImplementedError("decode only")
-
-    def decode_path(self, file: str, name: str):
-        """(array, stats) or the error text, as ``iter_predict_sources`` reports it: ``file``
-        is read (the driver made it absolute), ``name`` (as the user gave it) is shown."""
-        try:
-            _, array, stats = self.decode(file, name)
-            return array, stats
-        except PneumoError as exc:
-            return str(exc)
-        except Exception as exc:  # noqa: BLE001 - one bad file must not stop the rest
-            log.warning("unexpected error decoding an image", exc_info=True)  # no name: PHI
-            return f"{name}: {exc}"
-
-
-@lru_cache(maxsize=4)
-def _decoder(model_dir: str) -> _Decoder:
-    return _Decoder(model_dir)  # once per worker process, not per batch
-
-
-def _decode_batch(batch: dict, model_dir: str) -> dict:
-    """Task stage: files -> preprocessed arrays plus the image statistics the OOD flag needs.
-    A file that cannot be decoded keeps its row, with a zero array and its error."""
+def _decode_batch(batch: dict, pipeline: FilmPipeline) -> dict:
+    """Task stage: files -> network inputs plus the statistics the OOD flag reads, by the
+    model's film pipeline (no network loaded). A file that cannot be decoded keeps its row,
+    with a zero array and its error."""
     import numpy as np
 
-    decoder = _decoder(model_dir)
-    h, w = decoder.metadata.data_config.input_size
+    h, w = pipeline.input_size
     n = len(batch["index"])
     images = np.zeros((n, 3, h, w), dtype=np.float32)
-    stats = np.zeros((n, 5), dtype=np.float64)
+    stats = np.zeros((n, NUMBERS), dtype=np.float64)
     headers = [""] * n  # what a DICOM header objects to (InputStats.header_reason)
     errors = [str(e) for e in batch["error"]]
     for i, (file, name) in enumerate(zip(batch["file"], batch["path"], strict=True)):
         if errors[i]:
             continue
-        decoded = decoder.decode_path(str(file), str(name))
-        if isinstance(decoded, str):
-            errors[i] = decoded
+        # ``file`` is read (the driver made it absolute), ``name`` (as the user gave it) shown
+        film = pipeline.prepare(str(file), str(name))
+        if film.error is not None:
+            errors[i] = film.error
             continue
-        images[i], st = decoded
-        stats[i] = (st.chroma, st.aspect, st.contrast, st.layout, st.layout_residual)
-        headers[i] = st.header_reason or ""
+        images[i] = film.array
+        stats[i] = film.stats.numbers()
+        headers[i] = film.stats.header_reason or ""
     return {
         "index": batch["index"],
         "path": batch["path"],
@@ -148,27 +111,24 @@ class _PredictActor:
     def __call__(self, batch: dict):
         import pyarrow as pa
 
-        from pneumo.inference.base import InputStats
-
-        paths = [str(p) for p in batch["path"]]
-        preds = [
-            Prediction(source=p, error=str(e) or None)
-            for p, e in zip(paths, batch["error"], strict=True)
-        ]
-        good = [i for i, p in enumerate(preds) if p.error is None]
-        if good:
-            stats = [
-                InputStats(*map(float, batch["stats"][i]), str(batch["header"][i]) or None)
-                for i in good
-            ]
-            answers = self.predictor.predict_arrays(
-                batch["image"][good], [paths[i] for i in good], stats
+        films = [
+            PreparedFilm(str(name), error=str(error))
+            if error
+            else PreparedFilm(
+                str(name), image, InputStats.from_numbers(numbers, str(header) or None)
             )
-            for i, answer in zip(good, answers, strict=True):
-                preds[i] = answer
+            for name, error, image, numbers, header in zip(
+                batch["path"],
+                batch["error"],
+                batch["image"],
+                batch["stats"],
+                batch["header"],
+                strict=True,
+            )
+        ]
         rows = [
             {"index": int(k), **prediction_row(p)}
-            for k, p in zip(batch["index"], preds, strict=True)
+            for k, p in zip(batch["index"], self.predictor.predict_prepared(films), strict=True)
         ]
         return pa.Table.from_pylist(rows, schema=self.schema)
 
@@ -277,7 +237,7 @@ def predict_with_ray(
         raise PneumoError("no inputs: give image files, folders or a CSV with a 'path' column")
     # paths as given in the rows, absolute for the workers, whose working folder is not ours
     items = [
-        {"index": i, "path": x.path, "file": os.path.abspath(x.path), "error": x.error or ""}
+        {"index": i, "path": x.name, "file": os.path.abspath(x.path), "error": x.error or ""}
         for i, x in enumerate(inputs)
     ]
     ray = _ray()
@@ -332,7 +292,7 @@ def _run(ray, items: list[dict], settings: dict, batch_size: int, actors, thread
         )
         .map_batches(
             _decode_batch,
-            fn_kwargs={"model_dir": settings["model_dir"]},
+            fn_kwargs={"pipeline": FilmPipeline.load(settings["model_dir"])},
             batch_size=batch_size,
             batch_format="numpy",
             num_cpus=1,

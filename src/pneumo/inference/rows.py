@@ -15,19 +15,16 @@ from typing import TextIO
 
 from pneumo.data.decode import printable
 from pneumo.errors import PneumoError
+from pneumo.inference.base import Column, Prediction, field_types, shown_fields
 
-COLUMNS = (
-    "path",
-    "class",
-    "probability",
-    "confidence",
-    "uncertain",
-    "ood",
-    "ood_score",
-    "ood_reason",
-    "error",
-)
-"""Output columns, in order, for CSV, JSON and Parquet alike."""
+
+def _columns() -> list[tuple[str, Column]]:
+    """(field name, column) of each ``Prediction`` field written to the output, in order."""
+    return [(f.name, f.metadata["column"]) for f in shown_fields() if f.metadata["column"]]
+
+
+COLUMNS = tuple(column.name for _, column in _columns())
+"""Output columns, in order, for CSV, JSON and Parquet alike (from ``Prediction``'s fields)."""
 
 FORMATS = {".csv": "csv", ".json": "json", ".parquet": "parquet"}
 """Output formats by file suffix, for ``pneumo predict`` with or without ``--ray``."""
@@ -36,13 +33,12 @@ PARQUET_GROUP = 4096
 
 
 def arrow_schema():
-    """The Parquet (Arrow) types of ``COLUMNS``; empty cells are nulls."""
+    """The Parquet (Arrow) types of ``COLUMNS``, from the fields' types; empty cells are
+    nulls."""
     pa = _pyarrow()
-    string, number, flag = pa.string(), pa.float64(), pa.bool_()
-    types = dict.fromkeys(COLUMNS, string)
-    types.update(probability=number, confidence=number, ood_score=number)
-    types.update(uncertain=flag, ood=flag)
-    return pa.schema([(c, types[c]) for c in COLUMNS])
+    arrow = {str: pa.string(), float: pa.float64(), bool: pa.bool_()}
+    types = field_types()
+    return pa.schema([(column.name, arrow[types[name]]) for name, column in _columns()])
 
 
 def _pyarrow():
@@ -54,21 +50,21 @@ def _pyarrow():
     return pyarrow
 
 
-def prediction_row(p) -> dict:
-    """One Prediction as an output row (rounded, escaped for display): a film not assessed
-    (``ood``) has no class, probability, confidence or uncertain flag, and its reason."""
-    assessed = p.error is None and not p.ood
-    return {
-        "path": printable(p.source),
-        "class": p.label,
-        "probability": None if p.probability is None else round(p.probability, 6),
-        "confidence": None if p.confidence is None else round(p.confidence, 6),
-        "uncertain": p.uncertain if assessed else None,
-        "ood": p.ood if p.error is None else None,
-        "ood_score": None if p.ood_score is None else round(p.ood_score, 4),
-        "ood_reason": p.ood_reason,
-        "error": None if p.error is None else printable(p.error),
-    }
+def prediction_row(p: Prediction) -> dict:
+    """One Prediction as an output row, each cell as its ``Column`` says (rounded, escaped,
+    blank where it does not apply: a film not assessed has no class, probability, confidence
+    or uncertain flag, only its reason)."""
+    row = {}
+    for name, column in _columns():
+        value = getattr(p, name)
+        if column.blank_unless is not None and not getattr(p, column.blank_unless):
+            value = None
+        elif value is not None and column.digits is not None:
+            value = round(value, column.digits)
+        elif value is not None and column.escape:
+            value = printable(value)
+        row[column.name] = value
+    return row
 
 
 def output_format(path: Path | None) -> str:
@@ -217,13 +213,6 @@ class RowWriter:
 
     def _cannot_write(self, exc: OSError) -> PneumoError:
         return PneumoError(f"{printable(str(self.output))}: cannot write ({exc.strerror or exc})")
-
-
-def write_rows(rows, output: Path | None) -> None:
-    """Write an iterable of rows as CSV, JSON or Parquet (by suffix); ``None``: CSV on stdout."""
-    with RowWriter(output) as writer:
-        for row in rows:
-            writer.write(row)
 
 
 def read_rows(path: Path) -> list[dict]:
