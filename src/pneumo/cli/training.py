@@ -26,7 +26,7 @@ def _choices() -> dict[str, tuple[str, ...]]:
     return {
         "mode": config.MODES,
         "class_balance": config.CLASS_BALANCES,
-        "precision": config.PRECISIONS,
+        "precision": config.TRAIN_PRECISIONS,
         "device": config.DEVICES,
         "head_init": config.HEAD_INITS,
         "select_epoch": config.SELECT_EPOCHS,
