@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from pneumo import CLASS_NAMES, __version__
 from pneumo.errors import ModelError
+from pneumo.files import atomic_path, write_atomic
 from pneumo.models.preprocess import DataConfig
 from pneumo.models.registry import create_model
 
@@ -182,8 +183,10 @@ def save_model(
         tensors[f"model.{key}"] = value.contiguous()
     for key, value in (extra_tensors or {}).items():
         tensors[key] = value.detach().cpu().contiguous()  # kept in their own dtype
-    save_file(tensors, str(model_dir / WEIGHTS_FILE), metadata={"format": FORMAT})
-    (model_dir / METADATA_FILE).write_text(json.dumps(metadata.to_dict(), indent=2) + "\n")
+    # a server reading this folder sees the old model or the new one, never half a file
+    with atomic_path(model_dir / WEIGHTS_FILE) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": FORMAT})
+    write_atomic(model_dir / METADATA_FILE, json.dumps(metadata.to_dict(), indent=2) + "\n")
     return model_dir
 
 

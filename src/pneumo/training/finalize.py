@@ -20,6 +20,7 @@ from pneumo.evaluation.calibration import (
 )
 from pneumo.evaluation.metrics import compute_metrics
 from pneumo.evaluation.thresholds import bayes_threshold, choose_threshold
+from pneumo.files import atomic_path
 from pneumo.models.checkpoint import ModelMetadata, save_model
 from pneumo.models.ood import fit_ood
 from pneumo.models.preprocess import DataConfig
@@ -227,9 +228,7 @@ def write_val_predictions(path: Path, records, logits, labels, train_prevalence:
     line is a comment with the training prevalence (Bayes' rule without class balance)."""
     import csv
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", newline="") as f:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
         f.write(f"# train_prevalence={train_prevalence:.6f}\n")
         writer = csv.writer(f)
         writer.writerow(["relpath", "patient", "label", "logit_normal", "logit_pneumonia"])
@@ -237,7 +236,6 @@ def write_val_predictions(path: Path, records, logits, labels, train_prevalence:
             writer.writerow(
                 [record.relpath, record.patient, int(y), repr(float(z[0])), repr(float(z[1]))]
             )
-    tmp.replace(path)
 
 
 def read_val_predictions(path: Path) -> tuple[np.ndarray, np.ndarray, float]:
