@@ -35,7 +35,7 @@ from pneumo import CLASS_NAMES
 from pneumo.data.discover import ImageRecord, folder_records
 from pneumo.errors import DataError
 from pneumo.evaluation.calibration import calibrated_probabilities, fit_temperature
-from pneumo.evaluation.metrics import compute_metrics
+from pneumo.evaluation.metrics import compute_metrics, roc_auc
 from pneumo.evaluation.thresholds import EPS, choose_threshold
 from pneumo.models.checkpoint import OodConfig, load_model, resolve_model_dir, save_model
 from pneumo.models.ood import fit_ood
@@ -90,12 +90,6 @@ def _run(model, records, data_config, workers: int) -> dict:
     out = predict_loader(model, loader)
     out["skipped"] = [path for path, _ in loader.skipped]
     return out
-
-
-def _roc_auc(y, p) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(y, p))
 
 
 def threshold_for_share(p: np.ndarray, share: float) -> float:
@@ -216,8 +210,8 @@ def adapt(
 
     if labeled:
         y = before["labels"]
-        auc_before = _roc_auc(y, p_before)
-        auc_after = _roc_auc(y, after["logits"][:, 1] - after["logits"][:, 0])
+        auc_before = roc_auc(y, p_before)
+        auc_after = roc_auc(y, after["logits"][:, 1] - after["logits"][:, 0])
         figures.update(roc_auc_base=auc_before, roc_auc_batchnorm=auc_after)
         if auc_after < auc_before:
             log.info(
@@ -235,8 +229,8 @@ def adapt(
         figures.update(
             target_sensitivity=target_sensitivity,
             sensitivity_goal_on_site_films=goal,
-            base=compute_metrics(y, p_before, meta.threshold),
-            adapted=compute_metrics(y, p, threshold),
+            base=compute_metrics(y, p_before, meta.threshold).to_dict(),
+            adapted=compute_metrics(y, p, threshold).to_dict(),
         )
     else:
         temperature = meta.temperature

@@ -163,7 +163,7 @@ def shipped_figures(predictor, cfg: TrainConfig, *, stress: bool = False) -> dic
     wrong = (p >= meta.threshold) != (y == 1)
     figures = {
         "validation": {
-            **compute_metrics(y, p, meta.threshold),
+            **compute_metrics(y, p, meta.threshold).to_dict(),
             "ece": expected_calibration_error(y, p),
             "uncertain_share": float(np.mean(in_band)),
             "errors": int(wrong.sum()),
@@ -185,8 +185,8 @@ def shipped_figures(predictor, cfg: TrainConfig, *, stress: bool = False) -> dic
         row = {"threshold": t, "is_model": abs(t - meta.threshold) < 5e-4}
         for prefix, (labels, probs) in sets.items():
             m = compute_metrics(labels, probs, t)
-            row[f"{prefix}_sensitivity"] = m["sensitivity"]
-            row[f"{prefix}_specificity"] = m["specificity"]
+            row[f"{prefix}_sensitivity"] = m.sensitivity
+            row[f"{prefix}_specificity"] = m.specificity
         figures["sweep"].append(row)
     if stress:
         from pneumo.evaluation.stress import stress_test

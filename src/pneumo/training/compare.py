@@ -109,7 +109,7 @@ def compare(base, backbones: list[str], *, output: Path, retrain: bool = True) -
         )
     ranked = rank(results)
     _, val = training_records(base)
-    baseline = baseline_metrics(np.asarray([r.label_index for r in val]))
+    baseline = baseline_metrics(np.asarray([r.label_index for r in val])).to_dict()
     summary = {"ranked": ranked, "baseline_always_pneumonia": baseline, "winner": None}
     if ranked and ranked[0].get("error") is None:
         winner = ranked[0]

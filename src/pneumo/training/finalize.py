@@ -91,7 +91,10 @@ def calibrate_and_select(
                 labels, p, method=cfg.threshold_method, target_sensitivity=cfg.target_sensitivity
             )
         )
-    metrics = {**compute_metrics(labels, p, threshold), **binomial_intervals(labels, p, threshold)}
+    metrics = {
+        **compute_metrics(labels, p, threshold).to_dict(),
+        **binomial_intervals(labels, p, threshold),
+    }
     return Selection(
         temperature=temperature, threshold=threshold, metrics=metrics, p=p, shift=shift
     )
