@@ -39,6 +39,7 @@ from pneumo.evaluation.metrics import compute_metrics, roc_auc
 from pneumo.evaluation.thresholds import EPS, choose_threshold
 from pneumo.models.checkpoint import OodConfig, load_model, resolve_model_dir, save_model
 from pneumo.models.ood import fit_ood
+from pneumo.models.provenance import Adaptation
 
 log = logging.getLogger(__name__)
 
@@ -165,13 +166,13 @@ def adapt(
     """
     import torch
 
+    from pneumo.models.checkpoint import uncertain_band
     from pneumo.training.averaging import (
         BN_REFERENCE,
         batchnorm_statistics,
         recompute_batchnorm,
         shift_batchnorm,
     )
-    from pneumo.training.finalize import uncertain_band
     from pneumo.training.loops import image_batches
 
     if not 0 < target_sensitivity <= 1:
@@ -265,15 +266,15 @@ def adapt(
         figures=figures,
         skipped=sorted({str(r) for r in before["skipped"]}),
     )
-    new_meta.adaptation = {
-        "base_model": result.base_model,
-        "base_fingerprint": meta.data_fingerprint,
-        "mode": result.mode,
-        "n_films": result.n_films,
-        "refit": result.refit,
-        "figures": figures,
-        **(provenance or {}),
-    }
+    new_meta.adaptation = Adaptation(
+        base_model=result.base_model,
+        base_fingerprint=meta.data_fingerprint,
+        mode=result.mode,
+        n_films=result.n_films,
+        refit=tuple(result.refit),
+        figures=figures,
+        source=provenance or {},
+    )
     tensors = dict(extra)
     if ood_tensors is not None:
         tensors.update({k: torch.from_numpy(v) for k, v in ood_tensors.items()})

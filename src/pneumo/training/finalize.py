@@ -21,9 +21,10 @@ from pneumo.evaluation.calibration import (
 from pneumo.evaluation.metrics import compute_metrics
 from pneumo.evaluation.thresholds import bayes_threshold, choose_threshold
 from pneumo.files import atomic_path
-from pneumo.models.checkpoint import ModelMetadata, save_model
+from pneumo.models.checkpoint import ModelMetadata, save_model, uncertain_band
 from pneumo.models.ood import fit_ood
 from pneumo.models.preprocess import DataConfig
+from pneumo.models.provenance import TrainingRecord, Variant
 from pneumo.training.averaging import BN_REFERENCE
 
 log = logging.getLogger(__name__)
@@ -127,22 +128,6 @@ def fold_logit_shift(model: torch.nn.Module, shift: float) -> None:
         )
 
 
-UNCERTAIN_ODDS = 4.0
-"""Films whose odds against the threshold are below 4:1 either way are 'uncertain'."""
-
-
-def uncertain_band(threshold: float, odds: float = UNCERTAIN_ODDS) -> tuple[float, float]:
-    """The probabilities whose odds, relative to the threshold's, are within ``odds``:1 either
-    way (p 0.2-0.8 around a threshold of 0.5). Symmetric in logit space, the unit the network
-    computes in, so a threshold away from 0.5 gets a band of the same meaning."""
-    from scipy.special import expit, logit
-
-    if odds <= 1:
-        raise ValueError(f"odds must be > 1, got {odds}")
-    centre, width = float(logit(threshold)), float(np.log(odds))
-    return (float(expit(centre - width)), float(expit(centre + width)))
-
-
 def write_model(
     cfg: TrainConfig,
     model: torch.nn.Module,
@@ -156,7 +141,7 @@ def write_model(
     half: bool = False,
     layouts: tuple[np.ndarray, np.ndarray] | None = None,
     bn_reference: dict | None = None,
-    variant: dict | None = None,
+    variant: Variant | None = None,
     films: tuple[list, list] | None = None,
 ) -> Path:
     """Save weights (the selection's logit shift folded into ``model``'s head), OOD statistics
@@ -181,7 +166,7 @@ def write_model(
             "logit_shift": selection.shift,
             **selection.metrics,
         },
-        training={**cfg.to_dict(), **({"variant": variant} if variant else {})},
+        training=TrainingRecord(config=cfg.to_dict(), variant=variant),
         pneumo_version=__version__,
     )
     save_model(

@@ -20,6 +20,7 @@ from pneumo.config import TrainConfig
 from pneumo.data.dataset import make_loader
 from pneumo.data.discover import ImageRecord
 from pneumo.errors import PneumoError
+from pneumo.models.checkpoint import RunDir
 from pneumo.progress import progress_bar
 from pneumo.training.averaging import (
     ema_model,
@@ -129,7 +130,7 @@ def finetune(
 ) -> tuple[nn.Module, list[dict]]:
     """Fine-tune ``model`` end to end; returns the model to ship and the per-epoch history."""
     dist = dist or DistInfo()
-    ckpt_dir = Path(cfg.output) / "checkpoints"
+    ckpt_dir = RunDir(cfg.output).checkpoints
     start_state = _start_state(model, ckpt_dir, resume=cfg.resume, write=dist.is_main)
     parts = _set_up(cfg, model, data_config, train, val, precision, dist)
     progress = _resume(cfg, parts, ckpt_dir) if cfg.resume else _Progress()
