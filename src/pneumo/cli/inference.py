@@ -146,11 +146,6 @@ def register(sub) -> None:
     p.add_argument("--check", action="store_true", help="run the accuracy guard again now")
 
     p = add_command(sub, "export", export_onnx, _export)
-    p.add_argument(
-        "--onnx",
-        action="store_true",
-        help="export to ONNX, the only format there is (accepted for clarity; the default)",
-    )
     add_model_arg(p)
     p.add_argument(
         "--output", "-o", type=Path, default=None, help="ONNX file (default: the engine's cache)"
