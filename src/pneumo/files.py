@@ -15,12 +15,20 @@ NEW_FILE_MODE = 0o666
 same permissions a plain one would (mkstemp's 0600 hid a shipped model.onnx from other users)."""
 
 
-def _create_beside(path: Path, prefix: str | None, mode: int) -> tuple[int, Path]:
+def temporary_beside(
+    path: str | Path, *, mode: int = NEW_FILE_MODE, prefix: str | None = None
+) -> Path:
+    """A new, empty temporary file in ``path``'s folder (created when missing), for a writer
+    that outlives one ``with`` block (a row writer open for a whole run): finish it with
+    ``os.replace(tmp, path)``, or remove it. ``atomic_path`` does both for a block."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{path.name}." if prefix is None else prefix
     while True:
         tmp = path.with_name(f"{prefix}{os.getpid()}-{secrets.token_hex(4)}.tmp")
         try:
-            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), tmp
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode))
+            return tmp
         except FileExistsError:  # pragma: no cover - 32 random bits collided
             continue
 
@@ -35,10 +43,7 @@ def atomic_path(
     ``mode`` is the new file's permission bits (before the umask; 0o600 for patient data);
     ``prefix`` starts the temporary name (default ``.NAME.``), for folders that sweep up writes
     cut short by a crash. The parent folder is created when missing."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _create_beside(path, prefix, mode)
-    os.close(fd)
+    tmp = temporary_beside(path, mode=mode, prefix=prefix)
     try:
         yield tmp
         os.replace(tmp, path)
