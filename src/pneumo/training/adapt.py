@@ -167,7 +167,7 @@ def adapt(
     import torch
 
     from pneumo.models.checkpoint import uncertain_band
-    from pneumo.training.averaging import (
+    from pneumo.training.batchnorm import (
         BN_REFERENCE,
         batchnorm_statistics,
         recompute_batchnorm,

@@ -25,7 +25,7 @@ from pneumo.models.checkpoint import ModelMetadata, save_model, uncertain_band
 from pneumo.models.ood import fit_ood
 from pneumo.models.preprocess import DataConfig
 from pneumo.models.provenance import TrainingRecord, Variant
-from pneumo.training.averaging import BN_REFERENCE
+from pneumo.training.batchnorm import BN_REFERENCE
 
 log = logging.getLogger(__name__)
 

@@ -22,14 +22,8 @@ from pneumo.data.discover import ImageRecord
 from pneumo.errors import PneumoError
 from pneumo.models.checkpoint import RunDir
 from pneumo.progress import progress_bar
-from pneumo.training.averaging import (
-    ema_model,
-    freeze_early_stages,
-    interpolate,
-    keep_frozen_eval,
-    recompute_batchnorm,
-)
-from pneumo.training.checkpoints import BEST, LAST, load_checkpoint, save_checkpoint
+from pneumo.training.averaging import ema_model, interpolate
+from pneumo.training.batchnorm import freeze_early_stages, keep_frozen_eval, recompute_batchnorm
 from pneumo.training.loops import (
     class_weights,
     clean_batches,
@@ -37,6 +31,7 @@ from pneumo.training.loops import (
     epoch_metrics,
     predict_loader,
 )
+from pneumo.training.resume_state import BEST, LAST, load_checkpoint, save_checkpoint
 from pneumo.training.runtime import DistInfo, autocast
 from pneumo.training.sharding import gather_report, shard_sampler, write_report
 from pneumo.training.transforms import image_dataset

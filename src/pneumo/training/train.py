@@ -304,7 +304,7 @@ def write_outputs(
     metadata)."""
     import numpy as np
 
-    from pneumo.training.averaging import batchnorm_statistics
+    from pneumo.training.batchnorm import batchnorm_statistics
     from pneumo.training.finalize import (
         VAL_PREDICTIONS,
         calibrate_and_select,

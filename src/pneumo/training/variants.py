@@ -159,7 +159,7 @@ def compare_variants(
 def _load_variant(model, state: dict, cfg: TrainConfig, train_recs, dcfg) -> None:
     """Load ``state``; a run that trained its batch-norm statistics gets them re-estimated for
     these weights (frozen statistics stay: the weights were trained against them)."""
-    from pneumo.training.averaging import recompute_batchnorm
+    from pneumo.training.batchnorm import recompute_batchnorm
     from pneumo.training.loops import clean_batches
 
     model.load_state_dict(state)
