@@ -9,8 +9,9 @@ MiB = 2**20
 
 MAX_UPLOAD_MIB = 20.0
 """Largest file accepted from a client, uploaded (app, API request body) or fetched from a URL
-(app): a 16-bit DICOM chest film of 4300x4300 pixels is about 35 MiB uncompressed, a compressed
-one or a PNG well under 20."""
+(app). JPEG, PNG and compressed DICOM chest films fit well under it; an uncompressed 16-bit
+DICOM from the largest detectors (4300x4300 pixels) is about 35 MiB and needs
+PNEUMO_MAX_UPLOAD_MB (--max-upload-mb) raised."""
 
 MAX_PIXELS = 40_000_000
 """Most pixels of one image, read from its header before decoding (decompression bombs).
