@@ -17,7 +17,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("PNEUMO_CACHE") or Path.home() / ".cache" / "pneumo")
 
 
-PRECISIONS = ("auto", "fp32", "bf16")
+TRAIN_PRECISIONS = ("auto", "fp32", "bf16")
 CLASS_BALANCES = ("loss", "sampler", "none")
 # What each mode trains best with when the caller does not say: a dense head on cached
 # features takes a large rate; end-to-end fine-tuning a small one, for longer.
@@ -135,8 +135,8 @@ class TrainConfig:
                 setattr(self, name, value)
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.precision not in TRAIN_PRECISIONS:
+            raise ValueError(f"precision must be one of {TRAIN_PRECISIONS}, got {self.precision!r}")
         if self.class_balance not in CLASS_BALANCES:
             raise ValueError(f"class_balance must be one of {CLASS_BALANCES}")
         if self.threshold_method not in THRESHOLD_METHODS:

@@ -6,15 +6,8 @@ import pytest
 import torch
 
 from pneumo.models.registry import create_model
-from pneumo.training.averaging import (
-    average_states,
-    ema_model,
-    freeze_early_stages,
-    greedy_soup,
-    interpolate,
-    keep_frozen_eval,
-    recompute_batchnorm,
-)
+from pneumo.training.averaging import average_states, ema_model, greedy_soup, interpolate
+from pneumo.training.batchnorm import freeze_early_stages, keep_frozen_eval, recompute_batchnorm
 
 
 def _model(seed: int = 0):
@@ -100,7 +93,7 @@ def test_frozen_stages_keep_their_weights_through_training():
 
 
 def test_relative_batchnorm_shift_leaves_training_like_films_alone():
-    from pneumo.training.averaging import batchnorm_statistics, shift_batchnorm
+    from pneumo.training.batchnorm import batchnorm_statistics, shift_batchnorm
 
     model = _model().eval()
     torch.manual_seed(1)

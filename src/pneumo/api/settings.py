@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from pneumo import limits
 from pneumo.errors import PneumoError
 from pneumo.settings_env import EnvReader
 
@@ -19,7 +20,7 @@ class ApiSettings:
     api_key: str | None = None
     """Required in the ``X-API-Key`` header when set (PNEUMO_API_KEY, at least
     ``MIN_API_KEY_LENGTH`` characters); open API when None."""
-    max_upload_mb: float = 20.0
+    max_upload_mb: float = limits.MAX_UPLOAD_MIB
     """Largest request body accepted, in MiB (PNEUMO_MAX_UPLOAD_MB); larger gets 413."""
     max_files: int = 32
     """Most files in one predict request (PNEUMO_MAX_FILES)."""
@@ -37,13 +38,14 @@ class ApiSettings:
     Retry-After (PNEUMO_QUEUE_IMAGES): a bounded wait instead of an unbounded one."""
     threads: int | None = None
     """Intra-op threads per process (PNEUMO_THREADS); None means cores / workers."""
-    max_pixels: int = 40_000_000
+    max_pixels: int = limits.MAX_PIXELS
     """Most decoded pixels per image (PNEUMO_MAX_PIXELS), read from the header before decoding:
     a small PNG can claim 7700x7700 16-bit pixels. Larger images get an error of their own."""
-    max_request_pixels: int = 160_000_000
+    max_request_pixels: int = 4 * limits.MAX_PIXELS
     """Most decoded pixels per request, all files together (PNEUMO_MAX_REQUEST_PIXELS); files
-    beyond it get an error and can be sent again in another request."""
-    decode_budget_mb: float = 1536.0
+    beyond it get an error and can be sent again in another request. The API's own limit: one
+    request holds a worker, so four largest films at most, however many files it carries."""
+    decode_budget_mb: float = limits.DECODE_BUDGET_MIB
     """Memory all concurrent decodes of a process may hold, in MiB (PNEUMO_DECODE_BUDGET_MB);
     decodes beyond it wait their turn."""
     public_docs: bool = False
@@ -76,15 +78,15 @@ class ApiSettings:
             )
         if self.max_files < 1:
             raise PneumoError(f"PNEUMO_MAX_FILES must be >= 1, got {self.max_files}")
-        from pneumo.inference.engine import BACKENDS, PRECISIONS
+        from pneumo.inference.engine import BACKENDS, SERVING_PRECISIONS
 
         if self.backend not in BACKENDS:
             raise PneumoError(
                 f"PNEUMO_BACKEND must be one of {', '.join(BACKENDS)}, got {self.backend!r}"
             )
-        if self.precision not in PRECISIONS:
+        if self.precision not in SERVING_PRECISIONS:
             raise PneumoError(
-                f"PNEUMO_PRECISION must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+                f"PNEUMO_PRECISION must be one of {', '.join(SERVING_PRECISIONS)}, got {self.precision!r}"
             )
         if not 0 <= self.batch_wait_ms <= 1000:
             raise PneumoError(f"PNEUMO_BATCH_WAIT_MS must be in 0..1000, got {self.batch_wait_ms}")

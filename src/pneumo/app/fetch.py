@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
+from pneumo import limits
 from pneumo.data.decode import mib
 from pneumo.errors import PneumoError
 
@@ -38,8 +39,8 @@ class FetchPolicy:
 
     timeout_s: float = 10.0
     """Deadline for the whole fetch, redirects included (seconds)."""
-    max_bytes: int = 20 * 2**20
-    """Largest body accepted (20 MiB); larger downloads are cut off and refused."""
+    max_bytes: int = int(limits.MAX_UPLOAD_MIB * limits.MiB)
+    """Largest body accepted (the upload limit); larger downloads are cut off and refused."""
     max_redirects: int = 3
     """Redirects followed at most."""
     allow_loopback: bool = False

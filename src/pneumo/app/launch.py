@@ -11,6 +11,7 @@ import sys
 import threading
 from pathlib import Path
 
+from pneumo import limits
 from pneumo.errors import PneumoError
 from pneumo.extras import require
 from pneumo.inference.engine import DEFAULT_BACKEND
@@ -55,7 +56,7 @@ def run_app(
     model: str | Path | None = None,
     db: str | None = None,
     backend: str = DEFAULT_BACKEND,
-    max_upload_mb: float = 20.0,
+    max_upload_mb: float = limits.MAX_UPLOAD_MIB,
     metrics_port: int | None = None,
 ) -> int:
     """Start the clinic web app on http://localhost:PORT (research use only).

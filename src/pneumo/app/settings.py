@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from pneumo import limits
 from pneumo.app.fetch import FetchPolicy
-from pneumo.data.decode import MAX_PIXELS
 from pneumo.errors import PneumoError
 from pneumo.inference.engine import DEFAULT_BACKEND, check_backend
 from pneumo.settings_env import EnvReader
@@ -23,9 +23,9 @@ class AppSettings:
     backend: str = DEFAULT_BACKEND
     """Inference backend [PNEUMO_BACKEND], as for `pneumo predict` and `pneumo serve`: auto
     (OpenVINO when installed, else ONNX Runtime), openvino, onnx or torch."""
-    max_upload_mb: float = 20.0
+    max_upload_mb: float = limits.MAX_UPLOAD_MIB
     """Largest accepted file, uploaded or fetched, in MiB [PNEUMO_MAX_UPLOAD_MB]."""
-    max_pixels: int = MAX_PIXELS
+    max_pixels: int = limits.MAX_PIXELS
     """Images with more pixels are refused before decoding (decompression bombs)."""
     max_files: int = 50
     """Most images classified per submission; the rest get an error."""
@@ -44,7 +44,7 @@ class AppSettings:
 
     @property
     def max_bytes(self) -> int:
-        return int(self.max_upload_mb * 1024 * 1024)
+        return int(self.max_upload_mb * limits.MiB)
 
     @property
     def fetch_policy(self) -> FetchPolicy:

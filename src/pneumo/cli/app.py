@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pneumo import limits
 from pneumo.cli.common import add_command
 from pneumo.inference.engine import configured_backend
 
@@ -29,8 +30,8 @@ def register(sub) -> None:
     p.add_argument(
         "--max-upload-mb",
         type=float,
-        default=20.0,
-        help="largest image accepted, uploaded or fetched, in MiB (default 20)",
+        default=limits.MAX_UPLOAD_MIB,
+        help=f"largest image accepted, uploaded or fetched, in MiB (default {limits.MAX_UPLOAD_MIB:g})",
     )
     p.add_argument(
         "--metrics-port",

@@ -13,6 +13,7 @@ def register(sub) -> None:
     """Add this group's subcommands to the `pneumo` parser."""
     from pneumo.dicom_node.config import NodeConfig
     from pneumo.dicom_node.node import run_node
+    from pneumo.inference.engine import BACKENDS
 
     d = NodeConfig.__dataclass_fields__
     p = add_command(sub, "dicom-node", run_node, _dicom_node)
@@ -44,7 +45,12 @@ def register(sub) -> None:
     )
     p.add_argument("--db", default=None, help="SQLite file or SQLAlchemy URL for the records")
     p.add_argument("--model", default=None, help="model directory (default: bundled model)")
-    p.add_argument("--backend", choices=("onnx", "openvino", "torch"), default="onnx")
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=d["backend"].default,
+        help=f"inference engine (default {d['backend'].default})",
+    )
     p.add_argument("--no-heatmaps", action="store_true", help="send the SR only (no torch)")
     p.add_argument(
         "--queue-size",

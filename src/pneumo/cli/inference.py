@@ -87,12 +87,12 @@ def _serve(args: argparse.Namespace) -> int:
 
 def add_engine_args(parser: argparse.ArgumentParser) -> None:
     """--backend and --precision, with the engine's own choices and defaults."""
-    from pneumo.inference.engine import BACKEND_HELP, BACKENDS, PRECISIONS
+    from pneumo.inference.engine import BACKEND_HELP, BACKENDS, SERVING_PRECISIONS
 
     parser.add_argument("--backend", choices=BACKENDS, default=None, help=BACKEND_HELP)
     parser.add_argument(
         "--precision",
-        choices=PRECISIONS,
+        choices=SERVING_PRECISIONS,
         default="auto",
         help="default auto: where the accuracy guard measured it faster, bf16 (or int8) with "
         "fp32 again near a decision edge (bf16+fp32: the same decisions as fp32), else fp32 "
@@ -146,11 +146,6 @@ def register(sub) -> None:
     p.add_argument("--check", action="store_true", help="run the accuracy guard again now")
 
     p = add_command(sub, "export", export_onnx, _export)
-    p.add_argument(
-        "--onnx",
-        action="store_true",
-        help="export to ONNX, the only format there is (accepted for clarity; the default)",
-    )
     add_model_arg(p)
     p.add_argument(
         "--output", "-o", type=Path, default=None, help="ONNX file (default: the engine's cache)"

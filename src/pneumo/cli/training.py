@@ -26,7 +26,7 @@ def _choices() -> dict[str, tuple[str, ...]]:
     return {
         "mode": config.MODES,
         "class_balance": config.CLASS_BALANCES,
-        "precision": config.PRECISIONS,
+        "precision": config.TRAIN_PRECISIONS,
         "device": config.DEVICES,
         "head_init": config.HEAD_INITS,
         "select_epoch": config.SELECT_EPOCHS,
@@ -203,14 +203,14 @@ def _variants(args: argparse.Namespace) -> int:
     require_train("`pneumo variants`")
     from rich.console import Console
 
+    from pneumo.models.checkpoint import RunDir
     from pneumo.training.variants import compare_variants, export_variant, variants_markdown
 
     alphas = tuple(float(a) for a in args.alphas.split(",") if a.strip())
     if args.export:
-        export_variant(args.run, args.export, args.output or args.run / "model", alphas, args.soup)
-        Console(stderr=True).print(
-            f"{args.export!r} written to {args.output or args.run / 'model'}"
-        )
+        output = args.output or RunDir(args.run).model
+        export_variant(args.run, args.export, output, alphas, args.soup)
+        Console(stderr=True).print(f"{args.export!r} written to {output}")
         return 0
     rows = compare_variants(args.run, soup_runs=args.soup, alphas=alphas)
     Console().print(variants_markdown(rows))

@@ -18,24 +18,17 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from pneumo.errors import ImageDecodeError
+from pneumo.limits import DECODE_BUDGET_MIB, MAX_FILE_BYTES, MAX_PIXELS, MiB
 
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 DICOM_SUFFIXES = (".dcm", ".dicom")
-MAX_PIXELS = 60_000_000
-"""Refuse images above this many pixels before decoding them (decompression bombs)."""
 MIN_SIDE = 16
 """Smaller images cannot be X-rays worth classifying."""
-MAX_FILE_BYTES = 256 * 2**20
-"""Refuse files larger than this (256 MiB) before reading them (a 60-Mpixel 16-bit DICOM is
-about 115 MiB)."""
 FORMATS = ("JPEG", "PNG", "TIFF", "BMP", "WEBP")
 """The Pillow formats opened; others (EPS, which runs Ghostscript, PSD, ICO ...) are refused."""
 MAX_JPEG_SCANS = 100
 """Most start-of-scan markers in a JPEG: progressive files have about 10, and each extra scan is
 one more pass over every pixel (a small file with thousands of scans decodes for minutes)."""
-DECODE_BUDGET_BYTES = 1536 * 2**20
-"""Decoded bytes all threads of this process may hold at once; a decode that would exceed it
-waits for others to finish (bounded memory under many concurrent large images)."""
 
 Source = str | Path | bytes | bytearray | memoryview
 
@@ -187,7 +180,7 @@ class _DecodeBudget:
                 self._cond.notify_all()
 
 
-decode_budget = _DecodeBudget(DECODE_BUDGET_BYTES)
+decode_budget = _DecodeBudget(int(DECODE_BUDGET_MIB * MiB))
 """Shared by every decode in this process (CLI threads, API requests, app sessions)."""
 
 

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from pneumo.files import write_atomic
+
 SUFFIX = ".dcm"
+PART_PREFIX = ".part-"
+"""Temporary files of writes under way; left by a crash, they are removed at start-up."""
 
 
 def instance_file_name(sop_instance_uid: str) -> str:
@@ -22,16 +24,8 @@ def instance_file_name(sop_instance_uid: str) -> str:
 
 def write_atomically(path: Path, data: bytes) -> None:
     """Write ``data`` so that ``path`` is either absent or complete, even after a power cut."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # 0600: films carry patient data; ".part-" lets start-up sweep writes cut short
+    write_atomic(path, data, durable=True, mode=0o600, prefix=PART_PREFIX)
 
 
 @dataclass
@@ -58,7 +52,8 @@ class Spool:
         self.outbox = self.root / "outbox"
         for folder in (self.inbox, self.outbox):
             folder.mkdir(parents=True, exist_ok=True)
-            for stale in folder.glob(".part-*"):  # a write cut short: its sender was not told OK
+            # a write cut short: its sender was not told OK
+            for stale in folder.glob(PART_PREFIX + "*"):
                 stale.unlink(missing_ok=True)
 
     @staticmethod

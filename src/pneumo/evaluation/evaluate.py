@@ -17,7 +17,7 @@ from pneumo.errors import DataError, ModelError, PneumoError
 from pneumo.evaluation.report import write_report
 from pneumo.evaluation.stress import stress_test, write_stress_report
 from pneumo.inference.engine import load_predictor
-from pneumo.models.checkpoint import resolve_model_dir
+from pneumo.models.checkpoint import HISTORY_FILE, RunDir, resolve_model_dir
 from pneumo.progress import progress_bar
 
 if TYPE_CHECKING:
@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-HISTORY_FILE = "history.json"
 SPLITS = ("auto", "test", "validation", "val", "train")
 """What ``--split`` takes. auto: the official test split when the data root has one, else
 validation; validation: the model's own patient-level validation films, rebuilt from its
@@ -73,7 +72,8 @@ def default_output(model_dir: Path, name: str) -> Path:
     from pneumo.models.checkpoint import BUNDLED_MODEL_DIR
 
     model_dir = Path(model_dir)
-    model = model_dir.parent.name if model_dir.name == "model" else model_dir.name
+    run = RunDir.holding(model_dir)
+    model = run.root.name if run else model_dir.name
     if model_dir.resolve() == BUNDLED_MODEL_DIR.resolve():
         model = "bundled"
     return REPORTS / f"eval-{model}-{name}" / "report.json"

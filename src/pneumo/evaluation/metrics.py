@@ -7,7 +7,8 @@ the calibrated probability of PNEUMONIA and an image is called PNEUMONIA iff ``p
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
@@ -21,6 +22,45 @@ RATE_METRICS = (
     "roc_auc",
 )
 """The fractions reported with a 95% interval, in report order."""
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Figures of the rule ``PNEUMONIA iff p >= threshold`` on labelled films, as evaluation
+    reports, ``model.json``, the API and the model card carry them (``to_dict``)."""
+
+    n: int
+    n_normal: int
+    n_pneumonia: int
+    accuracy: float
+    balanced_accuracy: float
+    sensitivity: float | None
+    """None without PNEUMONIA films."""
+    specificity: float | None
+    """None without NORMAL films."""
+    precision: float
+    """0 when nothing is called PNEUMONIA."""
+    f1: float
+    roc_auc: float | None
+    """None when only one class is present."""
+    confusion_matrix: list[list[int]]
+    """``[[tn, fp], [fn, tp]]``."""
+
+    def to_dict(self) -> dict:
+        """The JSON form, keys in report order (what model.json and reports hold)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> Metrics:
+        """The figures of a JSON object that holds them among others (a model.json's
+        ``metrics`` section also holds intervals and margins)."""
+        return cls(**{f.name: d[f.name] for f in fields(cls)})
+
+    def __getitem__(self, name: str):
+        """A figure by name, for code that walks ``RATE_METRICS``."""
+        if name not in self.__dataclass_fields__:
+            raise KeyError(name)
+        return getattr(self, name)
 
 
 def check_arrays(y_true, p=None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -73,7 +113,19 @@ def _rates(tn, fp, fn, tp):
     }
 
 
-def compute_metrics(y_true, p, threshold: float) -> dict:
+def roc_auc(y_true, score) -> float | None:
+    """scikit-learn's area under the ROC curve of ``score`` (a probability, a logit or any
+    score that ranks PNEUMONIA higher); None when ``y_true`` holds one class only, where it is
+    undefined. The one ROC-AUC of pneumo: evaluation, training epochs and adaptation use it."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(y_true)
+    if np.unique(y).size < 2:
+        return None
+    return float(roc_auc_score(y, np.asarray(score)))
+
+
+def compute_metrics(y_true, p, threshold: float) -> Metrics:
     """Metrics of the rule ``PNEUMONIA iff p >= threshold``.
 
     Returns counts (``n``, ``n_normal``, ``n_pneumonia``), the fractions in ``RATE_METRICS``
@@ -81,7 +133,7 @@ def compute_metrics(y_true, p, threshold: float) -> dict:
     ``roc_auc`` when only one class is present; ``precision`` and ``f1`` are 0 when nothing is
     called PNEUMONIA) and ``confusion_matrix`` as ``[[tn, fp], [fn, tp]]``.
     """
-    from sklearn.metrics import confusion_matrix, f1_score, precision_score, roc_auc_score
+    from sklearn.metrics import confusion_matrix, f1_score, precision_score
 
     y, prob = check_arrays(y_true, p)
     threshold = _check_threshold(threshold)
@@ -91,23 +143,22 @@ def compute_metrics(y_true, p, threshold: float) -> dict:
     sensitivity = _ratio(tp, tp + fn)
     specificity = _ratio(tn, tn + fp)
     present = [v for v in (sensitivity, specificity) if v is not None]
-    both = tp + fn > 0 and tn + fp > 0
-    return {
-        "n": int(y.size),
-        "n_normal": tn + fp,
-        "n_pneumonia": fn + tp,
-        "accuracy": (tp + tn) / y.size,
-        "balanced_accuracy": float(np.mean(present)),
-        "sensitivity": sensitivity,
-        "specificity": specificity,
-        "precision": float(precision_score(y, pred, labels=[0, 1], zero_division=0)),
-        "f1": float(f1_score(y, pred, labels=[0, 1], zero_division=0)),
-        "roc_auc": float(roc_auc_score(y, prob)) if both else None,
-        "confusion_matrix": cm.astype(int).tolist(),
-    }
+    return Metrics(
+        n=int(y.size),
+        n_normal=tn + fp,
+        n_pneumonia=fn + tp,
+        accuracy=(tp + tn) / y.size,
+        balanced_accuracy=float(np.mean(present)),
+        sensitivity=sensitivity,
+        specificity=specificity,
+        precision=float(precision_score(y, pred, labels=[0, 1], zero_division=0)),
+        f1=float(f1_score(y, pred, labels=[0, 1], zero_division=0)),
+        roc_auc=roc_auc(y, prob),
+        confusion_matrix=cm.astype(int).tolist(),
+    )
 
 
-def baseline_metrics(y_true) -> dict:
+def baseline_metrics(y_true) -> Metrics:
     """Metrics of the classifier that calls every image PNEUMONIA (p = 1 everywhere).
 
     Its accuracy is the prevalence of pneumonia (74% on the official train split), its balanced

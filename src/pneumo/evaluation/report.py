@@ -182,11 +182,11 @@ def write_report(
     stem = output_json.stem
 
     report: dict = {"split": split, "model": dict(model_info), "threshold": float(threshold)}
-    report.update(compute_metrics(y, prob, threshold))
+    report.update(compute_metrics(y, prob, threshold).to_dict())
     report["ci95"] = bootstrap_intervals(
         y, prob, threshold, groups=groups, n_boot=n_boot, seed=seed
     )
-    baseline = baseline_metrics(y)
+    baseline = baseline_metrics(y).to_dict()
     baseline["ci95"] = bootstrap_intervals(
         y, np.ones(y.shape), 0.5, groups=groups, n_boot=n_boot, seed=seed
     )

@@ -157,7 +157,7 @@ def stress_test(predictor, records, *, seed: int = 0, chunk: int = 64, advance=N
                 "correct": rate,
                 "mean_p": float(probs[mask].mean()),
             }
-        shifts[name] = {**m, "subgroups": per_group}
+        shifts[name] = {**m.to_dict(), "subgroups": per_group}
     return {
         "threshold": threshold,
         "n": len(kept),

@@ -29,7 +29,7 @@ BACKEND_HELP = (
     "inference engine (default: $PNEUMO_BACKEND, else auto: OpenVINO when installed, "
     "else ONNX Runtime)"
 )
-PRECISIONS = ("auto", "fp32", "bf16", "int8", "bf16+fp32", "int8+fp32")
+SERVING_PRECISIONS = ("auto", "fp32", "bf16", "int8", "bf16+fp32", "int8+fp32")
 """``auto``: on OpenVINO, what the accuracy guard chose for this model (a cascade that changes
 no decision, or fp32); elsewhere fp32. ``bf16+fp32``: bf16 for every film, fp32 again for the
 films near a decision edge (``pneumo.inference.cascade``)."""
@@ -210,8 +210,10 @@ def load_predictor(
     (``pneumo.inference.guard``). ``threads`` defaults to the usable core count.
     """
     backend = resolve_backend(backend)
-    if precision not in PRECISIONS:
-        raise ModelError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    if precision not in SERVING_PRECISIONS:
+        raise ModelError(
+            f"unknown precision {precision!r}; choose one of: {', '.join(SERVING_PRECISIONS)}"
+        )
     if "+" in precision and backend != "openvino":
         raise ModelError(f"the {precision} cascade runs on the OpenVINO backend")
     model_dir = resolve_model_dir(model_dir)

@@ -14,12 +14,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 
 from pneumo.errors import ModelError
+from pneumo.files import atomic_path
 from pneumo.models.checkpoint import GRAPH_FILE, WEIGHTS_FILE, resolve_model_dir
 
 log = logging.getLogger(__name__)
@@ -60,14 +59,6 @@ def cached_onnx_path(model_dir: str | Path) -> Path:
     return cache_dir() / "onnx" / f"{weights_digest(model_dir)}.v{EXPORT_VERSION}.onnx"
 
 
-def _atomic_target(output: Path):
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=output.name + ".", suffix=".tmp", dir=output.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide a shipped model.onnx from other users
-    return Path(tmp)
-
-
 def export_onnx(
     model_dir: str | Path | None = None, output: str | Path | None = None, *, opset: int = 17
 ) -> Path:
@@ -98,37 +89,10 @@ def export_onnx(
     wrapped = with_features_and_cam(model).eval()
     example = torch.zeros(1, 3, h, w)
     check_cam_head(wrapped, h, w)
-    tmp = _atomic_target(output)
     try:
-        import warnings
-
-        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
-            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-            torch.onnx.export(
-                wrapped,
-                (example,),
-                str(tmp),
-                input_names=[INPUT_NAME],
-                output_names=list(OUTPUT_NAMES),
-                dynamic_axes={n: {0: "batch"} for n in (INPUT_NAME, *OUTPUT_NAMES)},
-                opset_version=opset,
-                do_constant_folding=True,
-                # PRESERVE on an eval-mode module: batch norm stays a node (inference mode), its
-                # weights stay the stored fp16 values; EVAL would fold it into new fp32 weights
-                training=torch.onnx.TrainingMode.PRESERVE,
-                dynamo=False,  # the dynamo exporter needs onnxscript; this one is dependency-free
-            )
-        import onnx
-
-        proto = onnx.load(str(tmp))
-        store_fp16(proto)
-        proto.metadata_props.add(key="pneumo_model", value=json.dumps(meta.to_dict()))
-        proto.metadata_props.add(key=WEIGHTS_KEY, value=weights_digest(model_dir))
-        onnx.checker.check_model(proto)
-        onnx.save(proto, str(tmp))
-        os.replace(tmp, output)
+        with atomic_path(output) as tmp:
+            _write_onnx(tmp, wrapped, example, meta, model_dir, opset)
     except Exception as exc:
-        tmp.unlink(missing_ok=True)
         raise ModelError(f"{model_dir}: ONNX export failed ({exc})") from exc
     log.info("exported %s (%s) to %s", model_dir, meta.backbone, output)
     return output
@@ -275,3 +239,35 @@ def embedded_metadata(onnx_path: str | Path):
     from pneumo.models.checkpoint import ModelMetadata
 
     return ModelMetadata.from_dict(json.loads(value))
+
+
+def _write_onnx(tmp: Path, wrapped, example, meta, model_dir: Path, opset: int) -> None:
+    """The graph of ``wrapped`` with its weights in fp16 where exact and the model's metadata."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(
+            wrapped,
+            (example,),
+            str(tmp),
+            input_names=[INPUT_NAME],
+            output_names=list(OUTPUT_NAMES),
+            dynamic_axes={n: {0: "batch"} for n in (INPUT_NAME, *OUTPUT_NAMES)},
+            opset_version=opset,
+            do_constant_folding=True,
+            # PRESERVE on an eval-mode module: batch norm stays a node (inference mode), its
+            # weights stay the stored fp16 values; EVAL would fold it into new fp32 weights
+            training=torch.onnx.TrainingMode.PRESERVE,
+            dynamo=False,  # the dynamo exporter needs onnxscript; this one is dependency-free
+        )
+    import onnx
+
+    proto = onnx.load(str(tmp))
+    store_fp16(proto)
+    proto.metadata_props.add(key="pneumo_model", value=json.dumps(meta.to_dict()))
+    proto.metadata_props.add(key=WEIGHTS_KEY, value=weights_digest(model_dir))
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(tmp))

@@ -55,13 +55,14 @@ def ensure_ir(model_dir: str | Path) -> Path:
     """The fp32 IR of ``model_dir``, converted from the cached ONNX export on first use."""
     import openvino as ov
 
-    from pneumo.inference.export import _atomic_target, ensure_onnx
+    from pneumo.files import temporary_beside
+    from pneumo.inference.export import ensure_onnx
 
     xml = cached_ir_path(model_dir)
     if xml.is_file() and xml.with_suffix(".bin").is_file():
         return xml
     onnx_path = ensure_onnx(model_dir)
-    tmp = _atomic_target(xml)
+    tmp = temporary_beside(xml)  # reserves a name; the IR pair is written beside it
     tmp_xml = tmp.with_suffix(".xml")
     try:
         ov.save_model(ov.Core().read_model(str(onnx_path)), str(tmp_xml), compress_to_fp16=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,7 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 from pneumo import CLASS_NAMES, __version__
 from pneumo.errors import ModelError
+from pneumo.files import atomic_path, write_atomic
 from pneumo.models.preprocess import DataConfig
+from pneumo.models.provenance import Adaptation, TrainingRecord
 from pneumo.models.registry import create_model
 
 if TYPE_CHECKING:
@@ -28,8 +31,81 @@ GRAPH_FILE = "model.onnx"
 no torch; absent, it is exported from the weights on first use where torch is installed."""
 FILMS_FILE = "films.json"
 """The validation and calibration films the model was made with (``pneumo.models.films``)."""
+HISTORY_FILE = "history.json"
+"""Per-epoch training history, in a run's folder and beside a bundled model."""
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The folder a training run writes (``pneumo train --output``), its layout named once:
+    training writes it; variants, bundle, evaluate and the CLI read it."""
+
+    root: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def config(self) -> Path:
+        """The run's TrainConfig and how it really ran (precision, world size, film counts)."""
+        return self.root / "config.json"
+
+    @property
+    def history(self) -> Path:
+        return self.root / HISTORY_FILE
+
+    @property
+    def metrics(self) -> Path:
+        """Validation figures at the chosen operating point."""
+        return self.root / "metrics.json"
+
+    @property
+    def head_init(self) -> Path:
+        """How the head was started before fine-tuning."""
+        return self.root / "head_init.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        """Start, last-epoch and EMA weights, for --resume and ``pneumo variants``."""
+        return self.root / "checkpoints"
+
+    @property
+    def model(self) -> Path:
+        """The model directory (weights, ``model.json``, films, validation predictions)."""
+        return self.root / "model"
+
+    @property
+    def report(self) -> Path:
+        """The validation report with its plots."""
+        return self.root / "report"
+
+    @classmethod
+    def holding(cls, model_dir: str | Path) -> RunDir | None:
+        """The run whose model ``model_dir`` is (``runs/NAME/model``), or None."""
+        run = cls(Path(model_dir).parent)
+        return run if run.model == Path(model_dir) else None
+
+
 BUNDLED_MODEL_DIR = Path(__file__).resolve().parents[3] / "models" / "default"
 """Where the bundled default model lives in a source checkout."""
+
+
+DEFAULT_K = 10
+"""Neighbour the out-of-distribution score measures to (``OodConfig.k``): the k-th nearest
+training feature, so that a film near a handful of odd training films still scores far."""
+
+UNCERTAIN_ODDS = 4.0
+"""Films whose odds against the threshold are below 4:1 either way are 'uncertain'."""
+
+
+def uncertain_band(threshold: float, odds: float = UNCERTAIN_ODDS) -> tuple[float, float]:
+    """The probabilities whose odds, relative to the threshold's, are within ``odds``:1 either
+    way (p 0.2-0.8 around a threshold of 0.5). Symmetric in logit space, the unit the network
+    computes in, so a threshold away from 0.5 gets a band of the same meaning."""
+    if odds <= 1:
+        raise ValueError(f"odds must be > 1, got {odds}")
+    centre, width = math.log(threshold / (1 - threshold)), math.log(odds)
+    return (1 / (1 + math.exp(-(centre - width))), 1 / (1 + math.exp(-(centre + width))))
 
 
 @dataclass(frozen=True)
@@ -39,7 +115,7 @@ class OodConfig:
 
     cutoff: float
     """Scores above this are flagged: a high validation quantile, widened by ``margin``."""
-    k: int = 10
+    k: int = DEFAULT_K
     """The score is the cosine distance to the k-th nearest reference feature."""
     quantile: float = 0.995
     margin: float = 1.2
@@ -84,18 +160,21 @@ class ModelMetadata:
     """Decision threshold on the calibrated pneumonia probability."""
     temperature: float = 1.0
     """Logits are divided by this before the softmax (fitted on validation)."""
-    uncertain_band: tuple[float, float] = (0.35, 0.65)
-    """Calibrated probabilities in this band are reported as uncertain."""
+    uncertain_band: tuple[float, float] | None = None
+    """Calibrated probabilities in this band are reported as uncertain; None (a model.json
+    without one) means ``uncertain_band(threshold)``, the band training places."""
     ood: OodConfig | None = None
     """Out-of-distribution check settings; None for a model saved without them."""
     data_fingerprint: str = ""
     """Hash of the training labels and file contents."""
     metrics: dict[str, Any] = field(default_factory=dict)
-    """Validation figures at the chosen threshold."""
-    training: dict[str, Any] = field(default_factory=dict)
-    """Resolved training config."""
-    adaptation: dict[str, Any] = field(default_factory=dict)
-    """Set by ``pneumo adapt``: base model, number of site films, what was refit, figures."""
+    """Validation figures at the chosen threshold (``pneumo.evaluation.metrics.Metrics``
+    as a dict, with intervals, margins and the logit shift beside them)."""
+    training: TrainingRecord = field(default_factory=TrainingRecord)
+    """Resolved training config and the variant exported (a dict is read as one)."""
+    adaptation: Adaptation | None = None
+    """Set by ``pneumo adapt``: base model, number of site films, what was refit, figures;
+    None for a model not adapted (``{}`` in model.json)."""
     pneumo_version: str = __version__
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     format: str = FORMAT
@@ -105,10 +184,16 @@ class ModelMetadata:
             self.data_config = DataConfig.from_dict(self.data_config)
         if isinstance(self.ood, dict):
             self.ood = OodConfig.from_dict(self.ood) if self.ood else None
+        if not isinstance(self.training, TrainingRecord):
+            self.training = TrainingRecord.from_dict(self.training or {})
+        if self.adaptation is not None and not isinstance(self.adaptation, Adaptation):
+            self.adaptation = Adaptation.from_dict(self.adaptation) if self.adaptation else None
         self.class_names = tuple(self.class_names)
-        self.uncertain_band = tuple(self.uncertain_band)
         if not 0.0 < self.threshold < 1.0:
             raise ModelError(f"threshold must be in (0, 1), got {self.threshold}")
+        if self.uncertain_band is None:
+            self.uncertain_band = uncertain_band(self.threshold)
+        self.uncertain_band = tuple(self.uncertain_band)
         if self.temperature <= 0:
             raise ModelError(f"temperature must be > 0, got {self.temperature}")
 
@@ -124,6 +209,8 @@ class ModelMetadata:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["data_config"] = self.data_config.to_dict()
+        d["training"] = self.training.to_dict()
+        d["adaptation"] = self.adaptation.to_dict() if self.adaptation else {}
         return d
 
     @classmethod
@@ -182,8 +269,10 @@ def save_model(
         tensors[f"model.{key}"] = value.contiguous()
     for key, value in (extra_tensors or {}).items():
         tensors[key] = value.detach().cpu().contiguous()  # kept in their own dtype
-    save_file(tensors, str(model_dir / WEIGHTS_FILE), metadata={"format": FORMAT})
-    (model_dir / METADATA_FILE).write_text(json.dumps(metadata.to_dict(), indent=2) + "\n")
+    # a server reading this folder sees the old model or the new one, never half a file
+    with atomic_path(model_dir / WEIGHTS_FILE) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": FORMAT})
+    write_atomic(model_dir / METADATA_FILE, json.dumps(metadata.to_dict(), indent=2) + "\n")
     return model_dir
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from pneumo import CLASS_NAMES
 from pneumo.data.discover import ImageRecord, patient_id
 from pneumo.errors import PneumoError
+from pneumo.files import write_atomic
 from pneumo.models.checkpoint import FILMS_FILE
 
 FORMAT = "pneumo-films/1"
@@ -62,9 +63,7 @@ def write_films(
     for key, rows in lists.items():
         body = ",\n".join(f"  {json.dumps(row)}" for row in rows)
         parts.append(f" {json.dumps(key)}: [\n{body}\n ]")
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text("{\n" + ",\n".join(parts) + "\n}\n")
-    os.replace(tmp, path)
+    write_atomic(path, "{\n" + ",\n".join(parts) + "\n}\n")
     return path
 
 

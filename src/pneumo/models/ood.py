@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pneumo.models.checkpoint import OodConfig
+from pneumo.models.checkpoint import DEFAULT_K, OodConfig
 
 PREFIX = "ood."
 LAYOUT_KEY = PREFIX + "layout_template"
@@ -91,7 +91,7 @@ def fit_ood(
     train_features: np.ndarray,
     val_features: np.ndarray,
     *,
-    k: int = 10,
+    k: int = DEFAULT_K,
     max_reference: int = 1000,
     quantile: float = 0.995,
     margin: float = 1.2,
@@ -128,7 +128,7 @@ def fit_ood(
     return tensors, settings
 
 
-def ood_scores(features: np.ndarray, tensors: dict, *, k: int = 10) -> np.ndarray:
+def ood_scores(features: np.ndarray, tensors: dict, *, k: int = DEFAULT_K) -> np.ndarray:
     """Per-row cosine distance to the k-th nearest reference feature (0 = identical)."""
     reference = np.asarray(tensors[PREFIX + "reference"], dtype=np.float32)
     k = int(max(1, min(k, len(reference))))

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
 import threading
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from pneumo.errors import PneumoError
+from pneumo.files import write_atomic
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -127,13 +127,7 @@ class FolderFilmStore:
                 return None
             try:
                 path.parent.mkdir(mode=0o700, exist_ok=True)
-                tmp = path.with_name(f".{sha}.{os.getpid()}.{threading.get_ident()}")
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
+                write_atomic(path, data, durable=True, mode=0o600, prefix=f".{sha}.")
             except OSError as exc:
                 log.error("cannot keep a film in %s: %s", self.folder, exc.strerror)
                 return None

@@ -35,10 +35,11 @@ from pneumo import CLASS_NAMES
 from pneumo.data.discover import ImageRecord, folder_records
 from pneumo.errors import DataError
 from pneumo.evaluation.calibration import calibrated_probabilities, fit_temperature
-from pneumo.evaluation.metrics import compute_metrics
+from pneumo.evaluation.metrics import compute_metrics, roc_auc
 from pneumo.evaluation.thresholds import EPS, choose_threshold
 from pneumo.models.checkpoint import OodConfig, load_model, resolve_model_dir, save_model
 from pneumo.models.ood import fit_ood
+from pneumo.models.provenance import Adaptation
 
 log = logging.getLogger(__name__)
 
@@ -90,12 +91,6 @@ def _run(model, records, data_config, workers: int) -> dict:
     out = predict_loader(model, loader)
     out["skipped"] = [path for path, _ in loader.skipped]
     return out
-
-
-def _roc_auc(y, p) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(y, p))
 
 
 def threshold_for_share(p: np.ndarray, share: float) -> float:
@@ -171,13 +166,13 @@ def adapt(
     """
     import torch
 
-    from pneumo.training.averaging import (
+    from pneumo.models.checkpoint import uncertain_band
+    from pneumo.training.batchnorm import (
         BN_REFERENCE,
         batchnorm_statistics,
         recompute_batchnorm,
         shift_batchnorm,
     )
-    from pneumo.training.finalize import uncertain_band
     from pneumo.training.loops import image_batches
 
     if not 0 < target_sensitivity <= 1:
@@ -216,8 +211,8 @@ def adapt(
 
     if labeled:
         y = before["labels"]
-        auc_before = _roc_auc(y, p_before)
-        auc_after = _roc_auc(y, after["logits"][:, 1] - after["logits"][:, 0])
+        auc_before = roc_auc(y, p_before)
+        auc_after = roc_auc(y, after["logits"][:, 1] - after["logits"][:, 0])
         figures.update(roc_auc_base=auc_before, roc_auc_batchnorm=auc_after)
         if auc_after < auc_before:
             log.info(
@@ -235,8 +230,8 @@ def adapt(
         figures.update(
             target_sensitivity=target_sensitivity,
             sensitivity_goal_on_site_films=goal,
-            base=compute_metrics(y, p_before, meta.threshold),
-            adapted=compute_metrics(y, p, threshold),
+            base=compute_metrics(y, p_before, meta.threshold).to_dict(),
+            adapted=compute_metrics(y, p, threshold).to_dict(),
         )
     else:
         temperature = meta.temperature
@@ -271,15 +266,15 @@ def adapt(
         figures=figures,
         skipped=sorted({str(r) for r in before["skipped"]}),
     )
-    new_meta.adaptation = {
-        "base_model": result.base_model,
-        "base_fingerprint": meta.data_fingerprint,
-        "mode": result.mode,
-        "n_films": result.n_films,
-        "refit": result.refit,
-        "figures": figures,
-        **(provenance or {}),
-    }
+    new_meta.adaptation = Adaptation(
+        base_model=result.base_model,
+        base_fingerprint=meta.data_fingerprint,
+        mode=result.mode,
+        n_films=result.n_films,
+        refit=tuple(result.refit),
+        figures=figures,
+        source=provenance or {},
+    )
     tensors = dict(extra)
     if ood_tensors is not None:
         tensors.update({k: torch.from_numpy(v) for k, v in ood_tensors.items()})

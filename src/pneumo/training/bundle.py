@@ -21,10 +21,19 @@ from pneumo.errors import PneumoError
 from pneumo.evaluation.calibration import expected_calibration_error
 from pneumo.evaluation.metrics import compute_metrics
 from pneumo.inference.export import export_onnx
-from pneumo.models.checkpoint import GRAPH_FILE, OodConfig, load_model, read_metadata, save_model
+from pneumo.models.checkpoint import (
+    GRAPH_FILE,
+    HISTORY_FILE,
+    OodConfig,
+    RunDir,
+    load_model,
+    read_metadata,
+    save_model,
+)
 from pneumo.models.films import write_films
+from pneumo.models.provenance import Variant
 from pneumo.training.splits import canary_records, training_records
-from pneumo.training.train import RunFacts
+from pneumo.training.train import RunFacts, run_config
 
 THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 """Operating points shown in the card, beside the model's own."""
@@ -163,7 +172,7 @@ def shipped_figures(predictor, cfg: TrainConfig, *, stress: bool = False) -> dic
     wrong = (p >= meta.threshold) != (y == 1)
     figures = {
         "validation": {
-            **compute_metrics(y, p, meta.threshold),
+            **compute_metrics(y, p, meta.threshold).to_dict(),
             "ece": expected_calibration_error(y, p),
             "uncertain_share": float(np.mean(in_band)),
             "errors": int(wrong.sum()),
@@ -185,8 +194,8 @@ def shipped_figures(predictor, cfg: TrainConfig, *, stress: bool = False) -> dic
         row = {"threshold": t, "is_model": abs(t - meta.threshold) < 5e-4}
         for prefix, (labels, probs) in sets.items():
             m = compute_metrics(labels, probs, t)
-            row[f"{prefix}_sensitivity"] = m["sensitivity"]
-            row[f"{prefix}_specificity"] = m["specificity"]
+            row[f"{prefix}_sensitivity"] = m.sensitivity
+            row[f"{prefix}_specificity"] = m.specificity
         figures["sweep"].append(row)
     if stress:
         from pneumo.evaluation.stress import stress_test
@@ -219,15 +228,24 @@ def _stress_lines(stress: dict | None) -> list[str]:
     return lines
 
 
+def _variant_sentence(variant: Variant | None) -> str:
+    """The model card's words for a weight-averaging variant ('' for the run's own weights)."""
+    if variant is None:
+        return ""
+    soup = f" and {', '.join(variant.soup_runs)}" if variant.soup_runs else ""
+    return f" Exported as variant '{variant.name}' of the run{soup} (`pneumo variants`)."
+
+
 def model_card(run_dir: Path, dest: Path, figures: dict, cfg: TrainConfig | None = None) -> str:
     """The model card of the model in ``dest`` packaged from ``run_dir`` (``cfg``: the run's
     config with the operating-point rule the bundle applied)."""
 
     meta = read_metadata(dest)
-    cfg = cfg or TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    run = RunDir(run_dir)
+    cfg = cfg or run_config(run_dir)
     facts = RunFacts.read(run_dir)
-    history = json.loads((run_dir / "history.json").read_text())
-    head = run_dir / "head_init.json"
+    history = json.loads(run.history.read_text())
+    head = run.head_init
     head_init = json.loads(head.read_text())["head_init"] if head.is_file() else "random"
     minutes = sum(h.get("seconds", 0) for h in history) / 60
     size = "x".join(map(str, meta.data_config.input_size))
@@ -264,17 +282,7 @@ def model_card(run_dir: Path, dest: Path, figures: dict, cfg: TrainConfig | None
                 if cfg.freeze_bn
                 else "; batch-norm statistics re-estimated on 1024 clean training films afterwards."
             )
-            + (
-                f" Exported as variant '{meta.training['variant']['name']}' of the run"
-                + (
-                    f" and {', '.join(meta.training['variant']['soup_runs'])}"
-                    if meta.training["variant"]["soup_runs"]
-                    else ""
-                )
-                + " (`pneumo variants`)."
-                if meta.training.get("variant")
-                else ""
-            ),
+            + _variant_sentence(meta.training.variant),
             f"- Augmentation: {cfg.augment.to_dict()}.",
         ]
     else:
@@ -348,19 +356,16 @@ def model_card(run_dir: Path, dest: Path, figures: dict, cfg: TrainConfig | None
             variants.read_text().strip(),
             "",
         ]
-    variant = meta.training.get("variant")
+    variant = meta.training.variant
     lines += ["## Reproduce", "", "```bash", reproduce_command(cfg)]
     if variant:
-        for soup_run in variant["soup_runs"]:
-            config = Path(soup_run) / "config.json"
-            if config.is_file():
-                lines.append(
-                    reproduce_command(TrainConfig.from_dict(json.loads(config.read_text())))
-                )
+        for soup_run in variant.soup_runs:
+            if RunDir(soup_run).config.is_file():
+                lines.append(reproduce_command(run_config(soup_run)))
         export = ["pneumo", "variants", str(cfg.output)]
-        for soup_run in variant["soup_runs"]:
+        for soup_run in variant.soup_runs:
             export += ["--soup", soup_run]
-        export += ["--export", variant["name"]]
+        export += ["--export", variant.name]
         lines.append(" ".join(shlex.quote(a) for a in export))
     lines += [f"pneumo bundle {shlex.quote(str(cfg.output))} --dest {dest}", "```", ""]
     return "\n".join(lines)
@@ -393,8 +398,9 @@ def bundle_model(
     from pneumo.training.finalize import VAL_PREDICTIONS, films_split
 
     run_dir, dest = Path(run_dir), Path(dest)
-    model, meta, extra = load_model(run_dir / "model")
-    cfg = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    run = RunDir(run_dir)
+    model, meta, extra = load_model(run.model)
+    cfg = run_config(run_dir)
     rule = {
         k: v
         for k, v in (
@@ -406,15 +412,15 @@ def bundle_model(
     }
     if rule:
         cfg = dataclasses.replace(cfg, **rule)
-        replace_operating_point(model, meta, cfg, run_dir / "model" / VAL_PREDICTIONS)
+        replace_operating_point(model, meta, cfg, run.model / VAL_PREDICTIONS)
     if dest.exists():
         shutil.rmtree(dest)
     save_model(dest, model, meta, half=True, extra_tensors=extra)
     export_onnx(dest, dest / GRAPH_FILE)
     train_recs, val_recs = training_records(cfg)
     write_films(dest, data=cfg.data, validation=val_recs, train=train_recs, split=films_split(cfg))
-    history = json.loads((run_dir / "history.json").read_text())
-    (dest / "history.json").write_text(json.dumps(history, indent=1) + "\n")
+    history = json.loads(run.history.read_text())
+    (dest / HISTORY_FILE).write_text(json.dumps(history, indent=1) + "\n")
     figures = shipped_figures(predictor_for(dest), cfg, stress=True)
     (dest / "figures.json").write_text(json.dumps(figures, indent=1) + "\n")
     (dest / "MODEL_CARD.md").write_text(model_card(run_dir, dest, figures, cfg=cfg))
@@ -446,9 +452,8 @@ def replace_operating_point(model, meta, cfg: TrainConfig, predictions: Path) ->
         "logit_shift": selection.shift,
         **selection.metrics,
     }
-    meta.training = {
-        **meta.training,
-        "threshold_method": cfg.threshold_method,
-        "target_sensitivity": cfg.target_sensitivity,
-        "prevalence": cfg.prevalence,
-    }
+    meta.training = meta.training.updated(
+        threshold_method=cfg.threshold_method,
+        target_sensitivity=cfg.target_sensitivity,
+        prevalence=cfg.prevalence,
+    )

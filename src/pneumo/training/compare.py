@@ -14,6 +14,7 @@ from pneumo.data.discover import data_root_of, find_images
 from pneumo.data.labels import write_label_file
 from pneumo.errors import DataError, PneumoError
 from pneumo.evaluation.metrics import baseline_metrics
+from pneumo.models.checkpoint import RunDir
 from pneumo.models.registry import get_spec
 from pneumo.training.splits import training_records
 from pneumo.training.train import train
@@ -109,7 +110,7 @@ def compare(base, backbones: list[str], *, output: Path, retrain: bool = True) -
         )
     ranked = rank(results)
     _, val = training_records(base)
-    baseline = baseline_metrics(np.asarray([r.label_index for r in val]))
+    baseline = baseline_metrics(np.asarray([r.label_index for r in val])).to_dict()
     summary = {"ranked": ranked, "baseline_always_pneumonia": baseline, "winner": None}
     if ranked and ranked[0].get("error") is None:
         winner = ranked[0]
@@ -150,15 +151,15 @@ def retrain_on_all(base, winner: dict, output: Path) -> Path:
     )
 
     run_dir = run_train(cfg).run_dir
-    _keep_selection(run_dir / "model", winner)
+    _keep_selection(RunDir(run_dir).model, winner)
     return run_dir
 
 
 def _keep_selection(model_dir: Path, winner: dict) -> None:
     """The winner's operating point (shift, temperature, threshold from its validation run) on
     the model retrained on everything, which has no validation of its own to place one."""
-    from pneumo.models.checkpoint import load_model, save_model
-    from pneumo.training.finalize import fold_logit_shift, uncertain_band
+    from pneumo.models.checkpoint import load_model, save_model, uncertain_band
+    from pneumo.training.finalize import fold_logit_shift
 
     model, meta, extra = load_model(model_dir)
     fold_logit_shift(

@@ -14,6 +14,7 @@ import torch
 
 from pneumo.data.dataset import make_loader
 from pneumo.data.discover import ImageRecord
+from pneumo.files import atomic_path
 from pneumo.models.preprocess import DataConfig
 from pneumo.progress import progress_bar
 from pneumo.training.loops import predict_loader
@@ -72,10 +73,8 @@ def cached_features(
         by_path = {str(r.path): k for r, k in zip(records, keys, strict=True)}
         for path, feat in zip(out["paths"], out["features"], strict=True):
             cache[by_path[path]] = feat.astype(np.float32)
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(".tmp")
-        save_file(cache, str(tmp))
-        tmp.replace(cache_file)
+        with atomic_path(cache_file) as tmp:
+            save_file(cache, str(tmp))
     kept = [(r, k) for r, k in zip(records, keys, strict=True) if k in cache]
     if len(kept) < len(records):
         log.warning("%d unreadable image(s) skipped", len(records) - len(kept))

@@ -20,10 +20,12 @@ from pneumo.evaluation.calibration import (
 )
 from pneumo.evaluation.metrics import compute_metrics
 from pneumo.evaluation.thresholds import bayes_threshold, choose_threshold
-from pneumo.models.checkpoint import ModelMetadata, save_model
+from pneumo.files import atomic_path
+from pneumo.models.checkpoint import ModelMetadata, save_model, uncertain_band
 from pneumo.models.ood import fit_ood
 from pneumo.models.preprocess import DataConfig
-from pneumo.training.averaging import BN_REFERENCE
+from pneumo.models.provenance import TrainingRecord, Variant
+from pneumo.training.batchnorm import BN_REFERENCE
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +92,10 @@ def calibrate_and_select(
                 labels, p, method=cfg.threshold_method, target_sensitivity=cfg.target_sensitivity
             )
         )
-    metrics = {**compute_metrics(labels, p, threshold), **binomial_intervals(labels, p, threshold)}
+    metrics = {
+        **compute_metrics(labels, p, threshold).to_dict(),
+        **binomial_intervals(labels, p, threshold),
+    }
     return Selection(
         temperature=temperature, threshold=threshold, metrics=metrics, p=p, shift=shift
     )
@@ -123,22 +128,6 @@ def fold_logit_shift(model: torch.nn.Module, shift: float) -> None:
         )
 
 
-UNCERTAIN_ODDS = 4.0
-"""Films whose odds against the threshold are below 4:1 either way are 'uncertain'."""
-
-
-def uncertain_band(threshold: float, odds: float = UNCERTAIN_ODDS) -> tuple[float, float]:
-    """The probabilities whose odds, relative to the threshold's, are within ``odds``:1 either
-    way (p 0.2-0.8 around a threshold of 0.5). Symmetric in logit space, the unit the network
-    computes in, so a threshold away from 0.5 gets a band of the same meaning."""
-    from scipy.special import expit, logit
-
-    if odds <= 1:
-        raise ValueError(f"odds must be > 1, got {odds}")
-    centre, width = float(logit(threshold)), float(np.log(odds))
-    return (float(expit(centre - width)), float(expit(centre + width)))
-
-
 def write_model(
     cfg: TrainConfig,
     model: torch.nn.Module,
@@ -152,7 +141,7 @@ def write_model(
     half: bool = False,
     layouts: tuple[np.ndarray, np.ndarray] | None = None,
     bn_reference: dict | None = None,
-    variant: dict | None = None,
+    variant: Variant | None = None,
     films: tuple[list, list] | None = None,
 ) -> Path:
     """Save weights (the selection's logit shift folded into ``model``'s head), OOD statistics
@@ -177,7 +166,7 @@ def write_model(
             "logit_shift": selection.shift,
             **selection.metrics,
         },
-        training={**cfg.to_dict(), **({"variant": variant} if variant else {})},
+        training=TrainingRecord(config=cfg.to_dict(), variant=variant),
         pneumo_version=__version__,
     )
     save_model(
@@ -227,9 +216,7 @@ def write_val_predictions(path: Path, records, logits, labels, train_prevalence:
     line is a comment with the training prevalence (Bayes' rule without class balance)."""
     import csv
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", newline="") as f:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
         f.write(f"# train_prevalence={train_prevalence:.6f}\n")
         writer = csv.writer(f)
         writer.writerow(["relpath", "patient", "label", "logit_normal", "logit_pneumonia"])
@@ -237,7 +224,6 @@ def write_val_predictions(path: Path, records, logits, labels, train_prevalence:
             writer.writerow(
                 [record.relpath, record.patient, int(y), repr(float(z[0])), repr(float(z[1]))]
             )
-    tmp.replace(path)
 
 
 def read_val_predictions(path: Path) -> tuple[np.ndarray, np.ndarray, float]:

@@ -20,15 +20,10 @@ from pneumo.config import TrainConfig
 from pneumo.data.dataset import make_loader
 from pneumo.data.discover import ImageRecord
 from pneumo.errors import PneumoError
+from pneumo.models.checkpoint import RunDir
 from pneumo.progress import progress_bar
-from pneumo.training.averaging import (
-    ema_model,
-    freeze_early_stages,
-    interpolate,
-    keep_frozen_eval,
-    recompute_batchnorm,
-)
-from pneumo.training.checkpoints import BEST, LAST, load_checkpoint, save_checkpoint
+from pneumo.training.averaging import ema_model, interpolate
+from pneumo.training.batchnorm import freeze_early_stages, keep_frozen_eval, recompute_batchnorm
 from pneumo.training.loops import (
     class_weights,
     clean_batches,
@@ -36,6 +31,7 @@ from pneumo.training.loops import (
     epoch_metrics,
     predict_loader,
 )
+from pneumo.training.resume_state import BEST, LAST, load_checkpoint, save_checkpoint
 from pneumo.training.runtime import DistInfo, autocast
 from pneumo.training.sharding import gather_report, shard_sampler, write_report
 from pneumo.training.transforms import image_dataset
@@ -129,7 +125,7 @@ def finetune(
 ) -> tuple[nn.Module, list[dict]]:
     """Fine-tune ``model`` end to end; returns the model to ship and the per-epoch history."""
     dist = dist or DistInfo()
-    ckpt_dir = Path(cfg.output) / "checkpoints"
+    ckpt_dir = RunDir(cfg.output).checkpoints
     start_state = _start_state(model, ckpt_dir, resume=cfg.resume, write=dist.is_main)
     parts = _set_up(cfg, model, data_config, train, val, precision, dist)
     progress = _resume(cfg, parts, ckpt_dir) if cfg.resume else _Progress()

@@ -70,7 +70,9 @@ def predict_loader(model: nn.Module, loader, *, bf16: bool = False, advance=None
 
 def epoch_metrics(logits: np.ndarray, labels: np.ndarray, weights: torch.Tensor) -> dict:
     """Validation loss (class-weighted, like training), accuracy, balanced accuracy, ROC-AUC."""
-    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+    from sklearn.metrics import balanced_accuracy_score
+
+    from pneumo.evaluation.metrics import roc_auc
 
     z = torch.from_numpy(logits)
     y = torch.from_numpy(labels).long()
@@ -81,7 +83,7 @@ def epoch_metrics(logits: np.ndarray, labels: np.ndarray, weights: torch.Tensor)
         "loss": loss,
         "accuracy": float((pred == labels).mean()),
         "balanced_accuracy": float(balanced_accuracy_score(labels, pred)),
-        "roc_auc": float(roc_auc_score(labels, p)) if len(set(labels.tolist())) == 2 else None,
+        "roc_auc": roc_auc(labels, p),
     }
 
 

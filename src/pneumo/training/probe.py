@@ -15,7 +15,7 @@ from torch import nn
 from pneumo.config import TrainConfig, cache_dir
 from pneumo.data.discover import ImageRecord
 from pneumo.errors import PneumoError
-from pneumo.training.averaging import recompute_batchnorm
+from pneumo.training.batchnorm import recompute_batchnorm
 from pneumo.training.loops import clean_batches
 
 log = logging.getLogger(__name__)

@@ -6,11 +6,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pneumo.config import TrainConfig, cache_dir
 from pneumo.errors import PneumoError
 from pneumo.evaluation.report import write_report
+from pneumo.models.checkpoint import RunDir
 from pneumo.models.registry import create_model, data_config, get_spec
 from pneumo.training.runtime import choose_precision, init_distributed
 from pneumo.training.splits import fingerprint, training_records
@@ -18,6 +19,7 @@ from pneumo.training.splits import fingerprint, training_records
 if TYPE_CHECKING:
     import numpy as np
 
+    from pneumo.models.provenance import Variant
     from pneumo.training.finalize import Selection
 
 log = logging.getLogger(__name__)
@@ -37,7 +39,7 @@ class RunFacts:
     def read(cls, run_dir: Path) -> RunFacts:
         import json
 
-        recorded = json.loads((Path(run_dir) / "config.json").read_text())
+        recorded = json.loads(RunDir(run_dir).config.read_text())
         return cls(**{k: recorded[k] for k in cls.__dataclass_fields__ if k in recorded})
 
 
@@ -53,12 +55,42 @@ class RunResult:
 
     @property
     def model_dir(self) -> Path:
-        return self.run_dir / "model"
+        return RunDir(self.run_dir).model
 
     @property
     def best_epoch(self) -> int:
         """The epoch with the lowest validation loss (how long to retrain on everything)."""
         return int(min(self.history, key=lambda h: h["val_loss"])["epoch"])
+
+
+class ValidationPass(NamedTuple):
+    """The network's outputs on the validation films that could be read."""
+
+    logits: np.ndarray
+    labels: np.ndarray
+    features: np.ndarray
+    records: list
+    """The films these rows are, in order (unreadable ones left out)."""
+
+
+@dataclass(frozen=True)
+class Trained:
+    """What a training mode hands on to be calibrated and written (on rank 0)."""
+
+    model: Any
+    history: list[dict]
+    validation: ValidationPass
+    ood_train: np.ndarray
+    """Features of the training films the out-of-distribution check measures against."""
+    train_recs: list
+    """The training films that could be read."""
+
+
+def run_config(run_dir: str | Path) -> TrainConfig:
+    """The TrainConfig a run recorded in its folder."""
+    import json
+
+    return TrainConfig.from_dict(json.loads(RunDir(run_dir).config.read_text()))
 
 
 def ood_reference_features(model, records, data_config, cfg: TrainConfig):
@@ -133,11 +165,18 @@ def train(cfg: TrainConfig) -> RunResult:
     trained = train_fn(cfg, model, dcfg, train_recs, val_recs, precision, dist)
     if trained is None:  # a torchrun rank other than 0: rank 0 writes the run
         return RunResult(Path(cfg.output), [], None)
-    model, history, validation, ood_train, train_recs, val_recs = trained
+    v = trained.validation
     selection = write_outputs(
-        cfg, model, dcfg, train_recs, val_recs, history, validation, ood_train
+        cfg,
+        trained.model,
+        dcfg,
+        trained.train_recs,
+        v.records,
+        trained.history,
+        (v.logits, v.labels, v.features),
+        trained.ood_train,
     )
-    return RunResult(Path(cfg.output), history, selection)
+    return RunResult(Path(cfg.output), trained.history, selection)
 
 
 def _backbone(cfg: TrainConfig):
@@ -170,7 +209,7 @@ def _write_config(cfg: TrainConfig, model, dcfg, precision, n_train, n_val, dist
     from pneumo.training.finalize import write_json
 
     write_json(
-        Path(cfg.output) / "config.json",
+        RunDir(cfg.output).config,
         {
             **cfg.to_dict(),
             "resolved_precision": precision,
@@ -204,7 +243,9 @@ def _train_frozen(cfg: TrainConfig, model, dcfg, train_recs, val_recs, precision
         return None
     with torch.no_grad():
         val_logits = head(torch.from_numpy(val_x).to(cfg.device)).cpu().numpy()
-    return model, history, (val_logits, val_y, val_x), train_x, train_recs, val_recs
+    return Trained(
+        model, history, ValidationPass(val_logits, val_y, val_x, val_recs), train_x, train_recs
+    )
 
 
 def _train_finetune(cfg: TrainConfig, model, dcfg, train_recs, val_recs, precision, dist):
@@ -220,18 +261,18 @@ def _train_finetune(cfg: TrainConfig, model, dcfg, train_recs, val_recs, precisi
             head_info = load_start(model, cfg.start_weights)
         else:
             head_info = init_head(cfg, model, dcfg, train_recs, val_recs)
-        write_json(Path(cfg.output) / "head_init.json", head_info)
+        write_json(RunDir(cfg.output).head_init, head_info)
     model, history = finetune(
         cfg, model, dcfg, train_recs, val_recs, precision=precision, dist=dist
     )
     if not dist.is_main:
         return None
-    val_logits, val_y, val_x, val_recs = validation_pass(model, val_recs, dcfg, cfg)
+    validation = validation_pass(model, val_recs, dcfg, cfg)
     ood_train = ood_reference_features(model, train_recs, dcfg, cfg)
-    return model, history, (val_logits, val_y, val_x), ood_train, train_recs, val_recs
+    return Trained(model, history, validation, ood_train, train_recs)
 
 
-def validation_pass(model, val_recs, dcfg, cfg: TrainConfig):
+def validation_pass(model, val_recs, dcfg, cfg: TrainConfig) -> ValidationPass:
     """Logits, labels and features of the validation films, and the records that were read."""
     from pneumo.data.dataset import make_loader
     from pneumo.training.loops import predict_loader
@@ -242,7 +283,7 @@ def validation_pass(model, val_recs, dcfg, cfg: TrainConfig):
     )
     by_path = {str(r.path): r for r in val_recs}
     kept = [by_path[p] for p in val_out["paths"]]
-    return val_out["logits"], val_out["labels"], val_out["features"], kept
+    return ValidationPass(val_out["logits"], val_out["labels"], val_out["features"], kept)
 
 
 def write_outputs(
@@ -256,14 +297,14 @@ def write_outputs(
     ood_train,
     *,
     output=None,
-    variant: dict | None = None,
+    variant: Variant | None = None,
 ) -> Selection:
     """Calibrate, choose the threshold, and write the model, history, metrics and validation
     report of a run (``output`` overrides where the model goes; ``variant`` is recorded in its
     metadata)."""
     import numpy as np
 
-    from pneumo.training.averaging import batchnorm_statistics
+    from pneumo.training.batchnorm import batchnorm_statistics
     from pneumo.training.finalize import (
         VAL_PREDICTIONS,
         calibrate_and_select,
@@ -273,11 +314,11 @@ def write_outputs(
     )
     from pneumo.training.loops import clean_batches
 
-    run_dir = Path(cfg.output)
+    run = RunDir(cfg.output)
     val_logits, val_y, val_x = validation
     train_prevalence = float(np.mean([r.label_index for r in train_recs]))
     selection = calibrate_and_select(cfg, val_logits, val_y, train_prevalence)
-    model_dir = Path(output or run_dir / "model")
+    model_dir = Path(output or run.model)
     write_model(
         cfg,
         model,
@@ -295,17 +336,17 @@ def write_outputs(
     write_val_predictions(
         model_dir / VAL_PREDICTIONS, val_recs, val_logits, val_y, train_prevalence
     )
-    write_json(run_dir / "history.json", history)
-    write_json(run_dir / "metrics.json", selection.summary())
+    write_json(run.history, history)
+    write_json(run.metrics, selection.summary())
 
     write_report(
-        run_dir / "report" / "validation.json",
+        run.report / "validation.json",
         y_true=val_y,
         p=selection.p,
         threshold=selection.threshold,
         groups=[r.patient for r in val_recs],
         history=history,
-        model_info={"backbone": cfg.backbone, "run": str(run_dir)},
+        model_info={"backbone": cfg.backbone, "run": str(run.root)},
         split="validation (patient-level, from train)",
     )
     return selection

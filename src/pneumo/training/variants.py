@@ -23,9 +23,16 @@ from pneumo.evaluation.calibration import (
     negative_log_likelihood,
     shifted_logits,
 )
+from pneumo.models.checkpoint import RunDir
+from pneumo.models.provenance import Variant
 from pneumo.models.registry import create_model, data_config
 from pneumo.training.splits import canary_records, training_records
-from pneumo.training.train import ood_reference_features, validation_pass, write_outputs
+from pneumo.training.train import (
+    ood_reference_features,
+    run_config,
+    validation_pass,
+    write_outputs,
+)
 
 if TYPE_CHECKING:
     from pneumo.training.finalize import Selection
@@ -46,7 +53,7 @@ def run_states(run_dir: Path) -> dict[str, dict]:
     """The start, last-epoch and EMA weights saved by a fine-tuning run."""
     from safetensors.torch import load_file
 
-    ckpt = Path(run_dir) / "checkpoints"
+    ckpt = RunDir(run_dir).checkpoints
     last = load_file(str(ckpt / "last.safetensors"))
     states = {
         START: load_file(str(ckpt / "start.safetensors")),
@@ -83,7 +90,7 @@ def compare_variants(
     from pneumo.training.averaging import greedy_soup
 
     run = Path(run)
-    cfg = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
+    cfg = run_config(run)
     train_recs, val_recs = training_records(cfg)
     model = create_model(cfg.backbone, pretrained=False)
     dcfg = data_config(model)
@@ -152,7 +159,7 @@ def compare_variants(
 def _load_variant(model, state: dict, cfg: TrainConfig, train_recs, dcfg) -> None:
     """Load ``state``; a run that trained its batch-norm statistics gets them re-estimated for
     these weights (frozen statistics stay: the weights were trained against them)."""
-    from pneumo.training.averaging import recompute_batchnorm
+    from pneumo.training.batchnorm import recompute_batchnorm
     from pneumo.training.loops import clean_batches
 
     model.load_state_dict(state)
@@ -227,7 +234,7 @@ def export_variant(
     the run's own rule, exactly as ``pneumo train`` writes its model."""
 
     run = Path(run)
-    cfg = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
+    cfg = run_config(run)
     states = variant_states(run, alphas, soup_runs)
     if name not in states:
         raise KeyError(f"unknown variant {name!r}; one of {sorted(states)}")
@@ -236,7 +243,7 @@ def export_variant(
     dcfg = data_config(model)
     _load_variant(model, states[name], cfg, train_recs, dcfg)
     logits, y, feats, val_recs = validation_pass(model, val_recs, dcfg, cfg)
-    history = json.loads((run / "history.json").read_text())
+    history = json.loads(RunDir(run).history.read_text())
     return write_outputs(
         cfg,
         model,
@@ -247,10 +254,10 @@ def export_variant(
         (logits, y, feats),
         ood_reference_features(model, train_recs, dcfg, cfg),
         output=Path(output),
-        variant={
-            "name": name,
-            "run": str(run),
-            "soup_runs": [str(r) for r in soup_runs],
-            "alphas": list(alphas),
-        },
+        variant=Variant(
+            name=name,
+            run=str(run),
+            soup_runs=tuple(str(r) for r in soup_runs),
+            alphas=tuple(float(a) for a in alphas),
+        ),
     )

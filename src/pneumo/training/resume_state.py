@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from pneumo.files import atomic_path, write_atomic
+
 log = logging.getLogger(__name__)
 LAST = "last"
 BEST = "best"
@@ -50,12 +52,9 @@ def save_checkpoint(
         ]
     if scheduler is not None:
         extra["scheduler"] = scheduler.state_dict()
-    tmp = folder / f"{name}.safetensors.tmp"
-    save_file(tensors, str(tmp))
-    tmp.replace(folder / f"{name}.safetensors")
-    tmp_json = folder / f"{name}.json.tmp"
-    tmp_json.write_text(json.dumps({**info, **extra}, indent=1, default=str))
-    tmp_json.replace(folder / f"{name}.json")
+    with atomic_path(folder / f"{name}.safetensors") as tmp:
+        save_file(tensors, str(tmp))
+    write_atomic(folder / f"{name}.json", json.dumps({**info, **extra}, indent=1, default=str))
 
 
 def load_checkpoint(
