@@ -271,10 +271,11 @@ class Predictor(ABC):
         """Feature distance from the training data, or None when the model has no statistics."""
         if not self.ood_tensors:
             return None
+        from pneumo.models.checkpoint import DEFAULT_K
         from pneumo.models.ood import ood_scores
 
         ood = self.metadata.ood
-        return ood_scores(features, self.ood_tensors, k=ood.k if ood else 10)
+        return ood_scores(features, self.ood_tensors, k=ood.k if ood else DEFAULT_K)
 
     def postprocess(
         self,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -135,13 +134,12 @@ class GuardReport:
 
 
 def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
-    """scikit-learn's ROC-AUC; NaN when the films hold one class only (which fails the guard)."""
-    from sklearn.metrics import roc_auc_score
+    """The project's one ROC-AUC; NaN when the films hold one class only (which fails the
+    guard: NaN compares false)."""
+    from pneumo.evaluation.metrics import roc_auc as shared_roc_auc
 
-    y = np.asarray(y).astype(bool)
-    if y.all() or not y.any():
-        return float("nan")
-    return float(roc_auc_score(y, p))
+    auc = shared_roc_auc(np.asarray(y).astype(int), p)
+    return float("nan") if auc is None else auc
 
 
 def judge(
@@ -452,10 +450,9 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    from pneumo.files import write_atomic
+
+    write_atomic(path, text)
 
 
 def guarded_precision(model_dir: str | Path, *, threads: int | None = None) -> str:

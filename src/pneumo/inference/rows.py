@@ -15,6 +15,7 @@ from typing import TextIO
 
 from pneumo.data.decode import printable
 from pneumo.errors import PneumoError
+from pneumo.files import temporary_beside
 from pneumo.inference.base import Column, Prediction, field_types, shown_fields
 
 
@@ -118,9 +119,8 @@ class RowWriter:
         if self.output is None:
             self._file = _Stdout()
         else:
-            self._tmp = self.output.with_name(self.output.name + f".{os.getpid()}.tmp")
             try:
-                self.output.parent.mkdir(parents=True, exist_ok=True)
+                self._tmp = temporary_beside(self.output)
                 self._file = open(  # noqa: SIM115 - closed in __exit__
                     self._tmp,
                     "w",
@@ -140,9 +140,8 @@ class RowWriter:
 
     def _open_parquet(self) -> RowWriter:
         pa = _pyarrow()
-        self._tmp = self.output.with_name(self.output.name + f".{os.getpid()}.tmp")
         try:
-            self.output.parent.mkdir(parents=True, exist_ok=True)
+            self._tmp = temporary_beside(self.output)
             self._parquet = pa.parquet.ParquetWriter(self._tmp, arrow_schema())
         except OSError as exc:
             raise self._cannot_write(exc) from None
