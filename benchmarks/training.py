@@ -43,13 +43,13 @@ def seed_vs_cached(backbone: str, n_images: int, work: Path) -> dict:
     once and trains the head on the cache. Same backbone, images, epochs (3) and head."""
     import torch
 
-    from pneumo.config import TrainConfig
     from pneumo.data.dataset import make_loader
     from pneumo.models.registry import create_model, data_config
+    from pneumo.training.config import TrainConfig
     from pneumo.training.features import cached_features, model_key
     from pneumo.training.head import train_head
     from pneumo.training.loops import class_weights, predict_loader
-    from pneumo.training.splits import training_records
+    from pneumo.training.run_records import training_records
     from pneumo.training.transforms import image_dataset
 
     cfg = TrainConfig(

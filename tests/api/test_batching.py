@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from pneumo.inference.base import Predictor
+from pneumo.inference.predictor import Predictor
 
 
 class Gated(Predictor):

@@ -8,7 +8,8 @@ import io
 
 from app_helpers import colour_photo_bytes, xray_bytes
 
-from pneumo.app import records, report
+from pneumo.app import records
+from pneumo.app import session_export as report
 from pneumo.app.intake import InputItem, read_patient
 from pneumo.storage import repository as repo
 from pneumo.storage.db import open_database

@@ -9,7 +9,8 @@ from pathlib import Path
 from app_helpers import dicom_bytes
 from pydicom.data import get_testdata_file
 
-from pneumo.app import records, report
+from pneumo.app import records
+from pneumo.app import session_export as report
 from pneumo.app.intake import InputItem, read_patient
 from pneumo.storage import repository as repo
 from pneumo.storage.db import open_database

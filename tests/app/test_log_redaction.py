@@ -133,8 +133,8 @@ def test_cli_and_api_logs_do_not_carry_the_name(tmp_path, caplog, tiny_model):
 
 
 def test_pdf_export_does_not_log_the_characters_of_a_name(caplog):
-    from pneumo.app import report
-    from pneumo.inference.base import Prediction
+    from pneumo.app import session_export as report
+    from pneumo.inference.predictor import Prediction
 
     name = "王小明 Zebedee"
     pred = Prediction(

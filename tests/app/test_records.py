@@ -12,7 +12,8 @@ import pytest
 from app_helpers import xray_bytes
 from sqlalchemy import text
 
-from pneumo.app import records, report
+from pneumo.app import records
+from pneumo.app import session_export as report
 from pneumo.app.fetch import FetchPolicy
 from pneumo.app.intake import InputItem, read_patient, read_url
 from pneumo.app.settings import AppSettings

@@ -7,9 +7,9 @@ import csv
 import dataclasses
 import io
 
-from pneumo.app import report
+from pneumo.app import session_export as report
 from pneumo.app.classify import ImageResult, Submission
-from pneumo.inference.base import Prediction
+from pneumo.inference.predictor import Prediction
 
 HEADER = (
     "time_utc,patient_name,patient_id,file,sha256,result,p_pneumonia,p_normal,confidence,"

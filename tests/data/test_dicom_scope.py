@@ -17,7 +17,7 @@ from pydicom.data import get_testdata_file
 
 from corpus import cr_dataset
 from pneumo.data.dicom_scope import dicom_scope_problem
-from pneumo.inference.base import NOT_ASSESSED
+from pneumo.inference.predictor import NOT_ASSESSED
 
 CR = uid.ComputedRadiographyImageStorage
 DX = uid.DigitalXRayImageStorageForPresentation

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A tiny model trained on a data root without a test folder (like the shared copy)."""
-    from pneumo.config import TrainConfig
+    from pneumo.training.config import TrainConfig
     from pneumo.training.train import train
 
     root = tmp_path_factory.mktemp("data")

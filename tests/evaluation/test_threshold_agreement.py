@@ -12,7 +12,7 @@ import numpy as np
 from pneumo.data.discover import ImageRecord
 from pneumo.evaluation.evaluate import _prediction_rows
 from pneumo.evaluation.metrics import compute_metrics
-from pneumo.inference.base import Predictor
+from pneumo.inference.predictor import Predictor
 from pneumo.models.checkpoint import ModelMetadata
 from pneumo.models.preprocess import DataConfig
 

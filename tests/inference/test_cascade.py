@@ -18,7 +18,7 @@ class Planted:
     PNEUMONIA moved by ``shift`` (what bf16's rounding does, by an amount the test sets)."""
 
     def __new__(cls, exact, shift: float):
-        from pneumo.inference.base import Predictor
+        from pneumo.inference.predictor import Predictor
 
         class _Planted(Predictor):
             backend = exact.backend

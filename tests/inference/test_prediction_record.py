@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from pneumo.inference.base import Prediction
+from pneumo.inference.predictor import Prediction
 
 HEADER = "path,class,probability,confidence,uncertain,ood,ood_score,ood_reason,error"
 """``pneumo predict``'s CSV header as users' scripts read it (pneumo 0.x): never renamed or

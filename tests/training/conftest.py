@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from pneumo.config import TrainConfig
+from pneumo.training.config import TrainConfig
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from pneumo.config import TrainConfig
 from pneumo.models.checkpoint import BUNDLED_MODEL_DIR, read_metadata
+from pneumo.training.config import TrainConfig
 
 pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 

@@ -7,7 +7,7 @@ import argparse
 import pytest
 
 from pneumo.cli.training import _add_train_options, config_from_args
-from pneumo.config import MODE_DEFAULTS, TrainConfig
+from pneumo.training.config import MODE_DEFAULTS, TrainConfig
 
 
 def _cli(*argv: str) -> TrainConfig:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from pneumo.config import TrainConfig
+from pneumo.training.config import TrainConfig
 from pneumo.training.finalize import calibrate_and_select, uncertain_band
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from pneumo.cli.training import _add_train_options, config_from_args
-from pneumo.config import TrainConfig, field_docs, option_flag
+from pneumo.training.config import TrainConfig, field_docs, option_flag
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLED_RECIPE = REPO / "configs" / "bundled-lite2.toml"

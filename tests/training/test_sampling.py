@@ -17,7 +17,7 @@ def _normal_share(indices) -> float:
 
 
 def _config(**overrides):
-    from pneumo.config import TrainConfig
+    from pneumo.training.config import TrainConfig
 
     settings = {"backbone": "test_efficientnet", "batch_size": 8, "workers": 0}
     return TrainConfig(**{**settings, "class_balance": "sampler", **overrides})

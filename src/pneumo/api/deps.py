@@ -10,7 +10,7 @@ from fastapi.security import APIKeyHeader
 from pneumo.api.guards import key_problem
 from pneumo.api.loading import RETRY_AFTER_S
 from pneumo.api.settings import ApiSettings
-from pneumo.inference.base import Predictor
+from pneumo.inference.predictor import Predictor
 
 # documents the header in the OpenAPI schema; the check itself is ApiKeyGate's, repeated below
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)

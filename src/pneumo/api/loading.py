@@ -91,7 +91,7 @@ class ModelSlot:
         the others then find it cached."""
         import fcntl
 
-        from pneumo.config import cache_dir
+        from pneumo.cache import cache_dir
         from pneumo.errors import PneumoError
         from pneumo.inference.engine import model_prepared
         from pneumo.models.checkpoint import resolve_model_dir

@@ -8,7 +8,7 @@ import typing
 
 from pydantic import BaseModel, Field, create_model
 
-from pneumo.inference.base import Prediction, shown_fields
+from pneumo.inference.predictor import Prediction, shown_fields
 
 
 class _PredictionView(BaseModel):

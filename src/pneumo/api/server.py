@@ -68,8 +68,8 @@ def serve(
     if not 1 <= workers <= 256:
         raise PneumoError(f"--workers must be in 1..256, got {workers}")
     from pneumo.api.settings import ApiSettings
-    from pneumo.inference.base import default_threads
     from pneumo.inference.engine import resolve_backend
+    from pneumo.inference.predictor import default_threads
     from pneumo.models.checkpoint import resolve_model_dir
 
     # settings travel to the server (and its workers) through the environment

@@ -18,9 +18,9 @@ from pneumo.app import metrics
 from pneumo.app.intake import InputItem
 from pneumo.app.settings import AppSettings
 from pneumo.errors import PneumoError
-from pneumo.inference.base import Prediction, Predictor
 from pneumo.inference.cam import overlay
 from pneumo.inference.pipeline import Film, FilmPipeline, PreparedFilm
+from pneumo.inference.predictor import Prediction, Predictor
 
 if TYPE_CHECKING:
     from pneumo.models.checkpoint import ModelMetadata

@@ -8,7 +8,13 @@ import io
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from pneumo.app.report import ATTRIBUTION, DISCLAIMER, _quiet_fpdf, _safe_cell, _unicode_font
+from pneumo.app.session_export import (
+    ATTRIBUTION,
+    DISCLAIMER,
+    _quiet_fpdf,
+    _safe_cell,
+    _unicode_font,
+)
 from pneumo.app.studies import Study, display_finding
 
 CSV_COLUMNS = (

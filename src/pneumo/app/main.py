@@ -10,7 +10,7 @@ import uuid
 
 import streamlit as st
 
-from pneumo.app import auth, intake, records, report, review_page, reviews
+from pneumo.app import auth, intake, records, review_page, reviews, session_export
 from pneumo.app.classify import ImageResult
 from pneumo.app.display import describe_ood_score, display_label, md, short_name
 from pneumo.app.settings import AppSettings
@@ -292,8 +292,8 @@ def export_buttons(factory, heatmaps: bool) -> None:
                 kind=kind,
             )
             if kind == "csv":
-                return report.results_csv(submissions)
-            return report.results_pdf(submissions, heatmaps=heatmaps)
+                return session_export.results_csv(submissions)
+            return session_export.results_pdf(submissions, heatmaps=heatmaps)
 
         return make
 
@@ -326,7 +326,7 @@ def main() -> None:
     protected = password_gate(factory)
 
     st.title(TITLE)
-    st.warning(report.DISCLAIMER)
+    st.warning(session_export.DISCLAIMER)
     try:
         predictor = get_predictor(settings.model_dir, settings.backend)
     except PneumoError as exc:
@@ -358,7 +358,7 @@ def main() -> None:
             review_page.history_tab(factory, films, protected, settings.max_pixels)
     with tab_agreement:
         review_page.agreement_tab(factory)
-    st.caption(report.ATTRIBUTION)
+    st.caption(session_export.ATTRIBUTION)
 
 
 main()

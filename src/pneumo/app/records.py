@@ -32,8 +32,8 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import sessionmaker
 
     from pneumo.app.outbox import Outbox
-    from pneumo.inference.base import Predictor
     from pneumo.inference.cam import GradCam
+    from pneumo.inference.predictor import Predictor
     from pneumo.storage.films import FilmStore
 
 log = logging.getLogger(__name__)

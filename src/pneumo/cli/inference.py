@@ -9,11 +9,11 @@ from pathlib import Path
 
 from pneumo.api.server import serve
 from pneumo.cli.common import add_command, add_model_arg
-from pneumo.inference.base import BATCH_SIZE
 from pneumo.inference.catalog import describe_models
 from pneumo.inference.engine import configured_backend
 from pneumo.inference.export import export_onnx
 from pneumo.inference.predict import predict_files
+from pneumo.inference.predictor import BATCH_SIZE
 from pneumo.inference.ray_predict import STALL_TIMEOUT
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ _OPTIONS_APART = frozenset(
 
 
 def _choices() -> dict[str, tuple[str, ...]]:
-    from pneumo import config
+    from pneumo.training import config
 
     return {
         "mode": config.MODES,
@@ -38,7 +38,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     """One option per TrainConfig field, its help the field's docstring. Every default is None
     here, so that a value given on the command line is told apart from one left out: left out,
     it comes from --config's recipe, else from TrainConfig."""
-    from pneumo.config import MODE_DEFAULTS, TrainConfig, field_docs, option_flag
+    from pneumo.training.config import MODE_DEFAULTS, TrainConfig, field_docs, option_flag
 
     add_data_arg(p)
     p.add_argument(
@@ -101,8 +101,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace, backbone: str | None = None):
     """A TrainConfig from parsed options over ``--config``'s recipe: an option given wins, then
     the recipe, then TrainConfig's defaults. ``backbone`` (compare's) wins over both."""
-    from pneumo.config import TrainConfig, read_recipe
     from pneumo.data.augment import AugmentConfig
+    from pneumo.training.config import TrainConfig, read_recipe
 
     recipe = read_recipe(args.config) if getattr(args, "config", None) else {}
     values = dict(recipe)
@@ -219,7 +219,7 @@ def _variants(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     """Add this group's subcommands to the `pneumo` parser."""
-    from pneumo.config import THRESHOLD_METHODS
+    from pneumo.training.config import THRESHOLD_METHODS
     from pneumo.training.train import train
 
     p = add_command(sub, "train", train, _train)

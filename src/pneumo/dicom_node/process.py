@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from pneumo.dicom_node.results import MANUFACTURER, build_overlay, build_sr, finding
 from pneumo.errors import PneumoError
-from pneumo.inference.base import Prediction
+from pneumo.inference.predictor import Prediction
 from pneumo.storage import repository as repo
 from pneumo.storage.db import describe_db_error
 from pneumo.storage.tables import Record
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from pydicom import Dataset
     from sqlalchemy.orm import sessionmaker
 
-    from pneumo.inference.base import Predictor
+    from pneumo.inference.predictor import Predictor
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from PIL import Image
     from pydicom import Dataset
 
-    from pneumo.inference.base import Prediction
+    from pneumo.inference.predictor import Prediction
     from pneumo.models.checkpoint import ModelMetadata
 
 MANUFACTURER = "pneumo"

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from pneumo.errors import PneumoError
-from pneumo.inference.base import Predictor
+from pneumo.inference.predictor import Predictor
 
 log = logging.getLogger(__name__)
 

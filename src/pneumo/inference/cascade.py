@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pneumo.inference.base import Predictor
+from pneumo.inference.predictor import Predictor
 
 if TYPE_CHECKING:
     from pneumo.models.checkpoint import ModelMetadata

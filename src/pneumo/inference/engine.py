@@ -13,7 +13,7 @@ import numpy as np
 
 from pneumo.errors import ModelError
 from pneumo.extras import installed, missing_message
-from pneumo.inference.base import BATCH_SIZE, Predictor, single_threaded_blas
+from pneumo.inference.predictor import BATCH_SIZE, Predictor, single_threaded_blas
 from pneumo.models.checkpoint import WEIGHTS_FILE, read_metadata, resolve_model_dir
 
 if TYPE_CHECKING:

@@ -54,7 +54,7 @@ def _file_digest(path: str, size: int, mtime_ns: int) -> str:
 
 def cached_onnx_path(model_dir: str | Path) -> Path:
     """Where the exported ONNX of ``model_dir`` is cached."""
-    from pneumo.config import cache_dir
+    from pneumo.cache import cache_dir
 
     return cache_dir() / "onnx" / f"{weights_digest(model_dir)}.v{EXPORT_VERSION}.onnx"
 

@@ -13,8 +13,8 @@ import numpy as np
 
 from pneumo.errors import ModelError
 from pneumo.extras import installed
-from pneumo.inference.base import BATCH_SIZE, Predictor, single_threaded_blas
 from pneumo.inference.export import CAM_OUTPUT
+from pneumo.inference.predictor import BATCH_SIZE, Predictor, single_threaded_blas
 
 if TYPE_CHECKING:
     from pneumo.models.checkpoint import ModelMetadata
@@ -33,7 +33,7 @@ def openvino_available() -> bool:
 
 def ov_cache_dir() -> Path:
     """Where IR files, compiled blobs and precision-guard reports live on this machine."""
-    from pneumo.config import cache_dir
+    from pneumo.cache import cache_dir
 
     return cache_dir() / "openvino"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pneumo.data.decode import DICOM_SUFFIXES, IMAGE_SUFFIXES, printable, sniff_file
 from pneumo.errors import PneumoError
-from pneumo.inference.base import BATCH_SIZE
+from pneumo.inference.predictor import BATCH_SIZE
 from pneumo.inference.rows import RowWriter, check_output, prediction_row
 from pneumo.progress import progress_bar
 
@@ -149,7 +149,7 @@ def collect_inputs(paths: list[str | Path]) -> list[Input]:
 def stream_predictions(predictor, inputs: list[Input]) -> Iterator:
     """One Prediction per input, in order, as the pipeline produces them; inputs that were
     already known to be bad (an empty folder) get their error without being decoded."""
-    from pneumo.inference.base import Prediction
+    from pneumo.inference.predictor import Prediction
 
     good = [x for x in inputs if x.error is None]
     results = (

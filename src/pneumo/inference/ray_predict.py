@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pneumo.errors import PneumoError
-from pneumo.inference.base import BATCH_SIZE
 from pneumo.inference.pipeline import NUMBERS, FilmPipeline, InputStats, PreparedFilm
 from pneumo.inference.predict import PredictSummary, collect_inputs
+from pneumo.inference.predictor import BATCH_SIZE
 from pneumo.inference.rows import RowWriter, arrow_schema, check_output, prediction_row
 from pneumo.progress import progress_bar
 

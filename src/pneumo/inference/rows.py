@@ -16,7 +16,7 @@ from typing import TextIO
 from pneumo.data.decode import printable
 from pneumo.errors import PneumoError
 from pneumo.files import temporary_beside
-from pneumo.inference.base import Column, Prediction, field_types, shown_fields
+from pneumo.inference.predictor import Column, Prediction, field_types, shown_fields
 
 
 def _columns() -> list[tuple[str, Column]]:
@@ -120,7 +120,8 @@ class RowWriter:
             self._file = _Stdout()
         else:
             try:
-                self._tmp = temporary_beside(self.output)
+                # a visible OUT.<pid>-<random>.tmp beside OUT, as before: a long run shows its progress
+                self._tmp = temporary_beside(self.output, prefix=f"{self.output.name}.")
                 self._file = open(  # noqa: SIM115 - closed in __exit__
                     self._tmp,
                     "w",
@@ -141,7 +142,7 @@ class RowWriter:
     def _open_parquet(self) -> RowWriter:
         pa = _pyarrow()
         try:
-            self._tmp = temporary_beside(self.output)
+            self._tmp = temporary_beside(self.output, prefix=f"{self.output.name}.")
             self._parquet = pa.parquet.ParquetWriter(self._tmp, arrow_schema())
         except OSError as exc:
             raise self._cannot_write(exc) from None

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from pneumo.config import TrainConfig, option_flag
 from pneumo.errors import PneumoError
 from pneumo.evaluation.calibration import expected_calibration_error
 from pneumo.evaluation.metrics import compute_metrics
@@ -32,7 +31,8 @@ from pneumo.models.checkpoint import (
 )
 from pneumo.models.films import write_films
 from pneumo.models.provenance import Variant
-from pneumo.training.splits import canary_records, training_records
+from pneumo.training.config import TrainConfig, option_flag
+from pneumo.training.run_records import canary_records, training_records
 from pneumo.training.train import RunFacts, run_config
 
 THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)

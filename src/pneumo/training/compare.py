@@ -16,7 +16,7 @@ from pneumo.errors import DataError, PneumoError
 from pneumo.evaluation.metrics import baseline_metrics
 from pneumo.models.checkpoint import RunDir
 from pneumo.models.registry import get_spec
-from pneumo.training.splits import training_records
+from pneumo.training.run_records import training_records
 from pneumo.training.train import train
 from pneumo.training.train import train as run_train
 

@@ -12,7 +12,6 @@ import numpy as np
 import torch
 
 from pneumo import __version__
-from pneumo.config import TrainConfig
 from pneumo.evaluation.calibration import (
     calibrated_probabilities,
     fit_shift_and_temperature,
@@ -26,6 +25,7 @@ from pneumo.models.ood import fit_ood
 from pneumo.models.preprocess import DataConfig
 from pneumo.models.provenance import TrainingRecord, Variant
 from pneumo.training.batchnorm import BN_REFERENCE
+from pneumo.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
 

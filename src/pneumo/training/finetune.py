@@ -16,7 +16,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pneumo.config import TrainConfig
 from pneumo.data.dataset import make_loader
 from pneumo.data.discover import ImageRecord
 from pneumo.errors import PneumoError
@@ -24,6 +23,7 @@ from pneumo.models.checkpoint import RunDir
 from pneumo.progress import progress_bar
 from pneumo.training.averaging import ema_model, interpolate
 from pneumo.training.batchnorm import freeze_early_stages, keep_frozen_eval, recompute_batchnorm
+from pneumo.training.config import TrainConfig
 from pneumo.training.loops import (
     class_weights,
     clean_batches,

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from pneumo.config import TrainConfig
 from pneumo.errors import PneumoError
+from pneumo.training.config import TrainConfig
 from pneumo.training.loops import class_weights, epoch_metrics
 
 log = logging.getLogger(__name__)

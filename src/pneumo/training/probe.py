@@ -12,10 +12,11 @@ import logging
 import torch
 from torch import nn
 
-from pneumo.config import TrainConfig, cache_dir
+from pneumo.cache import cache_dir
 from pneumo.data.discover import ImageRecord
 from pneumo.errors import PneumoError
 from pneumo.training.batchnorm import recompute_batchnorm
+from pneumo.training.config import TrainConfig
 from pneumo.training.loops import clean_batches
 
 log = logging.getLogger(__name__)

@@ -8,13 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from pneumo.config import TrainConfig, cache_dir
+from pneumo.cache import cache_dir
 from pneumo.errors import PneumoError
 from pneumo.evaluation.report import write_report
 from pneumo.models.checkpoint import RunDir
 from pneumo.models.registry import create_model, data_config, get_spec
+from pneumo.training.config import TrainConfig
+from pneumo.training.run_records import fingerprint, training_records
 from pneumo.training.runtime import choose_precision, init_distributed
-from pneumo.training.splits import fingerprint, training_records
 
 if TYPE_CHECKING:
     import numpy as np

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pneumo.config import TrainConfig
 from pneumo.evaluation.calibration import (
     calibrated_probabilities,
     negative_log_likelihood,
@@ -26,7 +25,8 @@ from pneumo.evaluation.calibration import (
 from pneumo.models.checkpoint import RunDir
 from pneumo.models.provenance import Variant
 from pneumo.models.registry import create_model, data_config
-from pneumo.training.splits import canary_records, training_records
+from pneumo.training.config import TrainConfig
+from pneumo.training.run_records import canary_records, training_records
 from pneumo.training.train import (
     ood_reference_features,
     run_config,

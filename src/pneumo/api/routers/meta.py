@@ -11,7 +11,7 @@ from pneumo import __version__
 from pneumo.api.deps import get_predictor, require_api_key
 from pneumo.api.loading import RETRY_AFTER_S
 from pneumo.api.schemas import ErrorResponse, HealthResponse, ModelInfo, ReadyResponse
-from pneumo.inference.base import Predictor
+from pneumo.inference.predictor import Predictor
 
 router = APIRouter(prefix="/v1", tags=["meta"])
 

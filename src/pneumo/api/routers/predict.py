@@ -12,8 +12,8 @@ from pneumo.api.deps import get_predictor, get_settings, require_api_key
 from pneumo.api.schemas import ErrorResponse, PredictionOut, PredictResponse
 from pneumo.api.settings import ApiSettings
 from pneumo.data.decode import BOMB_PIXELS, header_pixels
-from pneumo.inference.base import Prediction
 from pneumo.inference.batching import BatchingPredictor
+from pneumo.inference.predictor import Prediction
 
 router = APIRouter(prefix="/v1", tags=["predict"])
 

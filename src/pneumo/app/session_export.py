@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pneumo.app.classify import ImageResult, Submission
 from pneumo.app.display import display_result
-from pneumo.inference.base import Prediction, field_types
+from pneumo.inference.predictor import Prediction, field_types
 
 DISCLAIMER = (
     "Research use only. Not a medical device and not a diagnosis: every result must be "

@@ -6,11 +6,11 @@ import hashlib
 import logging
 import random
 
-from pneumo.config import TrainConfig
 from pneumo.data.discover import ImageRecord, data_root_of, find_images
 from pneumo.data.labels import read_labels
 from pneumo.data.split import patient_split
 from pneumo.errors import DataError
+from pneumo.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
 

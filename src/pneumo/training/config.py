@@ -1,20 +1,14 @@
-"""Typed settings for training runs; the resolved config is written next to every run and model."""
+"""Typed settings for training runs, and recipes (TOML files of them); the resolved config is
+written next to every run and model."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from pneumo.data.augment import AugmentConfig
 
 MODES = ("frozen", "finetune")
-
-
-def cache_dir() -> Path:
-    """Per-machine cache (feature caches, exported ONNX): ``$PNEUMO_CACHE`` or
-    ``~/.cache/pneumo``."""
-    return Path(os.environ.get("PNEUMO_CACHE") or Path.home() / ".cache" / "pneumo")
 
 
 TRAIN_PRECISIONS = ("auto", "fp32", "bf16")
