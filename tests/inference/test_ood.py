@@ -125,3 +125,30 @@ def test_the_layout_subspace_catches_cross_sections_the_correlation_lets_through
     )
     # The correlation check alone lets the CT slice through: the residual is what catches it.
     assert float(others[0] @ template) > corr_cutoff
+
+
+def test_the_bundled_model_sets_a_ct_slice_aside_by_its_layout(tmp_path):
+    """End to end, the served decision uses the layout-subspace check: a CT slice exported as a
+    picture gets no diagnosis, with the layout named as the reason, although it correlates with
+    the mean chest film well enough to pass the correlation check on its own. (A predictor that
+    computed the residual but compared it to the wrong cut-off passed every test before.)"""
+    import warnings
+
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    from pneumo.inference.engine import load_predictor
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ct = _pixels(pydicom.dcmread(get_testdata_file("CT_small.dcm")).pixel_array)
+    path = tmp_path / "ct-slice.png"
+    ct.save(path)
+    predictor = load_predictor(None, backend="onnx")
+    ood = predictor.metadata.ood
+    stats = predictor.pipeline.decode(str(path), path.name).stats
+    assert stats.layout >= ood.layout_cutoff, "the correlation check alone would let it pass"
+    assert stats.layout_residual > ood.layout_residual_cutoff
+    (pred,) = predictor.predict_sources([path])
+    assert pred.ood and pred.label is None and pred.probability is None
+    assert "not laid out like a chest film" in pred.ood_reason
