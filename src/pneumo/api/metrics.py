@@ -9,6 +9,8 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from pneumo.inference.result_counters import ResultCounters
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 """Seconds: one film on a warm CPU takes ~15 ms; a full queue under load, seconds."""
 
@@ -32,23 +34,10 @@ class ApiMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.images = Counter(
-            "pneumo_images",
-            "Images that went through the network, by backend and precision.",
-            ["backend", "precision"],
-            registry=r,
-        )
-        self.ood = Counter(
-            "pneumo_images_ood", "Images not assessed: out of distribution.", registry=r
-        )
-        self.uncertain = Counter(
-            "pneumo_images_uncertain",
-            "Images assessed with a probability in the model's uncertain band.",
-            registry=r,
-        )
-        self.unreadable = Counter(
-            "pneumo_images_unreadable", "Files that could not be read as an image.", registry=r
-        )
+        counters = ResultCounters(r, "pneumo", "Files that could not be read as an image.")
+        self.count_predictions = counters.count
+        self.images, self.ood = counters.images, counters.ood
+        self.uncertain, self.unreadable = counters.uncertain, counters.unreadable
         in_flight = Gauge(
             "pneumo_images_in_flight",
             "Images admitted and not yet answered (503 beyond PNEUMO_QUEUE_IMAGES).",
@@ -63,18 +52,6 @@ class ApiMetrics:
         queue.set_function(lambda: _predictor_value(slot, "queue_depth"))
         ready = Gauge("pneumo_model_ready", "1 once the model is loaded and warmed.", registry=r)
         ready.set_function(lambda: float(slot.predictor is not None))
-
-    def count_predictions(self, predictions, *, backend: str, precision: str) -> None:
-        """Counts one request's results by what a clinician would see."""
-        for p in predictions:
-            if p.error is not None:
-                self.unreadable.inc()
-                continue
-            self.images.labels(backend, precision).inc()
-            if p.ood:
-                self.ood.inc()
-            elif p.uncertain:
-                self.uncertain.inc()
 
 
 def _predictor_value(slot, name: str) -> float:

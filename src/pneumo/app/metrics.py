@@ -33,26 +33,15 @@ class AppMetrics:
     def __init__(self, pending_results=None, sessions=None):
         from prometheus_client import CollectorRegistry, Counter, Gauge
 
+        from pneumo.inference.result_counters import ResultCounters
+
         self.registry = r = CollectorRegistry()
-        self.images = Counter(
-            "pneumo_app_images",
-            "Images that went through the network, by backend and precision.",
-            ["backend", "precision"],
-            registry=r,
+        counters = ResultCounters(
+            r, "pneumo_app", "Files or URLs that could not be read as an image."
         )
-        self.ood = Counter(
-            "pneumo_app_images_ood", "Images not assessed: out of distribution.", registry=r
-        )
-        self.uncertain = Counter(
-            "pneumo_app_images_uncertain",
-            "Images assessed with a probability in the model's uncertain band.",
-            registry=r,
-        )
-        self.unreadable = Counter(
-            "pneumo_app_images_unreadable",
-            "Files or URLs that could not be read as an image.",
-            registry=r,
-        )
+        self.count_predictions = counters.count
+        self.images, self.ood = counters.images, counters.ood
+        self.uncertain, self.unreadable = counters.uncertain, counters.unreadable
         self.database_unavailable = Counter(
             "pneumo_app_database_unavailable",
             "Deliveries of the outbox that found the database unavailable (retries included): "
@@ -71,18 +60,6 @@ class AppMetrics:
                 "pneumo_app_sessions", "Browser sessions connected to this server.", registry=r
             )
             active.set_function(sessions)
-
-    def count_predictions(self, predictions: Iterable, *, backend: str, precision: str) -> None:
-        """Counts one submission's predictions by what the clinician sees."""
-        for p in predictions:
-            if p.error is not None:
-                self.unreadable.inc()
-                continue
-            self.images.labels(backend, precision).inc()
-            if p.ood:
-                self.ood.inc()
-            elif p.uncertain:
-                self.uncertain.inc()
 
 
 _started: AppMetrics | None = None
