@@ -60,3 +60,25 @@ def describe_ood_score(score: float | None, cutoff: float | None) -> str:
         f"{said}, within the range of real chest X-rays (up to {cutoff:.2f}); the image was "
         "set aside for the reason above."
     )
+
+
+def download_pair(
+    build, labels: tuple[str, str], names: tuple[str, str], key: str | None = None
+) -> None:
+    """A CSV and a PDF download button side by side. ``build(kind)`` returns the callable that
+    makes the file, so it is built (and audited) only when clicked; no rerun on click."""
+    import streamlit as st
+
+    left, right = st.columns(2)
+    for column, kind, label, name, mime in (
+        (left, "csv", labels[0], names[0], "text/csv"),
+        (right, "pdf", labels[1], names[1], "application/pdf"),
+    ):
+        column.download_button(
+            label,
+            build(kind),
+            file_name=name,
+            mime=mime,
+            on_click="ignore",
+            key=f"{key}_{kind}" if key else None,
+        )

@@ -12,7 +12,13 @@ import streamlit as st
 
 from pneumo.app import auth, intake, records, review_page, reviews, session_export
 from pneumo.app.classify import ImageResult
-from pneumo.app.display import describe_ood_score, display_label, md, short_name
+from pneumo.app.display import (
+    describe_ood_score,
+    display_label,
+    download_pair,
+    md,
+    short_name,
+)
 from pneumo.app.settings import AppSettings
 from pneumo.errors import PneumoError
 
@@ -297,20 +303,10 @@ def export_buttons(factory, heatmaps: bool) -> None:
 
         return make
 
-    left, right = st.columns(2)
-    left.download_button(
-        "Download CSV",
-        build("csv"),
-        file_name="pneumo-results.csv",
-        mime="text/csv",
-        on_click="ignore",
-    )
-    right.download_button(
-        "Download PDF report",
-        build("pdf"),
-        file_name="pneumo-report.pdf",
-        mime="application/pdf",
-        on_click="ignore",
+    download_pair(
+        build,
+        ("Download CSV", "Download PDF report"),
+        ("pneumo-results.csv", "pneumo-report.pdf"),
     )
 
 

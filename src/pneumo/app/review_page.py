@@ -8,7 +8,7 @@ from __future__ import annotations
 import streamlit as st
 
 from pneumo.app import film_view, history_export, records, reviews
-from pneumo.app.display import md
+from pneumo.app.display import download_pair, md
 from pneumo.app.studies import Study, display_finding, filter_studies, study_row
 from pneumo.errors import PneumoError
 from pneumo.storage.reviews import NOTE_MAX, STATES, model_finding
@@ -318,22 +318,14 @@ def export_selection(factory, films, selection: list[Study], max_pixels: int) ->
 
         return make
 
-    left, right = st.columns(2)
-    left.download_button(
-        f"Download selection (CSV, {len(selection)})",
-        build("csv"),
-        file_name="pneumo-history.csv",
-        mime="text/csv",
-        on_click="ignore",
-        key="history_csv",
-    )
-    right.download_button(
-        f"Download selection (PDF, {len(selection)})",
-        build("pdf"),
-        file_name="pneumo-history.pdf",
-        mime="application/pdf",
-        on_click="ignore",
-        key="history_pdf",
+    download_pair(
+        build,
+        (
+            f"Download selection (CSV, {len(selection)})",
+            f"Download selection (PDF, {len(selection)})",
+        ),
+        ("pneumo-history.csv", "pneumo-history.pdf"),
+        key="history",
     )
 
 
