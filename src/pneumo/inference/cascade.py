@@ -136,7 +136,9 @@ class CascadePredictor(Predictor):
         logits, features = self.fast.forward(batch)
         again = self._rerun(logits, features)
         if again.size:
-            logits[again], features[again] = self.exact.forward(batch[again])
+            again_fn = getattr(self.fast, "forward_again", None)
+            exact = again_fn(again) if again_fn is not None else None
+            logits[again], features[again] = exact or self.exact.forward(batch[again])
         return logits, features
 
     def forward_maps(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

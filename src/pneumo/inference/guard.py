@@ -4,7 +4,7 @@ that sets the cascade's margins (``pneumo.inference.cascade``: the fast precisio
 film, fp32 again near a decision edge), the share of films re-run and the decisions changed,
 which must be none. ``precision="auto"`` serves the fastest such cascade, else fp32: never a
 precision that changes a decision. The figures are computed once per machine and model,
-written beside the cached IR (``<sha256>.v2.guard-r2.json``) and shown by ``pneumo models``
+written beside the cached IR (``<sha256>.v2.guard-r2-b2.json``) and shown by ``pneumo models``
 and ``GET /v1/model``."""
 
 from __future__ import annotations
@@ -240,9 +240,10 @@ def judge_cascade(
 
 def guard_path(model_dir: str | Path) -> Path:
     """The report beside the cached IR of ``model_dir``."""
-    from pneumo.inference.openvino_backend import INT8_RECIPE, cached_ir_path
+    from pneumo.inference.openvino_backend import BF16_RECIPE, INT8_RECIPE, cached_ir_path
 
-    return cached_ir_path(model_dir).with_suffix(f".guard-r{INT8_RECIPE}.json")
+    recipes = f"r{INT8_RECIPE}-b{BF16_RECIPE}"
+    return cached_ir_path(model_dir).with_suffix(f".guard-{recipes}.json")
 
 
 def read_guard(model_dir: str | Path) -> GuardReport | None:
