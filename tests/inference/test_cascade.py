@@ -45,6 +45,15 @@ def test_near_edges_and_the_measured_error_look_only_where_a_film_could_cross():
     ref = np.array([0.1, 5.0, 0.5])
     fast = ref + np.array([0.2, 0.1, 1.5])
     assert measured_error(fast, ref, [0.0], safety=2.0) == pytest.approx(1.5)
+    # repeated until it holds: reach 3 takes in the film at 1.0 (error 0.4), reach 0.8 leaves
+    # it out again (it would need 2.5x the error next to the edge to cross): 0.2
+    ref = np.array([0.1, 1.0, 9.0])
+    fast = ref + np.array([0.2, -0.4, 1.5])
+    assert measured_error(fast, ref, [0.0], safety=2.0) == pytest.approx(0.2)
+    # but a film within reach of the smaller margin keeps its error in it
+    ref = np.array([0.1, 0.7, 9.0])
+    fast = ref + np.array([0.2, -0.4, 1.5])
+    assert measured_error(fast, ref, [0.0], safety=2.0) == pytest.approx(0.4)
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ at every edge (a probability change depends on how steep the sigmoid is there)."
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -65,18 +66,26 @@ def near_edges(values: np.ndarray, edges, margin: float) -> np.ndarray:
 
 
 def measured_error(fast: np.ndarray, ref: np.ndarray, edges, safety: float = SAFETY) -> float:
-    """The largest |fast - ref| among the films that could change side of an edge: those whose
-    reference value lies within ``safety`` x the largest change of all films from an edge (any
-    film farther away would need more than that to cross). The fast precision's error grows with
-    the size of the value (bf16 rounds relative to it), so confident films far from every edge
-    would otherwise set the margin for the films that matter."""
+    """The largest |fast - ref| among the films that could change side of an edge under the
+    margin it sets: those whose reference value lies within ``safety`` x that error of an edge.
+    A film farther away would need more than ``safety`` times the worst change seen near the
+    edges to cross. Found from above: start from the largest change of all films, keep the
+    films within ``safety`` x it of an edge, take their largest change, and repeat until it
+    holds still. The fast precision's error grows with the size of the value (bf16 rounds
+    relative to it), so confident films far from every edge would otherwise set the margin for
+    the films that matter (bundled Lite2, bf16: 0.62 over all validation films, 0.35 within
+    twice that of an edge, 0.23 at the fixed point: 6.7% of films re-run instead of 9.5%)."""
     fast, ref = np.asarray(fast, dtype=np.float64), np.asarray(ref, dtype=np.float64)
     if fast.size == 0:
         return 0.0
     error = np.abs(fast - ref)
-    reach = safety * float(error.max())
-    near = near_edges(ref, edges, reach)
-    return float(error[near].max()) if near.any() else 0.0
+    current = float(error.max())
+    while True:
+        near = near_edges(ref, edges, safety * current)
+        found = float(error[near].max()) if near.any() else 0.0
+        if found >= current:  # never grows: the films in reach only shrink with the margin
+            return current
+        current = found
 
 
 @dataclass(frozen=True)
@@ -104,11 +113,16 @@ def rerun_mask(
 
 
 class CascadePredictor(Predictor):
-    """``fast`` for every film, ``exact`` (fp32) again for the films ``rerun_mask`` picks. The
+    """``fast`` for every film, ``exact`` (fp32) again for the films ``rerun_mask`` picks (or the
+    fast predictor's own ``forward_again``, which reuses its fp32 head). The
     labels, uncertain flags and OOD flags are fp32's; probabilities of the films not re-run are
     the fast precision's (within the guard's measured error of fp32's)."""
 
-    def __init__(self, fast: Predictor, exact: Predictor, margins: Margins):
+    def __init__(
+        self, fast: Predictor, exact: Predictor | Callable[[], Predictor], margins: Margins
+    ):
+        """``exact`` may be a function that makes it: then it is made on first need (a
+        heatmap, or a fast predictor without ``forward_again``), not at every start."""
         super().__init__(
             fast.metadata,
             fast.ood_tensors,
@@ -117,12 +131,21 @@ class CascadePredictor(Predictor):
             precision=cascade_name(fast.precision),
         )
         self.backend = fast.backend
-        self.fast, self.exact, self.margins = fast, exact, margins
+        self.fast, self.margins = fast, margins
+        self._exact, self._making = exact, threading.Lock()
         self.decode_workers = fast.decode_workers
         self._count = threading.Lock()
         self.films = 0
         """Films this predictor ran, and of those ``rerun`` ran again at fp32."""
         self.rerun = 0
+
+    @property
+    def exact(self) -> Predictor:
+        """The fp32 predictor (made now if it was given as a function)."""
+        with self._making:
+            if not isinstance(self._exact, Predictor):
+                self._exact = self._exact()
+            return self._exact
 
     def _rerun(self, logits: np.ndarray, features: np.ndarray) -> np.ndarray:
         z = log_odds(logits, self.metadata.temperature)

@@ -337,7 +337,7 @@ def _load_openvino(
             )
         predictor = CascadePredictor(
             _openvino_at(model_dir, fast, threads, batch_size),
-            _openvino_at(model_dir, "fp32", threads, batch_size),
+            lambda: _openvino_at(model_dir, "fp32", threads, batch_size),
             Margins(figures.log_odds_margin, figures.ood_margin),
         )
     predictor.precision_guard = report
