@@ -32,7 +32,7 @@ the first point where a single tensor carries everything the rest needs. They se
 pixels, and the batch norms after them divide by small spreads (up to 347x and 41x on the
 bundled Lite2), so bf16's rounding there is amplified through the whole network: all-bf16 moved
 the validation log-odds by up to 2.57 and changed 28 of 786 decisions; with the two fp32, by
-0.63 and 5, for about 13% of fp32's time. (Marking nodes fp32 through their runtime info had no
+0.62 and 5, for about 13% of fp32's time. (Marking nodes fp32 through their runtime info had no
 effect on the CPU plugin, hence two compiled parts.)"""
 
 
@@ -69,26 +69,35 @@ def ensure_ir(model_dir: str | Path) -> Path:
     """The fp32 IR of ``model_dir``, converted from the cached ONNX export on first use."""
     import openvino as ov
 
-    from pneumo.files import temporary_beside
     from pneumo.inference.export import ensure_onnx
 
     xml = cached_ir_path(model_dir)
     if xml.is_file() and xml.with_suffix(".bin").is_file():
         return xml
     onnx_path = ensure_onnx(model_dir)
+    try:
+        save_ir(ov.Core().read_model(str(onnx_path)), xml)
+    except Exception as exc:
+        raise ModelError(f"{model_dir}: conversion to OpenVINO failed ({exc})") from exc
+    return xml
+
+
+def save_ir(model, xml: Path) -> None:
+    """Write ``model`` as the IR pair ``xml`` + ``.bin`` so that a reader never sees half of
+    it: both are written under a temporary name, the ``.bin`` moved in first."""
+    import openvino as ov
+
+    from pneumo.files import temporary_beside
+
     tmp = temporary_beside(xml)  # reserves a name; the IR pair is written beside it
     tmp_xml = tmp.with_suffix(".xml")
     try:
-        ov.save_model(ov.Core().read_model(str(onnx_path)), str(tmp_xml), compress_to_fp16=False)
-        # .bin first: a reader that sees the .xml always finds its weights
+        ov.save_model(model, str(tmp_xml), compress_to_fp16=False)
         tmp_xml.with_suffix(".bin").replace(xml.with_suffix(".bin"))
         tmp_xml.replace(xml)
-    except Exception as exc:
-        raise ModelError(f"{model_dir}: conversion to OpenVINO failed ({exc})") from exc
     finally:
         for leftover in (tmp, tmp_xml, tmp_xml.with_suffix(".bin")):
             leftover.unlink(missing_ok=True)
-    return xml
 
 
 MAX_STREAMS = 4
@@ -131,8 +140,9 @@ class SplitGraph:
     """A graph cut in two for bf16 with an fp32 head (``FP32_LEADING_CONVOLUTIONS``)."""
 
     head: object
-    """The leading layers (an ``ov.Model``, or the path of its IR), run at fp32; output 0 is the cut tensor at fp32 (kept
-    for films run again), output 1 the same rounded to bf16 (half the bytes to pass on)."""
+    """The leading layers (an ``ov.Model``, or the path of its IR), run at fp32. Output 0 is
+    the cut tensor at fp32 (kept for films run again), output 1 the same rounded to bf16 (half
+    the bytes to pass on; the rest would round it anyway)."""
     rest: object
     """The remaining layers, reading the bf16 cut tensor: run at bf16."""
     rest_fp32: object
@@ -187,10 +197,6 @@ def split_ir(xml: str | Path) -> SplitGraph | None:
     """``split_after_convolutions(xml, FP32_LEADING_CONVOLUTIONS)`` with its three parts as IR
     files beside ``xml`` (written on first use), so a start reads them instead of cutting the
     graph again (0.1 s of every `pneumo predict`). None when the graph has no such cut."""
-    import openvino as ov
-
-    from pneumo.files import temporary_beside
-
     xml = Path(xml)
     stem = f"{xml.stem}.bf16-b{BF16_RECIPE}"
     paths = {part: xml.with_name(f"{stem}.{part}.xml") for part in ("head", "rest", "rest_fp32")}
@@ -204,15 +210,7 @@ def split_ir(xml: str | Path) -> SplitGraph | None:
                 none.touch()
                 return None
             for part, path in paths.items():
-                tmp = temporary_beside(path)  # reserves a name; the IR pair is written beside it
-                tmp_xml = tmp.with_suffix(".xml")
-                try:
-                    ov.save_model(getattr(parts, part), str(tmp_xml), compress_to_fp16=False)
-                    tmp_xml.with_suffix(".bin").replace(path.with_suffix(".bin"))
-                    tmp_xml.replace(path)
-                finally:
-                    for leftover in (tmp, tmp_xml, tmp_xml.with_suffix(".bin")):
-                        leftover.unlink(missing_ok=True)
+                save_ir(getattr(parts, part), path)
         except OSError:  # a read-only cache: cut again at each start
             return parts
     return SplitGraph(*(Path(path) for path in paths.values()))

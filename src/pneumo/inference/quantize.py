@@ -51,7 +51,12 @@ def ensure_int8_ir(model_dir: str | Path, calibration: list[ImageRecord]) -> Pat
 def calibrate(model_dir: str | Path, paths: list[str]) -> Path:
     """Quantise ``model_dir`` to int8 on the films at ``paths`` and cache the IR (in this
     process: ``ensure_int8_ir`` runs it in a child)."""
-    from pneumo.inference.openvino_backend import OpenVinoPredictor, cached_ir_path, ensure_ir
+    from pneumo.inference.openvino_backend import (
+        OpenVinoPredictor,
+        cached_ir_path,
+        ensure_ir,
+        save_ir,
+    )
     from pneumo.models.checkpoint import read_metadata
 
     # NNCF logs every ignored node and graph step at INFO (a screenful on `pneumo models
@@ -76,14 +81,7 @@ def calibrate(model_dir: str | Path, paths: list[str]) -> Path:
         model, nncf.Dataset(arrays), subset_size=len(arrays), ignored_scope=kept
     )
     xml = cached_ir_path(model_dir, "int8")
-    tmp = xml.with_name(f"{xml.stem}.tmp.xml")
-    try:
-        ov.save_model(quantized, str(tmp), compress_to_fp16=False)
-        tmp.with_suffix(".bin").replace(xml.with_suffix(".bin"))
-        tmp.replace(xml)
-    finally:
-        tmp.unlink(missing_ok=True)
-        tmp.with_suffix(".bin").unlink(missing_ok=True)
+    save_ir(quantized, xml)
     return xml
 
 
