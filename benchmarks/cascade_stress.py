@@ -33,9 +33,8 @@ def stresses(rng: np.random.Generator) -> dict:
 
 
 def main() -> None:
-    from pneumo.inference.cascade import decision_edges, log_odds, near_edges, rerun_mask
+    from pneumo.inference.cascade import decision_edges, log_odds, near_edges, replay
     from pneumo.inference.engine import load_predictor
-    from pneumo.inference.guard import decisions
     from pneumo.models.checkpoint import BUNDLED_MODEL_DIR
     from pneumo.models.films import read_films
 
@@ -62,10 +61,7 @@ def main() -> None:
         change = np.abs(z16 - z32)
         near = near_edges(z32, edges, 1.0)
         s32, s16 = exact.ood_score(f32), exact.ood_score(f16)
-        again = rerun_mask(z16, s16, meta, cascade.margins)
-        served = np.where(again[:, None], l32, l16)
-        served_scores = np.where(again, s32, s16)
-        changed = (decisions(served, served_scores, meta) != decisions(l32, s32, meta)).any(1)
+        again, changed = replay(l32, l16, s32, s16, meta, cascade.margins)
         print(
             f"| {name} | {change.max():.3f} | {change[near].max() if near.any() else 0:.3f} "
             f"({near.sum()} films) | {again.mean():.1%} | {int(changed.sum())} |"

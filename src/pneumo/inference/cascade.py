@@ -112,6 +112,35 @@ def rerun_mask(
     return mask
 
 
+def decisions(logits: np.ndarray, scores: np.ndarray | None, meta: ModelMetadata) -> np.ndarray:
+    """(label, uncertain, OOD by feature distance) per film, as ``Predictor.postprocess``
+    decides them."""
+    from pneumo.models.outputs import temperature_softmax
+
+    p = temperature_softmax(logits, meta.temperature)[:, 1]
+    lo, hi = meta.uncertain_band
+    cutoff = meta.ood.cutoff if meta.ood else None
+    far = np.zeros(len(p), bool) if scores is None or cutoff is None else scores > cutoff
+    return np.stack([p >= meta.threshold, (p >= lo) & (p <= hi), far], axis=1)
+
+
+def replay(
+    logits32: np.ndarray,
+    logits: np.ndarray,
+    scores32: np.ndarray | None,
+    scores: np.ndarray | None,
+    meta: ModelMetadata,
+    margins: Margins,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(re-run, changed) per film: which films the cascade would run again at fp32 given the
+    fast precision's outputs, and whose served decision would then differ from fp32's."""
+    again = rerun_mask(log_odds(logits, meta.temperature), scores, meta, margins)
+    served = np.where(again[:, None], logits32, logits)
+    served_scores = None if scores is None else np.where(again, scores32, scores)
+    changed = (decisions(served, served_scores, meta) != decisions(logits32, scores32, meta)).any(1)
+    return again, changed
+
+
 class CascadePredictor(Predictor):
     """``fast`` for every film, ``exact`` (fp32) again for the films ``rerun_mask`` picks (or the
     fast predictor's own ``forward_again``, which reuses its fp32 head). The
@@ -159,9 +188,8 @@ class CascadePredictor(Predictor):
         logits, features = self.fast.forward(batch)
         again = self._rerun(logits, features)
         if again.size:
-            again_fn = getattr(self.fast, "forward_again", None)
-            exact = again_fn(again) if again_fn is not None else None
-            logits[again], features[again] = exact or self.exact.forward(batch[again])
+            exact = self.fast.forward_again(again) or self.exact.forward(batch[again])
+            logits[again], features[again] = exact
         return logits, features
 
     def forward_maps(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

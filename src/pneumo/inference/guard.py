@@ -183,18 +183,6 @@ def judge(
     return v
 
 
-def decisions(logits: np.ndarray, scores: np.ndarray | None, meta: ModelMetadata) -> np.ndarray:
-    """(label, uncertain, OOD by feature distance) per film, as ``Predictor.postprocess``
-    decides them."""
-    from pneumo.models.outputs import temperature_softmax
-
-    p = temperature_softmax(logits, meta.temperature)[:, 1]
-    lo, hi = meta.uncertain_band
-    cutoff = meta.ood.cutoff if meta.ood else None
-    far = np.zeros(len(p), bool) if scores is None or cutoff is None else scores > cutoff
-    return np.stack([p >= meta.threshold, (p >= lo) & (p <= hi), far], axis=1)
-
-
 def judge_cascade(
     precision: str,
     logits32: np.ndarray,
@@ -213,7 +201,7 @@ def judge_cascade(
         decision_edges,
         log_odds,
         measured_error,
-        rerun_mask,
+        replay,
     )
 
     z32, z = log_odds(logits32, meta.temperature), log_odds(logits, meta.temperature)
@@ -223,10 +211,7 @@ def judge_cascade(
     if cutoff is not None and scores is not None and scores32 is not None:
         ood_error = measured_error(scores, scores32, [cutoff], safety)
     margins = Margins(safety * z_error, None if ood_error is None else safety * ood_error)
-    again = rerun_mask(z, scores, meta, margins)
-    mixed = np.where(again[:, None], logits32, logits)
-    mixed_scores = None if scores is None else np.where(again, scores32, scores)
-    changed = (decisions(mixed, mixed_scores, meta) != decisions(logits32, scores32, meta)).any(1)
+    again, changed = replay(logits32, logits, scores32, scores, meta, margins)
     return CascadeVerdict(
         precision=cascade_name(precision),
         log_odds_error=z_error,
@@ -325,6 +310,7 @@ def run_guard(
 
     logits32, scores32 = joined("fp32")
     p32 = fp32.probabilities(logits32)
+    auc32 = roc_auc(y, p32)
 
     def speed(name: str) -> float:
         return round(len(y) / seconds[name], 1) if seconds[name] > 0 else 0.0
@@ -351,7 +337,7 @@ def run_guard(
         c.passed = (
             c.changed_decisions == 0
             and c.images_per_s >= CASCADE_MIN_GAIN * speed("fp32")
-            and not np.isnan(roc_auc(y, p32))
+            and not np.isnan(auc32)
         )
         v.cascade = c
         verdicts[precision] = v
@@ -359,7 +345,7 @@ def run_guard(
         chosen=fastest_cascade(verdicts),
         split=f"{split} ({len(y)} films)",
         n=len(y),
-        roc_auc_fp32=roc_auc(y, p32),
+        roc_auc_fp32=auc32,
         fp32_images_per_s=speed("fp32"),
         limits=asdict(limits),
         verdicts=verdicts,

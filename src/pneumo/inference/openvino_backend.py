@@ -324,9 +324,8 @@ class OpenVinoPredictor(Predictor):
         return requests
 
     def forward_again(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        """fp32 (logits, features) of ``rows`` of the last batch this thread ran, from its fp32
-        head's output kept from that run: what a cascade asks for the films near an edge. None
-        when this graph is not split (the caller runs the whole fp32 graph instead)."""
+        """From the fp32 head's output kept from the last batch: only the rest runs at fp32.
+        None when this graph is not split."""
         kept = getattr(self._local, "kept", None)
         if self._again is None or kept is None:
             return None

@@ -212,6 +212,12 @@ class Predictor(ABC):
         feature map (``pneumo.inference.export``)."""
         raise ModelError(f"the {self.backend} backend gives no class activation maps")
 
+    def forward_again(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """fp32 (logits, features) of ``rows`` of the last batch this thread ran, from work
+        kept from that run, or None when nothing was kept (a cascade then runs those films
+        through its fp32 predictor whole)."""
+        return None
+
     # --- shared logic -------------------------------------------------------------------------
 
     def heatmaps(self, images: list[Image.Image], targets: list[int]) -> list[np.ndarray]:

@@ -23,6 +23,15 @@ HEAD_INITS = ("probe", "zero", "random")
 DEVICES = ("cpu", "cuda")
 THRESHOLD_METHODS = ("bayes", "sensitivity", "balanced_accuracy")
 SELECT_EPOCHS = ("last", "best")
+_CHOICES = {
+    "device": DEVICES,
+    "precision": TRAIN_PRECISIONS,
+    "class_balance": CLASS_BALANCES,
+    "threshold_method": THRESHOLD_METHODS,
+    "head_init": HEAD_INITS,
+    "select_epoch": SELECT_EPOCHS,
+}
+"""The settings that take one of a few named values, checked on construction."""
 
 
 @dataclass
@@ -127,18 +136,9 @@ class TrainConfig:
         for name, value in MODE_DEFAULTS[self.mode].items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
-        if self.device not in DEVICES:
-            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
-        if self.precision not in TRAIN_PRECISIONS:
-            raise ValueError(f"precision must be one of {TRAIN_PRECISIONS}, got {self.precision!r}")
-        if self.class_balance not in CLASS_BALANCES:
-            raise ValueError(f"class_balance must be one of {CLASS_BALANCES}")
-        if self.threshold_method not in THRESHOLD_METHODS:
-            raise ValueError(f"threshold_method must be one of {THRESHOLD_METHODS}")
-        if self.head_init not in HEAD_INITS:
-            raise ValueError(f"head_init must be one of {HEAD_INITS}, got {self.head_init!r}")
-        if self.select_epoch not in SELECT_EPOCHS:
-            raise ValueError(f"select_epoch must be one of {SELECT_EPOCHS}")
+        for name, choices in _CHOICES.items():
+            if (value := getattr(self, name)) not in choices:
+                raise ValueError(f"{name} must be one of {choices}, got {value!r}")
         if not (self.ema_decay == 0 or 0 < self.ema_decay < 1):
             raise ValueError(f"ema_decay must be 0 (off) or in (0, 1), got {self.ema_decay}")
         if not 0 <= self.wise_alpha <= 1:
