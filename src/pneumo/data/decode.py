@@ -284,12 +284,31 @@ def load_grey(
     for full-size originals); the result is never smaller than ``draft_size``. Files are told
     apart by content, not name. Raises ImageDecodeError naming the file and the reason.
     """
+    return load_grey_and_planes(
+        source, name=name, draft_size=draft_size, max_pixels=max_pixels, max_bytes=max_bytes
+    )[0]
+
+
+def load_grey_and_planes(
+    source: Source,
+    *,
+    name: str | None = None,
+    draft_size: tuple[int, int] | None = None,
+    max_pixels: int = MAX_PIXELS,
+    max_bytes: int = MAX_FILE_BYTES,
+    colour: bool = False,
+) -> tuple[Image.Image, Image.Image | None]:
+    """``load_grey``, and with ``colour`` the file's own colour planes (a YCbCr picture, upright,
+    at the grey's scale) when one decode gives both: a colour JPEG decoded as YCbCr, whose Y
+    plane is bit for bit the grey decode (checked on every data-set film), so the colour check
+    needs no second decode (a quarter of a film's preparation). None otherwise: a grey file, or
+    one whose colour needs its own decode."""
     label = _name(source, name)
     data = read_bytes(source, label, max_bytes)
     if is_dicom(data):
         from pneumo.data.dicom import decode_dicom
 
-        return decode_dicom(data, label, max_pixels)
+        return decode_dicom(data, label, max_pixels), None
     img = open_image(io.BytesIO(data), label, max_pixels)
     check_size(*img.size, label, max_pixels)
     if img.format in ("JPEG", "MPO"):
@@ -299,17 +318,31 @@ def load_grey(
             raise ImageDecodeError(
                 label, f"JPEG with {scans} scans (limit {MAX_JPEG_SCANS}): a decoding bomb?"
             )
+        if colour and img.mode == "RGB":
+            img.draft("YCbCr", draft_size)
+            try:
+                upright = _decoded(img, label, max_pixels)
+            except ImageDecodeError:  # an RGB-coded file libjpeg cannot give as YCbCr
+                upright = None
+            if upright is not None and upright.mode == "YCbCr":
+                return upright.getchannel("Y"), upright
+            img = open_image(io.BytesIO(data), label, max_pixels)  # decode it as grey instead
         if draft_size is not None:
             img.draft("L", draft_size)
+    return _decoded(img, label, max_pixels, to_grey), None
+
+
+def _decoded(img: Image.Image, label: str, max_pixels: int, then=None) -> Image.Image:
+    """``img``'s pixels (within the decode budget), upright, passed through ``then``."""
     width, height = img.size
     cost = _decoded_bytes(width, height, _BYTES_PER_PIXEL.get(img.mode, 4))
     with decode_budget.hold(cost):
         try:
             img.load()  # truncated files fail here (Pillow's default), never padded with grey
-            grey = to_grey(_exif_upright(img))
+            upright = _exif_upright(img)
+            return upright if then is None else then(upright)
         except Exception as exc:
             raise ImageDecodeError(label, f"corrupt or truncated image ({_reason(exc)})") from None
-    return grey
 
 
 BOMB_PIXELS = 2**62

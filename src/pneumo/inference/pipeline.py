@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from pneumo.data.decode import FORMATS, is_dicom, load_grey, read_bytes, to_grey
+from pneumo.data.decode import FORMATS, is_dicom, load_grey_and_planes, read_bytes, to_grey
 from pneumo.errors import ImageDecodeError, PneumoError
 from pneumo.models.preprocess import preprocess
 
@@ -42,7 +42,8 @@ def colour_chroma(img: Image.Image) -> float:
     averaged: a smoothed thumbnail turns colour noise grey."""
     if img.mode not in _COLOUR_MODES:
         return 0.0
-    small = img.convert("RGB").resize((_CHROMA_SIDE, _CHROMA_SIDE), Image.Resampling.NEAREST)
+    picture = img if img.mode == "YCbCr" else img.convert("RGB")  # YCbCr: read as it is
+    small = picture.resize((_CHROMA_SIDE, _CHROMA_SIDE), Image.Resampling.NEAREST)
     ycc = np.asarray(small.convert("YCbCr"), dtype=np.float32)
     return float(np.hypot(ycc[..., 1] - 128.0, ycc[..., 2] - 128.0).mean())
 
@@ -113,12 +114,15 @@ NUMBERS = len(fields(InputStats)) - 1
 """How many values ``InputStats.numbers`` gives."""
 
 
-def _source_chroma(raw: bytes, name: str) -> float:
-    """Chroma of an encoded image without a full decode: JPEGs are decoded at 1/2 to 1/8 scale,
-    grey files (most X-rays) stop after the header; colour DICOM pixels are decoded again in
-    colour (grey decoding has averaged the channels). A failure is that image's error, never a
-    silent 0 that would switch the colour check off for it."""
+def _source_chroma(raw: bytes, name: str, planes: Image.Image | None = None) -> float:
+    """Chroma of an encoded image: from ``planes`` when its grey decode kept them (a YCbCr
+    JPEG), else without a full decode: JPEGs are decoded at 1/2 to 1/8 scale, grey files (most
+    X-rays) stop after the header; colour DICOM pixels are decoded again in colour (grey
+    decoding has averaged the channels). A failure is that image's error, never a silent 0 that
+    would switch the colour check off for it."""
     try:
+        if planes is not None:
+            return colour_chroma(planes)
         if is_dicom(raw):
             from pneumo.data.dicom import colour_picture
 
@@ -239,8 +243,10 @@ class FilmPipeline:
         cannot be used."""
         raw = read_bytes(source, name)  # read once: decoded to grey, then checked for colour
         limit = {} if max_pixels is None else {"max_pixels": max_pixels}
-        grey = load_grey(raw, name=name, draft_size=self.draft_size, **limit)
-        stats = self.stats(grey, chroma=_source_chroma(raw, name))
+        grey, planes = load_grey_and_planes(
+            raw, name=name, draft_size=self.draft_size, colour=True, **limit
+        )
+        stats = self.stats(grey, chroma=_source_chroma(raw, name, planes))
         if is_dicom(raw):
             from pneumo.data.dicom_scope import dicom_scope_problem
 
