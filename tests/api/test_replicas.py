@@ -1,6 +1,8 @@
 """Replicas behind a load balancer (issue 12): two `pneumo serve` processes on loopback that share
 nothing but the model files (each its own ONNX cache, no database, no session state) give the
-same answers for the same real films, whichever replica a request lands on."""
+same answers for the same real films, whichever replica a request lands on. Each runs its own
+accuracy guard, at the same moment on the same busy cores: the precision they choose must not
+depend on a timing."""
 
 from __future__ import annotations
 
@@ -34,10 +36,7 @@ def _start_replica(name: str, tmp_path: Path) -> tuple[subprocess.Popen, str, Pa
         "PNEUMO_API_KEY": KEY,
         "PNEUMO_CACHE": str(tmp_path / f"{name}-cache"),  # nothing shared but models/default
         "PNEUMO_THREADS": "1",  # two replicas on a shared 2-core machine
-        # one precision for both, as the README advises: each replica's accuracy guard times the
-        # precisions to choose, and on a busy machine two guards chose differently (fp32 and
-        # bf16+fp32: the same decisions, probabilities apart by bf16's error)
-        "PNEUMO_PRECISION": "fp32",
+        "PNEUMO_PRECISION": "auto",  # each chooses with its own guard
     }
     env.pop("PNEUMO_MODEL", None)
     log = tmp_path / f"{name}.log"
@@ -78,6 +77,12 @@ def _predict(url: str, files: list[tuple[str, bytes]]) -> list[dict]:
     return results
 
 
+def _model(url: str) -> dict:
+    r = httpx.get(url + "/v1/model", headers={"X-API-Key": KEY}, timeout=30)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
 def _answers(results: list[dict]) -> list[tuple]:
     """What a user reads off a result: the file, label, flags, error and probability."""
     return [
@@ -105,10 +110,11 @@ def test_two_replicas_answer_the_same(originals_dir, tmp_path):
 
     replicas = []
     try:
-        for name in ("a", "b"):
-            replicas.append(_start_replica(name, tmp_path))
-            _wait_ready(*replicas[-1])
+        replicas = [_start_replica(name, tmp_path) for name in ("a", "b")]  # guards at once
+        for replica in replicas:
+            _wait_ready(*replica)
         (_, url_a, _), (_, url_b, _) = replicas
+        served = [_model(url) for url in (url_a, url_b)]
         from_a, from_b = _predict(url_a, files), _predict(url_b, files)
         # what a round-robin balancer does: one film per request, alternating replicas
         spread = [_predict((url_a, url_b)[i % 2], [f])[0] for i, f in enumerate(files)]
@@ -116,6 +122,14 @@ def test_two_replicas_answer_the_same(originals_dir, tmp_path):
         for proc, _, _ in replicas:
             stop_group(proc, timeout=30)
 
+    assert served[0]["precision"] == served[1]["precision"], served
+    guards = [m["precision_guard"] for m in served]
+    if guards[0] is not None:  # the validation films were found: both guards ran and agree
+        from pneumo.inference.guard import runs_natively
+
+        assert guards[0]["chosen"] == guards[1]["chosen"] == served[0]["precision"]
+        # the bundled model re-runs about 8% of validation films: served where bf16 is native
+        assert served[0]["precision"] == ("bf16+fp32" if runs_natively("bf16") else "fp32")
     assert _answers(from_a) == _answers(from_b) == _answers(spread)
     assert [r["label"] for r in from_a[:6]] == ["NORMAL"] * 3 + ["PNEUMONIA"] * 3
     assert from_a[6]["label"] is None and "truncated.jpeg" in from_a[6]["error"]

@@ -147,33 +147,60 @@ def _verdict(precision, passed, speed):
     return Verdict(precision, 0.9, 0.0, 0, 0.0, 0, 0.0, passed, [] if passed else ["x"], speed)
 
 
-def _with_cascade(verdict, changed, gain):
-    from pneumo.inference.guard import CascadeVerdict
+def _with_cascade(verdict, changed, gain, share=0.1, native=True):
+    from pneumo.inference.guard import CascadeVerdict, cascade_refusals
 
     verdict.cascade = CascadeVerdict(
-        f"{verdict.precision}+fp32", 0.3, 0.6, None, None, 0.1, changed, 100.0 * gain
+        f"{verdict.precision}+fp32", 0.3, 0.6, None, None, share, changed, 100.0 * gain
     )
-    verdict.cascade.passed = changed == 0 and gain >= 1.1
+    verdict.cascade.reasons = cascade_refusals(verdict.cascade, native=native, one_class=False)
+    verdict.cascade.passed = not verdict.cascade.reasons
     return verdict
 
 
 @pytest.mark.parametrize(
     ("cascades", "expected"),
     [
-        ([("bf16", 0, 1.5), ("int8", 0, 1.3)], "bf16+fp32"),
-        ([("bf16", 1, 1.9), ("int8", 0, 1.3)], "int8+fp32"),  # the faster changed a decision
+        ([("bf16", 0, 1.5), ("int8", 0, 1.3)], "int8+fp32"),  # int8 first, whatever the timing
+        ([("bf16", 0, 1.5), ("int8", 1, 1.9)], "bf16+fp32"),  # int8 changed a decision
         ([("bf16", 2, 1.9), ("int8", 1, 1.6)], "fp32"),
-        ([("bf16", 0, 1.05)], "fp32"),  # exact, but not enough faster than fp32
+        ([("bf16", 0, 0.7)], "bf16+fp32"),  # timed slower on a busy machine: still the same
+        ([("bf16", 0, 1.9, 0.3)], "fp32"),  # re-runs too many films
+        ([("bf16", 0, 1.9, 0.1, False)], "fp32"),  # bf16 emulated: no native instructions
     ],
 )
 def test_the_guard_chooses_only_a_cascade_that_changed_no_decision(cascades, expected):
     """bf16 alone passing the limits is not enough: ``auto`` serves a cascade whose replay on
-    validation changed no decision, or fp32."""
+    validation changed no decision, that this CPU runs natively and that re-runs at most
+    ``MAX_RERUN_SHARE`` of the films, or fp32; never chosen by a timing, which two replicas on
+    a busy machine measured differently."""
     by_name = {
-        name: _with_cascade(_verdict(name, True, 900.0), changed, gain)
-        for name, changed, gain in cascades
+        name: _with_cascade(_verdict(name, True, 900.0), changed, gain, *rest)
+        for name, changed, gain, *rest in cascades
     }
     assert fastest_cascade(by_name) == expected
+
+
+def test_refusals_say_why():
+    from pneumo.inference.guard import MAX_RERUN_SHARE
+
+    c = _with_cascade(_verdict("bf16", True, 900.0), 3, 1.9, MAX_RERUN_SHARE + 0.01, False).cascade
+    assert not c.passed and len(c.reasons) == 3
+    assert "3 validation decisions changed" in c.reasons[0]
+    assert "no native bf16" in c.reasons[1] and "re-run at fp32 (limit 25%)" in c.reasons[2]
+
+
+def test_this_cpus_native_precisions_come_from_openvino(monkeypatch):
+    """Read from OpenVINO's own list of this CPU's capabilities, not guessed from a timing."""
+    pytest.importorskip("openvino")
+    import openvino as ov
+
+    from pneumo.inference.guard import runs_natively
+
+    listed = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    assert runs_natively("fp32") and runs_natively("bf16") == ("BF16" in listed)
+    monkeypatch.setattr(ov.Core, "get_property", lambda self, device, key: ["FP32", "INT8"])
+    assert not runs_natively("bf16") and runs_natively("int8")
 
 
 def test_a_cached_report_naming_a_refused_precision_serves_fp32(tiny_model, tmp_path, monkeypatch):

@@ -134,7 +134,7 @@ def format_summary(s: ModelSummary) -> str:
         c = v.cascade
         if c is None:
             continue
-        verdict = "passed" if c.passed else "not used"
+        verdict = "passed" if c.passed else "not used: " + "; ".join(c.reasons or ["refused"])
         lines.append(
             f"    {c.precision:<10} fp32 again for {c.rerun_share:.1%} of films (within "
             f"{c.log_odds_margin:.3f} log-odds of an edge: {limits.get('recheck_safety', 2.0):g} x "

@@ -2,9 +2,10 @@
 bf16 and int8 alone against fp32 (ROC-AUC, decisions flipped), and measures for each the error
 that sets the cascade's margins (``pneumo.inference.cascade``: the fast precision for every
 film, fp32 again near a decision edge), the share of films re-run and the decisions changed,
-which must be none. ``precision="auto"`` serves the fastest such cascade, else fp32: never a
-precision that changes a decision. The figures are computed once per machine and model,
-written beside the cached IR (``<sha256>.v2.guard-r2-b2.json``) and shown by ``pneumo models``
+which must be none. ``precision="auto"`` serves such a cascade when this CPU runs its fast
+precision natively and it re-runs at most a quarter of the films, else fp32: never a precision
+that changes a decision, and never a choice made by a timing (replicas must agree). The figures are computed once per machine and model,
+written beside the cached IR (``<sha256>.v2.guard-r2-b2-g2.json``) and shown by ``pneumo models``
 and ``GET /v1/model``."""
 
 from __future__ import annotations
@@ -32,9 +33,13 @@ log = logging.getLogger(__name__)
 REDUCED = ("int8", "bf16")
 """Reduced precisions the guard judges, fastest first (AMX int8, then AMX bf16)."""
 _CHUNK = 64
-CASCADE_MIN_GAIN = 1.1
-"""A cascade is chosen only when its estimated rate is at least this many times fp32's: the
-estimate leaves out that re-runs go in small batches."""
+MAX_RERUN_SHARE = 0.25
+"""A cascade that runs more than this share of the validation films again at fp32 is refused:
+its fp32 re-runs would eat most of what the fast precision saves (bf16 runs the bundled network
+about 1.9x fp32's rate here, so a quarter re-run leaves about 1.3x before decoding)."""
+GUARD_RULE = "2"
+"""Bumped when how the guard chooses changes (2: by this CPU's native support and the share
+re-run, never by a timing), so reports chosen by the old rule are not reused."""
 
 
 @dataclass(frozen=True)
@@ -78,9 +83,13 @@ class CascadeVerdict:
     """Validation films whose label, uncertain flag or OOD flag differ from fp32's (0 by
     construction: the margin is at least the largest change measured on them)."""
     images_per_s: float | None = None
-    """Estimated: films / (fast seconds + re-run share x fp32 seconds), network alone."""
+    """Estimated: films / (fast seconds + re-run share x fp32 seconds), network alone. Shown,
+    not used to choose: a timing on a busy machine varies from run to run."""
     passed: bool = False
-    """No decision changed, and faster than fp32 by ``CASCADE_MIN_GAIN``."""
+    """No decision changed, the CPU runs the fast precision natively, and at most
+    ``MAX_RERUN_SHARE`` of the films run again."""
+    reasons: list[str] = field(default_factory=list)
+    """Why it was refused (empty when it passed)."""
 
 
 @dataclass
@@ -108,7 +117,7 @@ class GuardReport:
     """What the guard measured and chose for one model on this machine."""
 
     chosen: str
-    """The precision ``precision="auto"`` loads: the fastest cascade that changed no decision
+    """The precision ``precision="auto"`` loads: the first cascade (``REDUCED`` order) that passed
     (``bf16+fp32``), else fp32."""
     split: str
     """Which films were judged (the validation split's description)."""
@@ -227,7 +236,7 @@ def guard_path(model_dir: str | Path) -> Path:
     """The report beside the cached IR of ``model_dir``."""
     from pneumo.inference.openvino_backend import BF16_RECIPE, INT8_RECIPE, cached_ir_path
 
-    recipes = f"r{INT8_RECIPE}-b{BF16_RECIPE}"
+    recipes = f"r{INT8_RECIPE}-b{BF16_RECIPE}-g{GUARD_RULE}"
     return cached_ir_path(model_dir).with_suffix(f".guard-{recipes}.json")
 
 
@@ -270,7 +279,8 @@ def run_guard(
     threads: int | None = None,
 ) -> GuardReport:
     """Judge each reduced precision against fp32 on ``validation`` (int8 is first calibrated on
-    ``calibration``), choose the fastest that passes, and write the report to the cache."""
+    ``calibration``), choose a cascade that passes (``fastest_cascade``), and write the report
+    to the cache."""
     from pneumo.inference.engine import read_ood_tensors
     from pneumo.inference.openvino_backend import OpenVinoPredictor, ensure_ir
     from pneumo.inference.quantize import ensure_int8_ir
@@ -333,12 +343,8 @@ def run_guard(
         )
         spent = seconds[precision] + c.rerun_share * seconds["fp32"]
         c.images_per_s = round(len(y) / spent, 1) if spent > 0 else 0.0
-        # films of one class measure the error on half the cases a clinic sends: no cascade
-        c.passed = (
-            c.changed_decisions == 0
-            and c.images_per_s >= CASCADE_MIN_GAIN * speed("fp32")
-            and not np.isnan(auc32)
-        )
+        c.reasons = cascade_refusals(c, native=runs_natively(precision), one_class=np.isnan(auc32))
+        c.passed = not c.reasons
         v.cascade = c
         verdicts[precision] = v
     report = GuardReport(
@@ -371,11 +377,40 @@ def run_guard(
     return report
 
 
+def cascade_refusals(c: CascadeVerdict, *, native: bool, one_class: bool) -> list[str]:
+    """Why cascade ``c`` may not be served (empty: it may). Nothing here is a timing, so every
+    replica of a service on the same kind of machine chooses the same precision."""
+    from pneumo.inference.cascade import fast_precision
+
+    reasons = []
+    if c.changed_decisions:
+        reasons.append(f"{c.changed_decisions} validation decisions changed")
+    if one_class:  # films of one class measure the error on half the cases a clinic sends
+        reasons.append("the validation films hold one class only")
+    if not native:
+        reasons.append(f"this CPU has no native {fast_precision(c.precision)} instructions")
+    if c.rerun_share > MAX_RERUN_SHARE:
+        reasons.append(f"{c.rerun_share:.0%} of films re-run at fp32 (limit {MAX_RERUN_SHARE:.0%})")
+    return reasons
+
+
+def runs_natively(precision: str) -> bool:
+    """Whether OpenVINO's CPU plugin lists ``precision`` among this CPU's capabilities (BF16:
+    AVX512-BF16 or AMX; without them bf16 is emulated or runs as fp32)."""
+    import openvino as ov
+
+    listed = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return precision.upper() in {str(c).upper() for c in listed}
+
+
 def fastest_cascade(verdicts: dict[str, Verdict]) -> str:
-    """The fastest cascade that passed (no decision changed, faster than fp32), else fp32.
-    bf16 or int8 alone is never chosen: alone, they may change a decision."""
-    passed = [v.cascade for v in verdicts.values() if v.cascade is not None and v.cascade.passed]
-    return max(passed, key=lambda c: c.images_per_s or 0.0).precision if passed else "fp32"
+    """The first cascade in ``REDUCED`` order (fastest kind first: int8, then bf16) that passed,
+    else fp32. bf16 or int8 alone is never chosen: alone, they may change a decision."""
+    for precision in REDUCED:
+        verdict = verdicts.get(precision)
+        if verdict is not None and verdict.cascade is not None and verdict.cascade.passed:
+            return verdict.cascade.precision
+    return "fp32"
 
 
 def cascade_verdict(report: GuardReport, name: str) -> CascadeVerdict | None:
