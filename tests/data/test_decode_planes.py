@@ -89,7 +89,20 @@ def test_a_sideways_colour_jpeg_is_turned_upright_in_both():
     assert _grey(grey)[:100].mean() > 200 > _grey(grey)[200:].mean()
 
 
-def test_a_truncated_colour_jpeg_is_still_refused():
+def test_a_truncated_colour_jpeg_is_refused_after_one_decode(monkeypatch):
+    """Refused as before, and not decoded a second time as grey (which would read no more of
+    it): a bad upload costs one decode."""
+    import pneumo.data.decode as decode
+
+    calls = []
+    real = decode._decoded
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(decode, "_decoded", counted)
     raw = _jpeg(np.full((200, 200, 3), (200, 40, 40), np.uint8))
     with pytest.raises(Exception, match="corrupt or truncated"):
         load_grey_and_planes(raw[: len(raw) // 2], colour=True)
+    assert len(calls) == 1

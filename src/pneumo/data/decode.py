@@ -322,8 +322,10 @@ def load_grey_and_planes(
             img.draft("YCbCr", draft_size)
             try:
                 upright = _decoded(img, label, max_pixels)
-            except ImageDecodeError:  # an RGB-coded file libjpeg cannot give as YCbCr
-                upright = None
+            except ImageDecodeError as exc:
+                if "file is truncated" in str(exc):  # a second decode would read no more
+                    raise
+                upright = None  # an RGB-coded file libjpeg cannot give as YCbCr
             if upright is not None and upright.mode == "YCbCr":
                 return upright.getchannel("Y"), upright
             img = open_image(io.BytesIO(data), label, max_pixels)  # decode it as grey instead
