@@ -12,7 +12,7 @@ from pneumo.inference.guard import (
     GuardReport,
     Verdict,
     _write_json,
-    fastest_cascade,
+    chosen_cascade,
     guard_path,
     judge,
     roc_auc,
@@ -178,7 +178,7 @@ def test_the_guard_chooses_only_a_cascade_that_changed_no_decision(cascades, exp
         name: _with_cascade(_verdict(name, True, 900.0), changed, gain, *rest)
         for name, changed, gain, *rest in cascades
     }
-    assert fastest_cascade(by_name) == expected
+    assert chosen_cascade(by_name) == expected
 
 
 def test_refusals_say_why():

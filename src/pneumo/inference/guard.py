@@ -4,9 +4,9 @@ that sets the cascade's margins (``pneumo.inference.cascade``: the fast precisio
 film, fp32 again near a decision edge), the share of films re-run and the decisions changed,
 which must be none. ``precision="auto"`` serves such a cascade when this CPU runs its fast
 precision natively and it re-runs at most a quarter of the films, else fp32: never a precision
-that changes a decision, and never a choice made by a timing (replicas must agree). The figures are computed once per machine and model,
-written beside the cached IR (``<sha256>.v2.guard-r2-b2-g2.json``) and shown by ``pneumo models``
-and ``GET /v1/model``."""
+that changes a decision, and never a choice made by a timing (replicas must agree). The
+figures are computed once per machine and model, written beside the cached IR
+(``<sha256>.v2.guard-r2-b2-g2.json``) and shown by ``pneumo models`` and ``GET /v1/model``."""
 
 from __future__ import annotations
 
@@ -279,7 +279,7 @@ def run_guard(
     threads: int | None = None,
 ) -> GuardReport:
     """Judge each reduced precision against fp32 on ``validation`` (int8 is first calibrated on
-    ``calibration``), choose a cascade that passes (``fastest_cascade``), and write the report
+    ``calibration``), choose a cascade that passes (``chosen_cascade``), and write the report
     to the cache."""
     from pneumo.inference.engine import read_ood_tensors
     from pneumo.inference.openvino_backend import OpenVinoPredictor, ensure_ir
@@ -348,7 +348,7 @@ def run_guard(
         v.cascade = c
         verdicts[precision] = v
     report = GuardReport(
-        chosen=fastest_cascade(verdicts),
+        chosen=chosen_cascade(verdicts),
         split=f"{split} ({len(y)} films)",
         n=len(y),
         roc_auc_fp32=auc32,
@@ -396,14 +396,16 @@ def cascade_refusals(c: CascadeVerdict, *, native: bool, one_class: bool) -> lis
 
 def runs_natively(precision: str) -> bool:
     """Whether OpenVINO's CPU plugin lists ``precision`` among this CPU's capabilities (BF16:
-    AVX512-BF16 or AMX; without them bf16 is emulated or runs as fp32)."""
+    AVX512-BF16 or AMX; without them bf16 is emulated or runs as fp32). INT8 is listed on every
+    x86 CPU: int8's cascade is held back by its accuracy instead (the bundled Lite2 moves by
+    4-5 log-odds in int8, so nearly every film would run again)."""
     import openvino as ov
 
     listed = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     return precision.upper() in {str(c).upper() for c in listed}
 
 
-def fastest_cascade(verdicts: dict[str, Verdict]) -> str:
+def chosen_cascade(verdicts: dict[str, Verdict]) -> str:
     """The first cascade in ``REDUCED`` order (fastest kind first: int8, then bf16) that passed,
     else fp32. bf16 or int8 alone is never chosen: alone, they may change a decision."""
     for precision in REDUCED:
