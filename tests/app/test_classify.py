@@ -54,13 +54,13 @@ def test_each_image_is_decoded_once(predictor, cam, monkeypatch):
     import pneumo.inference.pipeline as pipeline
 
     calls = []
-    real = pipeline.load_grey  # the film pipeline's decode is the app's too
+    real = pipeline.load_grey_and_planes  # the film pipeline's decode is the app's too
 
     def counting(data, **kwargs):
         calls.append(kwargs.get("name"))
         return real(data, **kwargs)
 
-    monkeypatch.setattr(pipeline, "load_grey", counting)
+    monkeypatch.setattr(pipeline, "load_grey_and_planes", counting)
     items = _items()[:2]
     results, pictures = classify_images(items, predictor, AppSettings())
     add_heatmaps(results, pictures, cam, predictor.metadata)
