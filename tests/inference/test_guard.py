@@ -202,6 +202,12 @@ def test_this_cpus_native_precisions_come_from_openvino(monkeypatch):
     monkeypatch.setattr(ov.Core, "get_property", lambda self, device, key: ["FP32", "INT8"])
     assert not runs_natively("bf16") and runs_natively("int8")
 
+    def unknown(self, device, key):
+        raise RuntimeError("property not supported")
+
+    monkeypatch.setattr(ov.Core, "get_property", unknown)  # an OpenVINO that cannot say
+    assert not runs_natively("bf16") and runs_natively("fp32")
+
 
 def test_a_cached_report_naming_a_refused_precision_serves_fp32(tiny_model, tmp_path, monkeypatch):
     """A report (edited by hand, or damaged) that names a precision its own verdict refused:

@@ -401,7 +401,11 @@ def runs_natively(precision: str) -> bool:
     4-5 log-odds in int8, so nearly every film would run again)."""
     import openvino as ov
 
-    listed = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    try:
+        listed = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except Exception as exc:  # noqa: BLE001 - unknown here: treated as not native, said once
+        log.warning("OpenVINO does not list this CPU's capabilities (%s): fp32 only", exc)
+        return precision == "fp32"
     return precision.upper() in {str(c).upper() for c in listed}
 
 
