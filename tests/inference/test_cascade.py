@@ -113,8 +113,10 @@ def test_auto_serves_a_cascade_only_when_its_replay_changed_no_decision(
     tiny_model, tmp_path, monkeypatch
 ):
     pytest.importorskip("openvino")
+    from pneumo.inference.cascade import CASCADE_BATCH_SIZE
     from pneumo.inference.engine import load_predictor
     from pneumo.inference.guard import CascadeVerdict, GuardReport, Verdict, _write_json, guard_path
+    from pneumo.inference.predictor import BATCH_SIZE
 
     monkeypatch.setenv("PNEUMO_CACHE", str(tmp_path))
 
@@ -128,6 +130,11 @@ def test_auto_serves_a_cascade_only_when_its_replay_changed_no_decision(
     assert predictor.precision == "bf16+fp32"
     assert predictor.margins.log_odds == 0.6 and predictor.margins.ood == 0.02
     assert predictor.precision_guard.verdicts["bf16"].cascade.rerun_share == 0.1
+    # each precision at its own best batch unless one is asked for
+    assert predictor.batch_size == CASCADE_BATCH_SIZE == 16
+    assert load_predictor(tiny_model, backend="openvino", batch_size=4).batch_size == 4
+    plain = load_predictor(tiny_model, backend="openvino", precision="fp32")
+    assert plain.batch_size == BATCH_SIZE == 8
     _write_json(guard_path(tiny_model), report(1).to_dict())  # damaged or hand-edited
     assert load_predictor(tiny_model, backend="openvino").precision == "fp32"
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pneumo.api.server import serve
 from pneumo.cli.common import add_command, add_model_arg
+from pneumo.inference.cascade import CASCADE_BATCH_SIZE
 from pneumo.inference.catalog import describe_models
 from pneumo.inference.engine import configured_backend
 from pneumo.inference.export import export_onnx
@@ -48,6 +49,7 @@ def _predict(args: argparse.Namespace) -> int:
         from pneumo.inference.ray_predict import predict_with_ray
 
         address = None if args.ray == LOCAL_RAY else args.ray
+        options["batch_size"] = args.batch_size or BATCH_SIZE
         if args.timeout is not None:
             options["timeout"] = args.timeout
         summary = predict_with_ray(args.paths, address=address, **options)
@@ -113,7 +115,13 @@ def register(sub) -> None:
         default=None,
         help="out.csv, out.json or out.parquet (default: CSV on stdout)",
     )
-    p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="images per forward pass")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help=f"images per forward pass (default: {CASCADE_BATCH_SIZE} for a cascade such as "
+        f"bf16+fp32, {BATCH_SIZE} otherwise and with --ray)",
+    )
     p.add_argument("--threads", type=int, default=None, help="inference threads (default: cores)")
     p.add_argument(
         "--ray",

@@ -197,7 +197,7 @@ def load_predictor(
     backend: str = "auto",
     threads: int | None = None,
     precision: str = "auto",
-    batch_size: int = BATCH_SIZE,
+    batch_size: int | None = None,
 ) -> Predictor:
     """Load a model directory (default: $PNEUMO_MODEL or the bundled model) as a Predictor.
 
@@ -207,7 +207,8 @@ def load_predictor(
     static quantisation calibrated on training films); ``bf16+fp32`` and ``int8+fp32``
     (OpenVINO: the fast precision, fp32 again near a decision edge, with the accuracy guard's
     margins); ``auto`` is fp32 except on OpenVINO, where it is what the accuracy guard chose
-    (``pneumo.inference.guard``). ``threads`` defaults to the usable core count.
+    (``pneumo.inference.guard``). ``threads`` defaults to the usable core count;
+    ``batch_size`` to ``CASCADE_BATCH_SIZE`` for a cascade, else ``BATCH_SIZE``.
     """
     backend = resolve_backend(backend)
     if precision not in SERVING_PRECISIONS:
@@ -232,7 +233,7 @@ def load_predictor(
             read_metadata(model_dir),
             read_ood_tensors(model_dir),
             threads=threads,
-            batch_size=batch_size,
+            batch_size=batch_size or BATCH_SIZE,
         )
     else:
         if precision == "int8":
@@ -249,7 +250,7 @@ def load_predictor(
             meta,
             ood,
             threads=threads,
-            batch_size=batch_size,
+            batch_size=batch_size or BATCH_SIZE,
             precision="fp32" if precision == "auto" else precision,
         )
     log.info(
@@ -309,9 +310,9 @@ def prepare_model(
 
 
 def _load_openvino(
-    model_dir: Path, precision: str, threads: int | None, batch_size: int
+    model_dir: Path, precision: str, threads: int | None, batch_size: int | None
 ) -> Predictor:
-    from pneumo.inference.cascade import fast_precision
+    from pneumo.inference.cascade import CASCADE_BATCH_SIZE, fast_precision
     from pneumo.inference.guard import guarded_precision, read_guard
 
     if not installed("openvino"):
@@ -323,6 +324,7 @@ def _load_openvino(
         precision = chosen if precision == "auto" else precision
     report = read_guard(model_dir)
     fast = fast_precision(precision)
+    batch_size = batch_size or (BATCH_SIZE if fast is None else CASCADE_BATCH_SIZE)
     if fast is None:
         predictor = _openvino_at(model_dir, precision, threads, batch_size)
     else:

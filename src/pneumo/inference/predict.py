@@ -14,7 +14,6 @@ from pathlib import Path
 
 from pneumo.data.decode import DICOM_SUFFIXES, IMAGE_SUFFIXES, printable, sniff_file
 from pneumo.errors import PneumoError
-from pneumo.inference.predictor import BATCH_SIZE
 from pneumo.inference.rows import RowWriter, check_output, prediction_row
 from pneumo.progress import progress_bar
 
@@ -214,7 +213,7 @@ def predict_files(
     backend: str = "auto",
     precision: str = "auto",
     output: str | Path | None = None,
-    batch_size: int = BATCH_SIZE,
+    batch_size: int | None = None,
     threads: int | None = None,
     progress: bool = True,
     heatmaps: str | Path | None = None,
@@ -229,7 +228,7 @@ def predict_files(
     """
     from pneumo.inference.engine import load_predictor
 
-    if not 1 <= batch_size <= 4096:
+    if batch_size is not None and not 1 <= batch_size <= 4096:
         raise PneumoError(f"--batch-size must be in 1..4096, got {batch_size}")
     if threads is not None and not 1 <= threads <= 1024:
         raise PneumoError(f"--threads must be in 1..1024, got {threads}")
