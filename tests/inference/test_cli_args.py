@@ -63,6 +63,7 @@ def _run(argv) -> int:
     [
         ["predict", "x.jpeg", "--batch-size", "0"],
         ["predict", "x.jpeg", "--batch-size", "-3"],
+        ["predict", "x.jpeg", "--ray", "--batch-size", "0"],  # never a silent default instead
         ["predict", "x.jpeg", "--threads", "0"],
         ["predict", "x.jpeg", "--threads", "99999999"],
         ["serve", "--port", "0"],

@@ -49,7 +49,7 @@ def _predict(args: argparse.Namespace) -> int:
         from pneumo.inference.ray_predict import predict_with_ray
 
         address = None if args.ray == LOCAL_RAY else args.ray
-        options["batch_size"] = args.batch_size or BATCH_SIZE
+        options["batch_size"] = BATCH_SIZE if args.batch_size is None else args.batch_size
         if args.timeout is not None:
             options["timeout"] = args.timeout
         summary = predict_with_ray(args.paths, address=address, **options)

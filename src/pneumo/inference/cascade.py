@@ -31,8 +31,9 @@ for the bundled model in bf16)."""
 CASCADE_BATCH_SIZE = 16
 """Films per forward pass of a cascade when none is asked for (plain precisions: 8). bf16 on
 AMX runs more films a second with 8 on each of the two streams than with 4 (the network 3.72
-against 3.90 ms a film); `pneumo predict` on 624 films ran 1.42x fp32 at 16 against 1.36x at 8,
-for about 230 MiB more at its peak (625 against 397 MiB). fp32 is fastest at 8."""
+against 3.90 ms a film); `pneumo predict` on 624 films ran 1.40-1.42x fp32 at 16 against
+1.34-1.40x at 8, for about 230 MiB more at its peak (625 against 397 MiB). fp32 is fastest at
+8."""
 
 
 def cascade_name(fast: str) -> str:

@@ -217,6 +217,8 @@ def load_predictor(
         )
     if "+" in precision and backend != "openvino":
         raise ModelError(f"the {precision} cascade runs on the OpenVINO backend")
+    if batch_size is not None and not 1 <= batch_size <= 4096:
+        raise ModelError(f"batch size must be in 1..4096, got {batch_size}")
     model_dir = resolve_model_dir(model_dir)
     if backend == "openvino":
         predictor = _load_openvino(model_dir, precision, threads, batch_size)
@@ -324,7 +326,8 @@ def _load_openvino(
         precision = chosen if precision == "auto" else precision
     report = read_guard(model_dir)
     fast = fast_precision(precision)
-    batch_size = batch_size or (BATCH_SIZE if fast is None else CASCADE_BATCH_SIZE)
+    if batch_size is None:
+        batch_size = BATCH_SIZE if fast is None else CASCADE_BATCH_SIZE
     if fast is None:
         predictor = _openvino_at(model_dir, precision, threads, batch_size)
     else:
