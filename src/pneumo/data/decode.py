@@ -300,7 +300,7 @@ def load_grey_and_planes(
 ) -> tuple[Image.Image, Image.Image | None]:
     """``load_grey``, and with ``colour`` the file's own colour planes (a YCbCr picture, upright,
     at the grey's scale) when one decode gives both: a colour JPEG decoded as YCbCr, whose Y
-    plane is bit for bit the grey decode (checked on every data-set film), so the colour check
+    plane is bit for bit the grey decode (checked on 1744 data-set films), so the colour check
     needs no second decode (a quarter of a film's preparation). None otherwise: a grey file, or
     one whose colour needs its own decode."""
     label = _name(source, name)
@@ -321,7 +321,7 @@ def load_grey_and_planes(
         if colour and img.mode == "RGB":
             img.draft("YCbCr", draft_size)
             try:
-                upright = _decoded(img, label, max_pixels)
+                upright = _decoded(img, label)
             except ImageDecodeError as exc:
                 if "file is truncated" in str(exc):  # a second decode would read no more
                     raise
@@ -331,10 +331,10 @@ def load_grey_and_planes(
             img = open_image(io.BytesIO(data), label, max_pixels)  # decode it as grey instead
         if draft_size is not None:
             img.draft("L", draft_size)
-    return _decoded(img, label, max_pixels, to_grey), None
+    return _decoded(img, label, to_grey), None
 
 
-def _decoded(img: Image.Image, label: str, max_pixels: int, then=None) -> Image.Image:
+def _decoded(img: Image.Image, label: str, then=None) -> Image.Image:
     """``img``'s pixels (within the decode budget), upright, passed through ``then``."""
     width, height = img.size
     cost = _decoded_bytes(width, height, _BYTES_PER_PIXEL.get(img.mode, 4))

@@ -219,6 +219,7 @@ def load_predictor(
         raise ModelError(f"the {precision} cascade runs on the OpenVINO backend")
     if batch_size is not None and not 1 <= batch_size <= 4096:
         raise ModelError(f"batch size must be in 1..4096, got {batch_size}")
+    plain_batch = BATCH_SIZE if batch_size is None else batch_size  # OpenVINO: per precision
     model_dir = resolve_model_dir(model_dir)
     if backend == "openvino":
         predictor = _load_openvino(model_dir, precision, threads, batch_size)
@@ -235,7 +236,7 @@ def load_predictor(
             read_metadata(model_dir),
             read_ood_tensors(model_dir),
             threads=threads,
-            batch_size=batch_size or BATCH_SIZE,
+            batch_size=plain_batch,
         )
     else:
         if precision == "int8":
@@ -252,7 +253,7 @@ def load_predictor(
             meta,
             ood,
             threads=threads,
-            batch_size=batch_size or BATCH_SIZE,
+            batch_size=plain_batch,
             precision="fp32" if precision == "auto" else precision,
         )
     log.info(
